@@ -1,0 +1,43 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Both create .venv and install what they need; re-running skips the install
+# unless pyproject.toml changed.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: demo test lint asyncapi broker clean
+
+demo: $(VENV)/.installed-embedded
+	$(BIN)/hub demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+asyncapi: $(VENV)/.installed-embedded
+	$(BIN)/hub asyncapi -o docs/asyncapi.yaml
+
+broker: $(VENV)/.installed-embedded
+	$(BIN)/hub broker
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.installed-embedded: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[embedded]'
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[embedded,dev]'
+	@touch $@ $(VENV)/.installed-embedded
+
+clean:
+	rm -rf $(VENV) .hub-data .pytest_cache .hypothesis .ruff_cache test-artifacts
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

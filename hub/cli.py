@@ -1,0 +1,156 @@
+"""The ``hub`` command.
+
+    hub broker                 run the embedded Kafka broker until Ctrl-C / SIGTERM
+    hub topics create          create the catalogue's topics (safe to repeat)
+    hub topics list            print the catalogue
+    hub asyncapi [-o FILE]     write the AsyncAPI document of all topics and messages
+    hub demo                   run the demo on the embedded (or configured) broker
+
+Settings come from HUB_* environment variables (see README). Errors the hub
+expects are printed as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hub import __version__
+from hub.errors import ConfigurationError, HubError
+from hub.observability import setup_logging
+from hub.settings import Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hub", description="Integration hub for Latvian municipalities (Kafka)."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    broker = commands.add_parser("broker", help="run the embedded Kafka broker on 127.0.0.1")
+    broker.add_argument("--port", type=int, help="port to listen on (default: HUB_BROKER_PORT or a free one)")
+
+    topics = commands.add_parser("topics", help="manage the catalogue's topics")
+    topic_commands = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    topic_commands.add_parser("create", help="create missing topics on the configured cluster")
+    topic_commands.add_parser("list", help="print the topic catalogue")
+
+    spec = commands.add_parser("asyncapi", help="write the AsyncAPI document")
+    spec.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
+
+    demo = commands.add_parser("demo", help="run the demo end to end")
+    demo.add_argument("--children", type=_positive, default=24, help="applications to publish (24)")
+    demo.add_argument("--institutions", type=_positive, default=6, help="institutions (6)")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic municipality (7)")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        setup_logging(settings.log_level)
+        return _dispatch(args, settings)
+    except HubError as exc:
+        print(f"hub: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "broker":
+        return asyncio.run(_broker(settings, args.port))
+    if args.command == "topics" and args.topics_command == "create":
+        return asyncio.run(_topics_create(settings))
+    if args.command == "topics":
+        _topics_list()
+        return 0
+    if args.command == "asyncapi":
+        return _asyncapi(args.output)
+    if args.command == "demo":
+        return asyncio.run(_demo(settings, args))
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+async def _broker(settings: Settings, port: int | None) -> int:
+    from hub.embedded import EmbeddedBroker  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with EmbeddedBroker(port=port or settings.broker_port, log_dir=settings.data_dir) as broker:
+        print(f"Kafka broker ready: bootstrap {broker.bootstrap}", flush=True)
+        print(f"  use it with: HUB_BOOTSTRAP_SERVERS={broker.bootstrap}", flush=True)
+        print("  memory storage only; Ctrl-C stops it", flush=True)
+        await stop.wait()
+        print("stopping the broker …", flush=True)
+    print("broker stopped", flush=True)
+    return 0
+
+
+async def _topics_create(settings: Settings) -> int:
+    from hub.kafka import ensure_topics, kafka_cluster  # noqa: PLC0415
+
+    if not settings.bootstrap_servers:
+        raise ConfigurationError(
+            "HUB_BOOTSTRAP_SERVERS is not set; start `hub broker` (or a Kafka cluster) and set it"
+        )
+    async with kafka_cluster(settings) as bootstrap:
+        report = await ensure_topics(settings, bootstrap)
+    for status in report:
+        state = "created" if status.created else "exists"
+        note = f" (catalogue wants {status.wanted_partitions})" if status.under_partitioned else ""
+        print(f"{status.name:<36} {state:<8} partitions={status.partitions}{note}")
+    return 0
+
+
+def _topics_list() -> None:
+    from schemas.topics import TOPICS  # noqa: PLC0415
+
+    for t in TOPICS:
+        print(f"{t.name}  key={t.key}  partitions={t.partitions}")
+        print(f"    {t.producer} → {', '.join(t.consumers)}")
+        print(f"    {', '.join(m.__name__ for m in t.messages)}")
+
+
+def _asyncapi(output: Path | None) -> int:
+    from hub.contracts import asyncapi_yaml  # noqa: PLC0415
+
+    document = asyncapi_yaml()
+    if output is None:
+        sys.stdout.write(document)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(document, encoding="utf-8")
+        print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from hub.demo import run_demo  # noqa: PLC0415
+
+    with contextlib.suppress(AttributeError):
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    result = await run_demo(
+        settings, children=args.children, institutions=args.institutions, seed=args.seed
+    )
+    return 0 if result.consumed == result.published else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

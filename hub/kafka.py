@@ -1,0 +1,154 @@
+"""Connecting to Kafka: the cluster (external or embedded), the FastStream broker, topics.
+
+Nothing here connects at import time; :func:`kafka_cluster` and
+:func:`build_broker` are called from the composition root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from faststream.kafka import KafkaBroker
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
+from hub.embedded import EmbeddedBroker, wait_for_kafka
+from hub.errors import BrokerStartError, BrokerUnavailable, TopicSetupError
+from hub.settings import Settings
+from schemas.topics import TOPICS, Topic
+
+log = logging.getLogger(__name__)
+
+_SASL = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+
+
+def kafka_security(settings: Settings) -> BaseSecurity | None:
+    """FastStream's security object for the configured protocol (None for PLAINTEXT)."""
+    context = settings.ssl_context()
+    if settings.sasl_mechanism:
+        assert settings.sasl_username and settings.sasl_password  # checked by Settings
+        return _SASL[settings.sasl_mechanism](
+            username=settings.sasl_username,
+            password=settings.sasl_password.get_secret_value(),
+            ssl_context=context,
+            use_ssl=settings.uses_tls,
+        )
+    if settings.uses_tls:
+        return BaseSecurity(ssl_context=context, use_ssl=True)
+    return None
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for plain aiokafka clients (admin, bare producers)."""
+    return parse_security(kafka_security(settings))
+
+
+@contextlib.asynccontextmanager
+async def kafka_cluster(settings: Settings, *, connect_timeout: float = 15.0) -> AsyncIterator[str]:
+    """Yield the bootstrap address of a reachable Kafka cluster.
+
+    With ``HUB_BOOTSTRAP_SERVERS`` set, that cluster is checked for an answer;
+    otherwise the embedded broker is started for the duration of the block.
+    """
+    if settings.bootstrap_servers:
+        try:
+            await wait_for_kafka(
+                settings.bootstrap_servers, timeout=connect_timeout, **client_options(settings)
+            )
+        except BrokerStartError as exc:
+            raise BrokerUnavailable(str(exc)) from None
+        yield settings.bootstrap_servers
+        return
+    async with EmbeddedBroker(port=settings.broker_port, log_dir=settings.data_dir) as broker:
+        yield broker.bootstrap
+
+
+def build_broker(settings: Settings, bootstrap: str, *, client_id: str) -> KafkaBroker:
+    """The FastStream broker of one service.
+
+    Producers wait for all in-sync replicas (``acks="all"``). Idempotent and
+    transactional producers stay off: the embedded broker refuses them and the
+    hub does not rely on them. Per-message logs are at DEBUG, because at
+    volume logging every message at INFO is a cost of its own.
+    """
+    return KafkaBroker(
+        bootstrap,
+        client_id=client_id,
+        acks="all",
+        security=kafka_security(settings),
+        logger=logging.getLogger(f"hub.broker.{client_id}"),
+        log_level=logging.DEBUG,
+    )
+
+
+@dataclass(frozen=True)
+class TopicStatus:
+    """What :func:`ensure_topics` found or did for one topic."""
+
+    name: str
+    created: bool
+    partitions: int
+    wanted_partitions: int
+
+    @property
+    def under_partitioned(self) -> bool:
+        return self.partitions < self.wanted_partitions
+
+
+async def ensure_topics(
+    settings: Settings, bootstrap: str, topics: Iterable[Topic] = TOPICS
+) -> list[TopicStatus]:
+    """Create the catalogue's topics that are missing; safe to run any number of times.
+
+    Existing topics are left alone (Kafka cannot shrink partitions) and
+    reported with their actual partition count.
+    """
+    topics = list(topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(settings))
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t.name not in existing]
+        created: set[str] = set()
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        t.name,
+                        num_partitions=t.partitions,
+                        replication_factor=settings.replication_factor,
+                        topic_configs=dict(t.config),
+                    )
+                    for t in missing
+                ]
+            )
+            for name, code, *rest in response.topic_errors:
+                if code == 0:
+                    created.add(name)
+                elif code != TopicAlreadyExistsError.errno:  # created meanwhile by someone else
+                    detail = rest[0] if rest and rest[0] else for_code(code).__name__
+                    raise TopicSetupError(f"cannot create topic {name}: {detail}")
+        described = {d["topic"]: d for d in await admin.describe_topics([t.name for t in topics])}
+    except KafkaError as exc:
+        raise TopicSetupError(f"topic setup failed: {exc!r}") from exc
+    finally:
+        await admin.close()
+    report = []
+    for t in topics:
+        info = described.get(t.name)
+        if info is None or info["error_code"]:
+            raise TopicSetupError(f"topic {t.name} is not visible after creation")
+        status = TopicStatus(t.name, t.name in created, len(info["partitions"]), t.partitions)
+        if status.under_partitioned:
+            log.warning(
+                "topic has fewer partitions than the catalogue asks",
+                extra={"topic": t.name, "partitions": status.partitions, "wanted": t.partitions},
+            )
+        report.append(status)
+    return report

@@ -1,0 +1,99 @@
+"""Settings of the hub: one frozen object, read from ``HUB_*`` environment variables.
+
+A ``.env`` file in the working directory is read too. Values are validated
+once at start; an inconsistent combination (e.g. SASL without a password) is
+a :class:`~hub.errors.ConfigurationError` before anything connects.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hub.errors import ConfigurationError
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class Settings(BaseSettings):
+    """Everything the hub needs to know about its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HUB_", env_file=".env", frozen=True, extra="ignore"
+    )
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers, comma-separated. Unset: start the embedded broker.",
+    )
+    broker_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the embedded broker; unset = a free one."
+    )
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle to verify the brokers.")
+    ssl_certfile: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(default=None, description="Client private key (mutual TLS).")
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    replication_factor: int = Field(
+        default=1, ge=1, le=7, description="Replication factor of topics the hub creates."
+    )
+    data_dir: Path = Field(
+        default=Path(".hub-data"), description="Where SQLite state and the broker log are kept."
+    )
+    municipality: str = Field(
+        default="riga", pattern=r"^[a-z][a-z0-9-]{1,31}$", description="Municipality served."
+    )
+    log_level: LogLevel = "INFO"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        uses_sasl = self.security_protocol.startswith("SASL")
+        if uses_sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism,"
+                " sasl_username and sasl_password"
+            )
+        if not uses_sasl and self.sasl_mechanism:
+            raise ValueError("sasl_mechanism is set but security_protocol does not use SASL")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile must be given together")
+        if self.bootstrap_servers is None and self.security_protocol != "PLAINTEXT":
+            raise ValueError("the embedded broker speaks PLAINTEXT only; set bootstrap_servers")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """TLS context for the Kafka connection, or None for plaintext."""
+        if not self.uses_tls:
+            return None
+        try:
+            context = ssl.create_default_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+            )
+            if self.ssl_certfile and self.ssl_keyfile:
+                context.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"cannot load TLS files: {exc}") from exc
+        return context
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, with explicit overrides taking precedence."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings ({problems})") from None

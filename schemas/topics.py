@@ -1,0 +1,266 @@
+"""The topic catalogue: the single source of truth for what flows where.
+
+Every topic names its key field, partition count, producing service,
+consuming services and the message types it carries. Keys keep all events
+of one child (or institution, document, municipality) in one partition, so
+they are processed in order; no key is ever a personal code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Annotated, Any, Union
+
+from pydantic import Field, TypeAdapter
+
+from schemas.addresses import AddressResolutionFailed, AddressResolved, ResolveAddress
+from schemas.allocation import (
+    OfferDeclined,
+    OfferExpired,
+    OfferMade,
+    OfferRevoked,
+    ParentAccepted,
+    ParentDeclined,
+    PlaceAccepted,
+    RoundCompleted,
+    RunRound,
+)
+from schemas.applications import ApplicationChanged, ApplicationSubmitted, ApplicationWithdrawn
+from schemas.base import Message
+from schemas.documents import DocumentRegistered, DocumentRegistrationFailed, RegisterDocument
+from schemas.enrollment import (
+    CheckEnrollment,
+    EnrollmentChecked,
+    EnrollmentCheckFailed,
+    EnrollmentRefused,
+    EnrollmentRegistered,
+    RegisterEnrollment,
+)
+from schemas.institutions import InstitutionRegistered, PlaceReleased, SeatCapacityChanged
+from schemas.notifications import (
+    NotificationDeemedNotified,
+    NotificationDelivered,
+    NotificationFailed,
+    NotificationSent,
+    SendNotification,
+)
+from schemas.residence import ResidenceDeclared
+
+# Services and adapters, by the names they use as `producer` and consumer group prefix.
+VPS = "vps-adapter"
+VIIS = "viis-adapter"
+GIS = "gis-adapter"
+DVS = "dvs-adapter"
+NOTIFY = "notify-adapter"
+ALLOCATION = "allocation"
+OPERATOR = "operator"
+SERVICES = (VPS, VIIS, GIS, DVS, NOTIFY, ALLOCATION, OPERATOR)
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One Kafka topic of the hub."""
+
+    name: str
+    key: str
+    partitions: int
+    producer: str
+    consumers: tuple[str, ...]
+    messages: tuple[type[Message], ...]
+    description: str
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def payload_type(self) -> Any:
+        """The union of the topic's message types, discriminated by ``event_type``."""
+        if len(self.messages) == 1:
+            return self.messages[0]
+        return Annotated[Union[self.messages], Field(discriminator="event_type")]  # noqa: UP007
+
+    @cached_property
+    def adapter(self) -> TypeAdapter[Message]:
+        return TypeAdapter(self.payload_type)
+
+    def parse(self, raw: bytes | str) -> Message:
+        """Validate a message read from this topic; raises pydantic.ValidationError."""
+        return self.adapter.validate_json(raw)
+
+    def key_of(self, message: Message) -> bytes:
+        """The Kafka key of a message on this topic."""
+        return str(getattr(message, self.key)).encode()
+
+    def carries(self, message: Message) -> bool:
+        return isinstance(message, self.messages)
+
+
+TOPICS: tuple[Topic, ...] = (
+    Topic(
+        name="vps.pii.applications.v1",
+        key="child_ref",
+        partitions=6,
+        producer=VPS,
+        consumers=(ALLOCATION,),
+        messages=(ApplicationSubmitted, ApplicationChanged, ApplicationWithdrawn),
+        description="Pre-school queue applications from the VPS queue register.",
+    ),
+    Topic(
+        name="vps.pii.institutions.v1",
+        key="institution_id",
+        partitions=3,
+        producer=VPS,
+        consumers=(ALLOCATION,),
+        messages=(InstitutionRegistered, SeatCapacityChanged, PlaceReleased),
+        description="Pre-school institutions, their groups and seats, and released places.",
+    ),
+    Topic(
+        name="vps.population.residence.v1",
+        key="child_ref",
+        partitions=6,
+        producer=VPS,
+        consumers=(ALLOCATION,),
+        messages=(ResidenceDeclared,),
+        description="Declared residence of children and guardians (population register extract).",
+    ),
+    Topic(
+        name="viis.enrollment.checks.v1",
+        key="child_ref",
+        partitions=6,
+        producer=ALLOCATION,
+        consumers=(VIIS,),
+        messages=(CheckEnrollment,),
+        description="Requests to VIIS: where do the child and siblings attend?",
+    ),
+    Topic(
+        name="viis.enrollment.registrations.v1",
+        key="child_ref",
+        partitions=6,
+        producer=ALLOCATION,
+        consumers=(VIIS,),
+        messages=(RegisterEnrollment,),
+        description="Requests to VIIS to record an accepted place as an enrolment.",
+    ),
+    Topic(
+        name="viis.enrollment.facts.v1",
+        key="child_ref",
+        partitions=6,
+        producer=VIIS,
+        consumers=(ALLOCATION,),
+        messages=(
+            EnrollmentChecked,
+            EnrollmentCheckFailed,
+            EnrollmentRegistered,
+            EnrollmentRefused,
+        ),
+        description="Answers of VIIS: attendance facts and enrolment results.",
+    ),
+    Topic(
+        name="gis.address.requests.v1",
+        key="subject_ref",
+        partitions=6,
+        producer=ALLOCATION,
+        consumers=(GIS,),
+        messages=(ResolveAddress,),
+        description="Requests to resolve an address code.",
+    ),
+    Topic(
+        name="gis.address.resolved.v1",
+        key="subject_ref",
+        partitions=6,
+        producer=GIS,
+        consumers=(ALLOCATION,),
+        messages=(AddressResolved, AddressResolutionFailed),
+        description="Resolved addresses: full form, territory, LKS-92 and WGS84 coordinates.",
+    ),
+    Topic(
+        name="allocation.commands.v1",
+        key="municipality",
+        partitions=1,
+        producer=OPERATOR,
+        consumers=(ALLOCATION,),
+        messages=(RunRound,),
+        description="Operator commands to the allocation service (one-click admission round).",
+    ),
+    Topic(
+        name="allocation.offers.v1",
+        key="child_ref",
+        partitions=6,
+        producer=ALLOCATION,
+        consumers=(VPS,),
+        messages=(OfferMade, OfferRevoked, OfferExpired, OfferDeclined, PlaceAccepted),
+        description="Offers and their outcomes; the VPS e-service shows them to parents.",
+    ),
+    Topic(
+        name="allocation.rounds.v1",
+        key="municipality",
+        partitions=1,
+        producer=ALLOCATION,
+        consumers=(VPS,),
+        messages=(RoundCompleted,),
+        description="Round summaries; the VPS register publishes queue positions from them.",
+    ),
+    Topic(
+        name="allocation.responses.v1",
+        key="child_ref",
+        partitions=6,
+        producer=VPS,
+        consumers=(ALLOCATION,),
+        messages=(ParentAccepted, ParentDeclined),
+        description="Parents' answers to offers, from the e-service or a client service centre.",
+    ),
+    Topic(
+        name="notify.requests.v1",
+        key="child_ref",
+        partitions=6,
+        producer=ALLOCATION,
+        consumers=(NOTIFY,),
+        messages=(SendNotification,),
+        description="Notifications to send (e-adrese first, then e-mail, SMS, letter).",
+    ),
+    Topic(
+        name="notify.receipts.v1",
+        key="child_ref",
+        partitions=6,
+        producer=NOTIFY,
+        consumers=(ALLOCATION,),
+        messages=(
+            NotificationSent,
+            NotificationDelivered,
+            NotificationDeemedNotified,
+            NotificationFailed,
+        ),
+        description="Delivery receipts; the deemed-notified date starts an offer's deadline.",
+    ),
+    Topic(
+        name="dvs.documents.requests.v1",
+        key="document_key",
+        partitions=3,
+        producer=ALLOCATION,
+        consumers=(DVS,),
+        messages=(RegisterDocument,),
+        description="Documents to register in the DVS (admission lists, decisions, contracts).",
+    ),
+    Topic(
+        name="dvs.documents.registered.v1",
+        key="document_key",
+        partitions=3,
+        producer=DVS,
+        consumers=(ALLOCATION,),
+        messages=(DocumentRegistered, DocumentRegistrationFailed),
+        description="Registration numbers assigned by the DVS, or why registration failed.",
+    ),
+)
+
+BY_NAME: Mapping[str, Topic] = {t.name: t for t in TOPICS}
+TOPIC_OF: Mapping[type[Message], Topic] = {m: t for t in TOPICS for m in t.messages}
+MESSAGE_TYPES: tuple[type[Message], ...] = tuple(TOPIC_OF)
+
+
+def topic_for(message: Message | type[Message]) -> Topic:
+    """The topic a message type is published on."""
+    cls = message if isinstance(message, type) else type(message)
+    try:
+        return TOPIC_OF[cls]
+    except KeyError:
+        raise LookupError(f"{cls.__name__} is not on any topic of the catalogue") from None
