@@ -13,6 +13,7 @@ demo: $(VENV)/.installed-embedded
 	$(BIN)/hub demo
 
 test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev

@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     broker = commands.add_parser("broker", help="run the embedded Kafka broker on 127.0.0.1")
-    broker.add_argument("--port", type=int, help="port to listen on (default: HUB_BROKER_PORT or a free one)")
+    broker.add_argument(
+        "--port", type=int, help="port to listen on (default: HUB_BROKER_PORT or a free one)"
+    )
 
     topics = commands.add_parser("topics", help="manage the catalogue's topics")
     topic_commands = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
@@ -87,13 +89,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _broker(settings: Settings, port: int | None) -> int:
-    from hub.embedded import EmbeddedBroker  # noqa: PLC0415
+    from hub.embedded import EmbeddedBroker
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with EmbeddedBroker(port=port or settings.broker_port, log_dir=settings.data_dir) as broker:
+    async with EmbeddedBroker(
+        port=port or settings.broker_port, log_dir=settings.data_dir
+    ) as broker:
         print(f"Kafka broker ready: bootstrap {broker.bootstrap}", flush=True)
         print(f"  use it with: HUB_BOOTSTRAP_SERVERS={broker.bootstrap}", flush=True)
         print("  memory storage only; Ctrl-C stops it", flush=True)
@@ -104,7 +108,7 @@ async def _broker(settings: Settings, port: int | None) -> int:
 
 
 async def _topics_create(settings: Settings) -> int:
-    from hub.kafka import ensure_topics, kafka_cluster  # noqa: PLC0415
+    from hub.kafka import ensure_topics, kafka_cluster
 
     if not settings.bootstrap_servers:
         raise ConfigurationError(
@@ -120,7 +124,7 @@ async def _topics_create(settings: Settings) -> int:
 
 
 def _topics_list() -> None:
-    from schemas.topics import TOPICS  # noqa: PLC0415
+    from schemas.topics import TOPICS
 
     for t in TOPICS:
         print(f"{t.name}  key={t.key}  partitions={t.partitions}")
@@ -129,7 +133,7 @@ def _topics_list() -> None:
 
 
 def _asyncapi(output: Path | None) -> int:
-    from hub.contracts import asyncapi_yaml  # noqa: PLC0415
+    from hub.contracts import asyncapi_yaml
 
     document = asyncapi_yaml()
     if output is None:
@@ -142,7 +146,7 @@ def _asyncapi(output: Path | None) -> int:
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from hub.demo import run_demo  # noqa: PLC0415
+    from hub.demo import run_demo
 
     with contextlib.suppress(AttributeError):
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]

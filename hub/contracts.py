@@ -16,7 +16,7 @@ DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.yaml"
 
 def asyncapi_yaml(version: str | None = None) -> str:
     """The AsyncAPI 3.0 document as YAML. Deterministic: same catalogue, same text."""
-    from hub import __version__  # noqa: PLC0415
+    from hub import __version__
 
     # A broker that never connects: it only carries the publishers for the document.
     broker = KafkaBroker(

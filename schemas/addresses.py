@@ -32,7 +32,9 @@ class AddressResolved(Event):
     event_type: Literal["AddressResolved"] = type_name("AddressResolved")
     subject_ref: SubjectRef
     address_code: AddressCode
-    full_address: str = Field(min_length=1, max_length=300, description="Address as written on letters.")
+    full_address: str = Field(
+        min_length=1, max_length=300, description="Address as written on letters."
+    )
     postcode: Postcode
     territory_code: TerritoryCode = Field(description="ATVK code of the municipality or parish.")
     lks92: Lks92Point = Field(description="Building coordinates in LKS-92 (EPSG:3059).")

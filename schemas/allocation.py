@@ -61,8 +61,8 @@ class OfferRevoked(_OfferRef, Event):
     """An offer was withdrawn by the hub before the parent answered."""
 
     event_type: Literal["OfferRevoked"] = type_name("OfferRevoked")
-    reason: Literal["application_withdrawn", "capacity_reduced", "superseded", "facts_changed"] = Field(
-        description="Why the offer no longer stands."
+    reason: Literal["application_withdrawn", "capacity_reduced", "superseded", "facts_changed"] = (
+        Field(description="Why the offer no longer stands.")
     )
 
 
@@ -110,7 +110,9 @@ class RoundCompleted(Event):
     offers_made: int = Field(ge=0, description="Offers the round made.")
     children_unplaced: int = Field(ge=0, description="Children left without an offer.")
     lottery_seed: int = Field(description="Published seed of the tie-break lottery.")
-    institutions: tuple[InstitutionFill, ...] = Field(default=(), description="Fill per institution.")
+    institutions: tuple[InstitutionFill, ...] = Field(
+        default=(), description="Fill per institution."
+    )
 
 
 class _Response(_OfferRef, Event):

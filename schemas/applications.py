@@ -38,7 +38,9 @@ class CommissionGround(StrEnum):
 class Guardian(FrozenModel):
     """A parent or legal guardian of the child, with how to reach them."""
 
-    personal_code: PersonalCode = Field(description="Guardian's personal code (also their e-adrese).")
+    personal_code: PersonalCode = Field(
+        description="Guardian's personal code (also their e-adrese)."
+    )
     role: Literal["parent", "guardian"] = Field(default="parent", description="Legal relation.")
     email: EmailStr | None = Field(default=None, description="E-mail address for notifications.")
     phone: str | None = Field(

@@ -38,13 +38,15 @@ class Message(FrozenModel):
         description="Unique id of this message; consumers use it to skip duplicates.",
     )
     event_type: str = Field(description="Name of the message type; equals the class name.")
-    schema_version: int = Field(default=1, ge=1, description="Version of this message type's schema.")
+    schema_version: int = Field(
+        default=1, ge=1, description="Version of this message type's schema."
+    )
     occurred_at: UtcDatetime = Field(
         default_factory=utcnow,
         description="When the fact happened or the command was issued (UTC).",
     )
     correlation_id: UUID = Field(
-        description="Id shared by every message of one business flow (e.g. one application's enrichment)."
+        description="Id shared by all messages of one business flow (one application's enrichment)."
     )
     causation_id: UUID | None = Field(
         default=None, description="event_id of the message that caused this one, if any."
@@ -83,7 +85,7 @@ class Message(FrozenModel):
 
 
 def type_name(name: str) -> Any:
-    """The ``event_type`` field of a message class: ``event_type: Literal["X"] = type_name("X")``."""
+    """The ``event_type`` field: ``event_type: Literal["X"] = type_name("X")``."""
     return Field(default=name, description="Name of the message type.")
 
 

@@ -9,7 +9,9 @@ from pydantic import Field
 from schemas.base import Command, Event, type_name
 from schemas.values import ChildRef, DocumentKey, FailureDetail, Permanent, Sha256Hex, UtcDatetime
 
-DocumentType = Literal["incoming_application", "admission_list", "decision", "invitation", "contract"]
+DocumentType = Literal[
+    "incoming_application", "admission_list", "decision", "invitation", "contract"
+]
 
 
 class RegisterDocument(Command):
@@ -35,7 +37,9 @@ class DocumentRegistered(Event):
     event_type: Literal["DocumentRegistered"] = type_name("DocumentRegistered")
     document_key: DocumentKey
     registration_number: str = Field(
-        min_length=1, max_length=64, description="Number assigned by the DVS (prefix/year/sequence)."
+        min_length=1,
+        max_length=64,
+        description="Number assigned by the DVS (prefix/year/sequence).",
     )
     registered_at: UtcDatetime = Field(description="When the DVS registered it.")
 
@@ -45,6 +49,8 @@ class DocumentRegistrationFailed(Event):
 
     event_type: Literal["DocumentRegistrationFailed"] = type_name("DocumentRegistrationFailed")
     document_key: DocumentKey
-    reason: Literal["rejected", "unavailable", "invalid_response"] = Field(description="Class of failure.")
+    reason: Literal["rejected", "unavailable", "invalid_response"] = Field(
+        description="Class of failure."
+    )
     detail: FailureDetail
     permanent: Permanent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Literal
+
 from pydantic import Field
 
 from schemas.base import Command, Event, type_name
@@ -26,7 +27,9 @@ class CheckEnrollment(Command):
 
     event_type: Literal["CheckEnrollment"] = type_name("CheckEnrollment")
     child_ref: ChildRef
-    child_personal_code: PersonalCode = Field(description="The child's personal code, as VIIS knows it.")
+    child_personal_code: PersonalCode = Field(
+        description="The child's personal code, as VIIS knows it."
+    )
     sibling_personal_codes: tuple[PersonalCode, ...] = Field(
         default=(), max_length=12, description="Siblings whose attendance is asked about."
     )
@@ -65,7 +68,9 @@ class RegisterEnrollment(Command):
 
     event_type: Literal["RegisterEnrollment"] = type_name("RegisterEnrollment")
     child_ref: ChildRef
-    child_personal_code: PersonalCode = Field(description="The child's personal code, as VIIS knows it.")
+    child_personal_code: PersonalCode = Field(
+        description="The child's personal code, as VIIS knows it."
+    )
     offer_id: OfferId
     institution_id: InstitutionId
     group_code: GroupCode

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from schemas.base import FrozenModel
 
+
 class Lks92Point(FrozenModel):
     """A point in LKS-92 / Latvia TM (EPSG:3059).
 
@@ -13,7 +14,9 @@ class Lks92Point(FrozenModel):
     this type names them explicitly so they cannot be swapped.
     """
 
-    northing: float = Field(ge=150_000, le=450_000, description="KOORD_X: metres north (EPSG:3059).")
+    northing: float = Field(
+        ge=150_000, le=450_000, description="KOORD_X: metres north (EPSG:3059)."
+    )
     easting: float = Field(ge=290_000, le=780_000, description="KOORD_Y: metres east (EPSG:3059).")
 
 

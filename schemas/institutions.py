@@ -89,5 +89,7 @@ class PlaceReleased(Event):
     institution_id: InstitutionId
     group_code: GroupCode
     count: int = Field(ge=1, le=100, description="Number of seats released.")
-    reason: Literal["child_left", "group_enlarged", "other"] = Field(description="Why they are free.")
+    reason: Literal["child_left", "group_enlarged", "other"] = Field(
+        description="Why they are free."
+    )
     released_at: UtcDatetime = Field(description="When the seats became free.")

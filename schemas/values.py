@@ -82,7 +82,9 @@ class PersonalCode:
                 )
         else:
             if digits[6] not in _CENTURIES:
-                raise ValueError("the century digit of an old-format personal code must be 0, 1 or 2")
+                raise ValueError(
+                    "the century digit of an old-format personal code must be 0, 1 or 2"
+                )
             _birth_date(digits)
             if personal_code_check_digit(digits[:10]) != int(digits[10]):
                 raise ValueError("the check digit of the personal code does not match")
@@ -129,9 +131,7 @@ class PersonalCode:
         )
         return core_schema.json_or_python_schema(
             json_schema=from_str,
-            python_schema=core_schema.union_schema(
-                [core_schema.is_instance_schema(cls), from_str]
-            ),
+            python_schema=core_schema.union_schema([core_schema.is_instance_schema(cls), from_str]),
             serialization=core_schema.plain_serializer_function_ser_schema(
                 _serialize_personal_code, info_arg=True
             ),
@@ -268,5 +268,6 @@ FailureDetail = Annotated[
     str, Field(max_length=500, description="Operator-readable cause, without personal data.")
 ]
 Permanent = Annotated[
-    bool, Field(description="True when repeating the request cannot succeed; false when a retry may.")
+    bool,
+    Field(description="True when repeating the request cannot succeed; false when a retry may."),
 ]

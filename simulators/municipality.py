@@ -16,7 +16,12 @@ from schemas.values import personal_code_check_digit
 
 NEW_FORMAT_SINCE = date(2017, 7, 1)
 LANGUAGES = (("lv", 0.85), ("ru", 0.10), ("en", 0.05))
-_GENITIVE = {"riga": "Rīgas", "liepaja": "Liepājas", "daugavpils": "Daugavpils", "jelgava": "Jelgavas"}
+_GENITIVE = {
+    "riga": "Rīgas",
+    "liepaja": "Liepājas",
+    "daugavpils": "Daugavpils",
+    "jelgava": "Jelgavas",
+}
 
 
 @dataclass(frozen=True)
@@ -129,13 +134,19 @@ class SyntheticMunicipality:
         )
 
     def _child(self, number: int, rng: random.Random, max_choices: int) -> Child:
-        born = date(self.admission_year - rng.randint(1, 6), 1, 1) + timedelta(days=rng.randrange(365))
+        born = date(self.admission_year - rng.randint(1, 6), 1, 1) + timedelta(
+            days=rng.randrange(365)
+        )
         language = rng.choices([lang for lang, _ in LANGUAGES], [w for _, w in LANGUAGES])[0]
-        choices = rng.sample([i.institution_id for i in self.institutions], k=min(max_choices, len(self.institutions)))
+        choices = rng.sample(
+            [i.institution_id for i in self.institutions],
+            k=min(max_choices, len(self.institutions)),
+        )
         guardians = tuple(
             Guardian(
                 personal_code=old_format_code(
-                    date(born.year - rng.randint(22, 42), rng.randint(1, 12), rng.randint(1, 28)), rng
+                    date(born.year - rng.randint(22, 42), rng.randint(1, 12), rng.randint(1, 28)),
+                    rng,
                 ),
                 email=f"parent{number}-{g}@example.lv" if rng.random() < 0.9 else None,
                 phone=f"+3712{rng.randrange(10**7):07d}" if rng.random() < 0.8 else None,

@@ -120,7 +120,9 @@ def _fix_application(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fix_residence(fields: dict[str, Any]) -> dict[str, Any]:
-    fields["guardian_index"] = (fields["guardian_index"] or 0) if fields["subject"] == "guardian" else None
+    fields["guardian_index"] = (
+        (fields["guardian_index"] or 0) if fields["subject"] == "guardian" else None
+    )
     return fields
 
 
@@ -148,4 +150,3 @@ def for_model(model: type[BaseModel]) -> st.SearchStrategy[Any]:
         .map(lambda values: _try_build(model, values))
         .filter(lambda built: built is not None)
     )
-

@@ -131,7 +131,9 @@ def _application(**overrides: object) -> ApplicationSubmitted:
         "language": "lv",
         "registered_at": datetime(2025, 1, 2, tzinfo=UTC),
     }
-    return ApplicationSubmitted.new(producer="vps-adapter", municipality="riga", **(fields | overrides))
+    return ApplicationSubmitted.new(
+        producer="vps-adapter", municipality="riga", **(fields | overrides)
+    )
 
 
 def test_application_rules() -> None:

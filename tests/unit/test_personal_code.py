@@ -86,8 +86,13 @@ def test_any_other_check_digit_is_refused_for_old_codes(raw: str, digit: int) ->
 
 def test_code_is_masked_in_str_repr_format_and_logs(caplog: pytest.LogCaptureFixture) -> None:
     code = PersonalCode("161175-19997")
-    for text in (str(code), repr(code), f"{code}", "%s" % code,  # noqa: UP031
-                 f"{code!r:>30}"):
+    for text in (
+        str(code),
+        repr(code),
+        f"{code}",
+        "%s" % code,  # noqa: UP031
+        f"{code!r:>30}",
+    ):
         assert "161175" not in text and "19997" not in text
     with caplog.at_level(logging.INFO):
         logging.getLogger("test").info("code %s", code)
