@@ -1,0 +1,1 @@
+"""Pre-school admission: the allocation engine and, later, the service around it."""

@@ -1,0 +1,186 @@
+"""Municipality rules files: the shipped ones, the format, and errors that name the line."""
+
+from pathlib import Path
+
+import pytest
+
+import hub.allocation.rules
+from hub.allocation.criteria import CRITERIA
+from hub.allocation.model import Rules
+from hub.allocation.rules import (
+    RulesError,
+    criteria_markdown,
+    load_rules,
+    parse_rules,
+    shipped_rules,
+)
+from hub.errors import HubError
+
+SHIPPED_DIR = Path(hub.allocation.rules.__file__).parent / "rules"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
+
+# Line numbers matter: the error cases below edit single lines of this file.
+VALID = """\
+municipality = "ogre"
+name = "Ogres novads"
+max_institutions = 3
+offer_deadline_days = 15
+on_expiry = "annul"
+lottery_seed = 7
+priorities = [
+    "commission",
+    "sibling",
+    "child_resident",
+]
+
+[mandatory_age]
+age = 6
+rule = "birthday"
+"""
+
+
+def test_every_shipped_file_loads_with_known_criteria() -> None:
+    assert shipped_rules() == ["daugavpils", "liepaja", "riga"]
+    for name in shipped_rules():
+        rules = load_rules(name)
+        assert rules.municipality == name
+        assert rules.criteria
+        assert set(rules.criteria) <= set(CRITERIA)
+
+
+def test_riga() -> None:
+    riga = load_rules("riga")
+    assert riga.criteria == (
+        "commission",
+        "mandatory_age",
+        "sibling",
+        "parent_resident",
+        "child_resident",
+    )
+    assert (riga.max_institutions, riga.offer_deadline_days, riga.on_expiry) == (3, 15, "annul")
+    assert (riga.mandatory_age, riga.mandatory_age_rule) == (5, "calendar_year")
+
+
+def test_liepaja_and_daugavpils() -> None:
+    liepaja, daugavpils = load_rules("liepaja"), load_rules("daugavpils")
+    assert liepaja.criteria == (
+        "without_parental_care",
+        "official_entitled_by_law",
+        "staff_child",
+        "sibling",
+    )
+    assert (liepaja.max_institutions, liepaja.offer_deadline_days) == (3, 15)
+    assert daugavpils.criteria == ("commission", "mandatory_age", "sibling", "child_resident")
+    assert (daugavpils.max_institutions, daugavpils.offer_deadline_days) == (2, 15)
+    seeds = {load_rules(name).lottery_seed for name in shipped_rules()}
+    assert len(seeds) == len(shipped_rules())
+
+
+def test_a_name_and_the_path_of_its_shipped_file_give_the_same_rules() -> None:
+    assert load_rules("riga") == load_rules(SHIPPED_DIR / "riga.toml")
+    assert load_rules("riga") == load_rules(str(SHIPPED_DIR / "riga.toml"))
+
+
+def test_a_full_file() -> None:
+    assert parse_rules(VALID) == Rules(
+        municipality="ogre",
+        name="Ogres novads",
+        criteria=("commission", "sibling", "child_resident"),
+        max_institutions=3,
+        offer_deadline_days=15,
+        on_expiry="annul",
+        lottery_seed=7,
+        mandatory_age=6,
+        mandatory_age_rule="birthday",
+    )
+
+
+def test_optional_keys_take_their_defaults() -> None:
+    rules = parse_rules(
+        'municipality = "ogre"\nmax_institutions = 2\noffer_deadline_days = 10\n'
+        'lottery_seed = 0\npriorities = ["sibling"]\n'
+    )
+    assert (rules.name, rules.on_expiry) == ("", "decline")
+    assert (rules.mandatory_age, rules.mandatory_age_rule) == (5, "calendar_year")
+
+
+@pytest.mark.parametrize(
+    ("line", "replacement", "expected_line", "message"),
+    [
+        ("offer_deadline_days = 15", "offer_deadline_days = ", 4, "invalid TOML: Invalid value"),
+        ('    "sibling",', '    "siblings",', 9, "unknown criterion 'siblings' in priorities"),
+        (
+            '    "child_resident",',
+            '    "commission",',
+            10,
+            "duplicated criterion 'commission' in priorities on line 10; first listed on line 8",
+        ),
+        ('name = "Ogres novads"', 'title = "Ogres novads"', 2, "unknown key title"),
+        ("age = 6", "ages = 6", 14, "unknown key mandatory_age.ages; known keys: age, rule"),
+        ("lottery_seed = 7", "# no seed yet", 1, "missing required key lottery_seed"),
+        ("max_institutions = 3", "max_institutions = 11", 3, "must be from 1 to 10, got 11"),
+        ("max_institutions = 3", "max_institutions = 0", 3, "must be from 1 to 10, got 0"),
+        ("max_institutions = 3", "max_institutions = true", 3, "must be an integer, got True"),
+        ("lottery_seed = 7", 'lottery_seed = "7"', 6, "must be an integer, got '7'"),
+        ("lottery_seed = 7", "lottery_seed = -1", 6, "must be at least 0, got -1"),
+        ('municipality = "ogre"', 'municipality = "Ogre"', 1, "lower-case code"),
+        ('on_expiry = "annul"', 'on_expiry = "cancel"', 5, "one of decline, annul"),
+        ('rule = "birthday"', 'rule = "birthdays"', 15, "one of calendar_year, birthday"),
+        ("age = 6", "age = 8", 14, "mandatory_age.age must be from 3 to 7, got 8"),
+    ],
+)
+def test_errors_name_the_line_to_fix(
+    line: str, replacement: str, expected_line: int, message: str
+) -> None:
+    assert VALID.count(line + "\n") == 1
+    with pytest.raises(RulesError) as error:
+        parse_rules(VALID.replace(line + "\n", replacement + "\n"), "ogre.toml")
+    assert str(error.value).startswith(f"ogre.toml:{expected_line}: ")
+    assert message in str(error.value)
+
+
+def test_unknown_criterion_lists_the_known_ones_sorted() -> None:
+    with pytest.raises(RulesError, match="known criteria: ") as error:
+        parse_rules(VALID.replace('"sibling"', '"brother"'), "ogre.toml")
+    assert str(error.value).endswith(", ".join(sorted(CRITERIA)))
+
+
+def test_duplicate_on_one_line_and_empty_priorities() -> None:
+    one_line = VALID.replace('"sibling",\n', '"sibling", "sibling",\n')
+    with pytest.raises(RulesError, match=r"^ogre\.toml:9: .*first listed on line 9$"):
+        parse_rules(one_line, "ogre.toml")
+    empty = VALID.replace('    "commission",\n    "sibling",\n    "child_resident",\n', "")
+    with pytest.raises(RulesError, match=r"^ogre\.toml:7: priorities must list at least one"):
+        parse_rules(empty, "ogre.toml")
+
+
+def test_toml_error_at_the_end_of_the_document_names_the_last_line() -> None:
+    with pytest.raises(RulesError, match=r"^ogre\.toml:16: invalid TOML: "):
+        parse_rules(VALID + "extra = {\n", "ogre.toml")
+
+
+def test_a_file_with_an_error_is_named_by_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "ogre.toml"
+    path.write_text(VALID.replace("lottery_seed = 7", "lottery_seed = 7.5"), encoding="utf-8")
+    with pytest.raises(RulesError) as error:
+        load_rules(path)
+    assert str(error.value).startswith(f"{path}:6: lottery_seed must be an integer")
+    assert isinstance(error.value, HubError)
+
+
+def test_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(RulesError, match="cannot read the rules file"):
+        load_rules(tmp_path / "nowhere.toml")
+
+
+def test_an_unknown_name_lists_the_shipped_ones() -> None:
+    with pytest.raises(RulesError, match="no shipped rules for 'ogre'; shipped: ") as error:
+        load_rules("ogre")
+    assert ", ".join(shipped_rules()) in str(error.value)
+
+
+def test_docs_list_every_criterion() -> None:
+    assert criteria_markdown() in DOCS.read_text(encoding="utf-8"), (
+        "the criteria table in docs/rules.md is stale: replace it with"
+        " hub.allocation.rules.criteria_markdown()"
+    )
