@@ -81,7 +81,7 @@ class PoolRef(NamedTuple):
 
 
 class Move(NamedTuple):
-    """A child's seat changed; ``before`` or ``after`` is None when there was or is none."""
+    """A child's place changed: an offered seat or the place it holds; None when it has none."""
 
     child_id: str
     before: PoolRef | None
@@ -114,8 +114,6 @@ class WhyNot(NamedTuple):
 class QueuePosition(NamedTuple):
     """Where a waiting child stands at a group it ranked: 1 = next in line."""
 
-    child: int
-    """The engine's index of the child (use :meth:`Allocator.report` keys for ids)."""
     institution_id: str
     group: str
     position: int
@@ -614,10 +612,18 @@ class Allocator:
         """Remember the seat a child had when the current event began."""
         journal = self._journal
         if journal is not None:
-            journal.setdefault(self._child[c].child_id, self._assign[c])
+            journal.setdefault(self._child[c].child_id, self._where(c))
+
+    def _where(self, c: int) -> int:
+        """The child's place: its offered seat, else the place it holds, else none."""
+        p = self._assign[c]
+        if p == _NONE and self._child[c].held and self._status[c] in (None, "not_yet_due"):
+            return self._held_pool(self._child[c])
+        return p
 
     def _seat(self, c: int, p: int) -> None:
         """Put child ``c`` into pool ``p``, out of its current seat if it has one."""
+        self._note(c)
         self._unseat(c)
         bisect.insort(self._holders[p], self._ekey(c, p))
         self._assign[c] = p
@@ -762,7 +768,7 @@ class Allocator:
         moves = []
         for child_id in sorted(journal):
             c = self._by_id.get(child_id)
-            now = self._assign[c] if c is not None else _NONE
+            now = self._where(c) if c is not None else _NONE
             if now != journal[child_id]:
                 moves.append(Move(child_id, self._ref(journal[child_id]), self._ref(now)))
         return moves
@@ -994,18 +1000,19 @@ class Allocator:
             position
             for p in self._prefs[c]
             if self._desires(c, p)
-            for position in self._line(p)
-            if position.child == c
+            for who, position in self._line(p)
+            if who == c
         )
 
-    def _line(self, p: int) -> list[QueuePosition]:
-        """Queue positions of every child waiting for a seat in pool ``p``, in order."""
+    def _line(self, p: int) -> list[tuple[int, QueuePosition]]:
+        """(child, position) of every child waiting for a seat in pool ``p``, in order."""
         owner, prefs, pos = self._owner, self._prefs, self._pos
         waiting = [c for c in map(owner.__getitem__, self._apps[p]) if prefs[c].index(p) < pos[c]]
         pool, seats, total = self._pools[p], self._cap[p], len(waiting)
         iid, group = pool.institution_id, pool.group
         return [
-            _new(QueuePosition, (c, iid, group, n, total, seats)) for n, c in enumerate(waiting, 1)
+            (c, _new(QueuePosition, (iid, group, n, total, seats)))
+            for n, c in enumerate(waiting, 1)
         ]
 
     def report(self) -> dict[str, ChildReport]:
@@ -1013,8 +1020,8 @@ class Allocator:
         with _no_gc_pauses():
             lines: list[list[QueuePosition]] = [[] for _ in self._child]
             for p in range(len(self._pools)):
-                for position in self._line(p):
-                    lines[position[0]].append(position)
+                for c, position in self._line(p):
+                    lines[c].append(position)
             placement, why_not = self._placement, self._why_not
             return {
                 cid: _new(ChildReport, (placement(c), why_not(c), tuple(lines[c])))
