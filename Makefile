@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint asyncapi broker clean
+.PHONY: demo test lint asyncapi broker bench clean
 
 demo: $(VENV)/.installed-embedded
 	$(BIN)/hub demo
@@ -25,6 +25,9 @@ asyncapi: $(VENV)/.installed-embedded
 broker: $(VENV)/.installed-embedded
 	$(BIN)/hub broker
 
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/allocation.py
+
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
@@ -33,6 +36,10 @@ $(BIN)/python:
 
 $(VENV)/.installed-embedded: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[embedded]'
+	@touch $@
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[embedded,bench]'
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python

@@ -66,6 +66,7 @@ NOT_LISTED = 1 << 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _NONE = -1
+_END = 1 << 62  # a fallback pointer past any list
 _FAR = math.inf
 _NO_SPECIAL: dict[int, int] = {}  # shared, never written: no institution-specific criterion
 _new = tuple.__new__  # builds a NamedTuple without its keyword-parsing __new__ (hot paths)
@@ -506,20 +507,23 @@ class Allocator:
         """Seats nobody who ranked them wants, to children who accept any institution.
 
         Only pools with seats left take part: every other pool is full of
-        children who ranked it, and those outrank any fallback applicant.
+        children who ranked it, and those outrank any fallback applicant. So
+        each child ranks only those pools here; its full fallback list is
+        built later, if an event ever needs it.
         """
-        left = {p for p, h in enumerate(self._holders) if len(h) < self._cap[p]}
-        waiting = [c for c, on in enumerate(self._any) if on and self._assign[c] == _NONE]
-        if not left:
-            for c in waiting:
-                self._fpos[c] = len(self._fallback_of(c))
-            return
         holders, cap, assign = self._holders, self._cap, self._assign
-        queue = [(c, [p for p in self._fallback_of(c) if p in left], 0) for c in waiting]
+        left: dict[int, list[int]] = {}  # group shape → pools with seats left
+        for p, h in enumerate(holders):
+            if len(h) < cap[p]:
+                left.setdefault(self._pool_spec[p], []).append(p)
+        waiting = [c for c, on in enumerate(self._any) if on and assign[c] == _NONE]
+        options = {c: self._fallback_among(c, left) for c in waiting} if left else {}
+        queue = [(c, 0) for c in waiting]
         while queue:
-            c, options, i = queue.pop()
-            while i < len(options):
-                p = options[i]
+            c, i = queue.pop()
+            mine = options.get(c, ())
+            while i < len(mine):
+                p = mine[i]
                 k = self._ekey(c, p)
                 h = holders[p]
                 if len(h) < cap[p]:
@@ -531,28 +535,32 @@ class Allocator:
                     bisect.insort(h, k)
                     assign[c] = p
                     assign[d] = _NONE
-                    d_options = [q for q in self._fallback_of(d) if q in left]
-                    queue.append((d, d_options, d_options.index(p) + 1))
+                    queue.append((d, options[d].index(p) + 1))
                     break
                 i += 1
         for c in waiting:
-            p = assign[c]
-            fallback = self._fallback_of(c)
-            self._fpos[c] = fallback.index(p) if p != _NONE else len(fallback)
+            self._pos[c] = len(self._prefs[c])
+            if assign[c] == _NONE:
+                self._fpos[c] = _END  # turned away by every pool it could take
+
+    def _fallback_among(self, c: int, pools_by_spec: dict[int, list[int]]) -> list[int]:
+        """The child's fallback pools among ``pools_by_spec``, nearest institution first."""
+        child = self._child[c]
+        skip = {self._inst_index.get(i) for i in (*child.institutions, *child.declined)}
+        ranked = sorted(
+            (self._fallback_rank(c, p), p)
+            for s in self._fitting_specs(child)
+            for p in pools_by_spec.get(s, ())
+            if self._pool_inst[p] not in skip
+        )
+        return [p for _, p in ranked]
 
     def _fallback_of(self, c: int) -> list[int]:
-        """Pools the child may take beyond its list, nearest institution first."""
+        """Every pool the child may take beyond its list, nearest institution first."""
         cached = self._fallback[c]
         if cached is None:
-            child = self._child[c]
-            skip = {self._inst_index.get(i) for i in (*child.institutions, *child.declined)}
-            ranked = sorted(
-                (self._fallback_rank(c, p), p)
-                for s in self._fitting_specs(child)
-                for p in self._spec_pools[s]
-                if self._pool_inst[p] not in skip
-            )
-            cached = self._fallback[c] = [p for _, p in ranked]
+            every = {s: self._spec_pools[s] for s in self._fitting_specs(self._child[c])}
+            cached = self._fallback[c] = self._fallback_among(c, every)
         return cached
 
     def _fallback_rank(self, c: int, p: int) -> tuple[float, str, int]:
@@ -571,11 +579,16 @@ class Allocator:
             return prefs.index(p) < self._pos[c]
         if not self._any[c] or self._pos[c] < len(prefs):
             return False
-        fallback = self._fallback_of(c)
-        if p not in fallback:
+        child = self._child[c]
+        iid = self._inst_ids[self._pool_inst[p]]
+        if (
+            self._pool_spec[p] not in self._fitting_specs(child)
+            or iid in child.institutions
+            or iid in child.declined
+        ):
             return False
         current = self._assign[c]
-        return current == _NONE or fallback.index(p) < fallback.index(current)
+        return current == _NONE or self._fallback_rank(c, p) < self._fallback_rank(c, current)
 
     def _wanted(self, c: int) -> set[int]:
         """Every pool child ``c`` would rather have than its seat."""
@@ -722,7 +735,7 @@ class Allocator:
                     break
             else:
                 self._pos[c] = len(self._prefs[c])
-                self._fpos[c] = len(self._fallback_of(c)) if self._any[c] else 0
+                self._fpos[c] = _END
 
     def _options(self, c: int) -> Iterator[int]:
         """The pools child ``c`` proposes to next, in its order, from its pointers on."""
