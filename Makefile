@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint asyncapi broker bench clean
+.PHONY: demo test lint docs broker bench clean
 
 demo: $(VENV)/.installed-embedded
 	$(BIN)/hub demo
@@ -19,8 +19,10 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
-asyncapi: $(VENV)/.installed-embedded
+docs: $(VENV)/.installed-embedded
 	$(BIN)/hub asyncapi -o docs/asyncapi.yaml
+	$(BIN)/hub allocate --schema instance > docs/allocation-instance.schema.json
+	$(BIN)/hub allocate --schema result > docs/allocation-result.schema.json
 
 broker: $(VENV)/.installed-embedded
 	$(BIN)/hub broker

@@ -5,6 +5,7 @@
     hub topics list            print the catalogue
     hub asyncapi [-o FILE]     write the AsyncAPI document of all topics and messages
     hub demo                   run the demo on the embedded (or configured) broker
+    hub allocate INSTANCE …    compute a round's admission lists from a file
 
 Settings come from HUB_* environment variables (see README). Errors the hub
 expects are printed as one line and exit with status 2.
@@ -18,7 +19,9 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 from hub import __version__
@@ -51,6 +54,28 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--children", type=_positive, default=24, help="applications to publish (24)")
     demo.add_argument("--institutions", type=_positive, default=6, help="institutions (6)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic municipality (7)")
+
+    allocate = commands.add_parser(
+        "allocate", help="compute a round's admission lists from an instance file"
+    )
+    allocate.add_argument(
+        "instance",
+        nargs="?",
+        type=Path,
+        metavar="INSTANCE",
+        help="instance: a .json file, or Riga's open-data queue as .csv (with --seats)",
+    )
+    allocate.add_argument(
+        "--rules", help="rules: a shipped municipality (riga, liepaja, daugavpils) or a .toml path"
+    )
+    allocate.add_argument("--date", type=_iso_date, help="round date, YYYY-MM-DD")
+    allocate.add_argument("--out", type=Path, help="result file to write (.json)")
+    allocate.add_argument("--seats", type=Path, help="seats per group (.csv), for a Riga queue CSV")
+    allocate.add_argument(
+        "--schema",
+        choices=("instance", "result"),
+        help="print the JSON Schema of the instance or result format and exit",
+    )
     return parser
 
 
@@ -59,6 +84,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a date as YYYY-MM-DD") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +121,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _asyncapi(args.output)
     if args.command == "demo":
         return asyncio.run(_demo(settings, args))
+    if args.command == "allocate":
+        return _allocate(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -158,6 +192,61 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         settings, children=args.children, institutions=args.institutions, seed=args.seed
     )
     return 0 if result.consumed == result.published else 1
+
+
+_PROBLEMS_SHOWN = 20
+
+
+def _allocate(args: argparse.Namespace) -> int:
+    from hub.allocation.engine import Allocator
+    from hub.allocation.formats import (
+        AllocationInputError,
+        build_result,
+        read_instance,
+        schema_text,
+        write_result,
+    )
+    from hub.allocation.rules import load_rules
+
+    if args.schema:
+        sys.stdout.write(schema_text(args.schema))
+        return 0
+    given = (
+        ("INSTANCE", args.instance),
+        ("--rules", args.rules),
+        ("--date", args.date),
+        ("--out", args.out),
+    )
+    missing = [name for name, value in given if value is None]
+    if missing:
+        raise AllocationInputError(f"hub allocate needs {', '.join(missing)} (or --schema)")
+    rules = load_rules(args.rules)
+    instance, problems = read_instance(args.instance, args.seats)
+    sources = args.instance if args.seats is None else f"{args.instance} and {args.seats}"
+    print(
+        f"read {len(instance.children):,} children, {len(instance.institutions):,} institutions"
+        f" from {sources}",
+        file=sys.stderr,
+    )
+    for problem in problems[:_PROBLEMS_SHOWN]:
+        print(problem, file=sys.stderr)
+    if len(problems) > _PROBLEMS_SHOWN:
+        print(f"… and {len(problems) - _PROBLEMS_SHOWN:,} more", file=sys.stderr)
+    started = time.perf_counter()
+    allocator = Allocator(instance, rules, args.date)
+    report = allocator.report()
+    print(f"round computed in {time.perf_counter() - started:.2f} s", file=sys.stderr)
+    result = build_result(allocator, report)
+    write_result(result, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    summary = result.summary
+    reasons = ", ".join(f"{reason} {n:,}" for reason, n in summary.unplaced_by_reason.items())
+    round_name = f"{rules.municipality}, round of {args.date}"
+    print(f"{round_name}: {summary.children:,} children, {summary.seats:,} seats")
+    print(f"  placed    {summary.placed:,}")
+    print(f"  held      {summary.held:,}")
+    print(f"  unplaced  {summary.unplaced:,}" + (f" ({reasons})" if reasons else ""))
+    return 0
 
 
 if __name__ == "__main__":

@@ -133,6 +133,16 @@ class Placement(NamedTuple):
     reason: str | None
 
 
+class GroupState(NamedTuple):
+    """A group after the round or event: its seats and its cut-off."""
+
+    pool: PoolRef
+    capacity: int
+    placed: int
+    last_admitted: int | None
+    """Priority key of the last child admitted (see :meth:`Allocator.decode`); None if empty."""
+
+
 class ChildReport(NamedTuple):
     """Everything a parent may ask about one child."""
 
@@ -158,11 +168,13 @@ def _lottery_of(seed: int) -> Callable[[str], int]:
 
 
 @contextlib.contextmanager
-def _no_gc_pauses() -> Iterator[None]:
-    """Hold off the cycle collector while a round builds its many small, acyclic objects.
+def without_gc_pauses() -> Iterator[None]:
+    """Hold off the cycle collector while building many small, acyclic objects.
 
-    Those objects are never garbage, yet each pass of the collector walks all
-    of them; at 30,000 children the passes would double the time of a round.
+    Such objects (a round's indexes, a report, a result file) are never
+    garbage, yet each pass of the collector walks all of them; at 30,000
+    children the passes would double the time of a round. Usable as a
+    decorator too.
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -253,7 +265,7 @@ class Allocator:
         self._any_by_spec: list[list[int]] = [[] for _ in self._specs]
         self._any_special: dict[int, list[int]] = {}
         self._fit_cache: dict[tuple[str, date | None, str | None], frozenset[int]] = {}
-        with _no_gc_pauses():
+        with without_gc_pauses():
             self._register_all(list(instance.children), sort=False)
             if len(self._by_id) != len(self._child):
                 seen: set[str] = set()
@@ -949,6 +961,13 @@ class Allocator:
     def _ref(self, p: int) -> PoolRef | None:
         return None if p == _NONE else self._refs[p]
 
+    def groups(self) -> tuple[GroupState, ...]:
+        """Every group, in institution-id order: seats, children placed, last admitted."""
+        return tuple(
+            _new(GroupState, (self._refs[p], self._cap[p], len(h), h[-1] if h else None))
+            for p, h in enumerate(self._holders)
+        )
+
     def placement(self, child_id: str) -> Placement:
         return self._placement(self._index(child_id))
 
@@ -1030,7 +1049,7 @@ class Allocator:
 
     def report(self) -> dict[str, ChildReport]:
         """Placement, explanation and queue positions of every child, computed together."""
-        with _no_gc_pauses():
+        with without_gc_pauses():
             lines: list[list[QueuePosition]] = [[] for _ in self._child]
             for p in range(len(self._pools)):
                 for c, position in self._line(p):

@@ -8,7 +8,7 @@ from schemas.topics import MESSAGE_TYPES, TOPICS
 
 def test_committed_document_is_current() -> None:
     assert DOCUMENT.read_text(encoding="utf-8") == asyncapi_yaml(), (
-        "docs/asyncapi.yaml is stale: run `make asyncapi` (hub asyncapi -o docs/asyncapi.yaml)"
+        "docs/asyncapi.yaml is stale: run `make docs`"
     )
 
 
