@@ -247,8 +247,10 @@ class Allocator:
         self._child: list[Child] = []
         self._alive: list[bool] = []
         self._status: list[str | None] = []
-        self._prefs: list[list[int]] = []  # pools, in the child's order
-        self._keys: list[list[int]] = []  # the child's key at each of them
+        # Tuples, not lists: they are never changed, and the cycle collector
+        # stops visiting tuples of plain ints after one look.
+        self._prefs: list[tuple[int, ...]] = []  # pools, in the child's order
+        self._keys: list[tuple[int, ...]] = []  # the child's key at each of them
         self._assign: list[int] = []
         self._pos: list[int] = []  # index in prefs of the seat; len(prefs) if not there
         self._any: list[bool] = []  # takes part in the any-institution fallback
@@ -289,7 +291,7 @@ class Allocator:
         self._pool_spec: list[int] = []
         self._cap: list[int] = []
         self._pool_of: dict[tuple[str, str], int] = {}
-        self._by_inst_lang: dict[tuple[int, str], list[int]] = {}
+        self._by_lang: dict[str, dict[int, list[int]]] = {}  # language → institution → pools
         self._specs: list[SeatPool] = []
         self._spec_pools: list[list[int]] = []
         spec_index: dict[tuple[object, ...], int] = {}
@@ -314,7 +316,7 @@ class Allocator:
                 self._pool_inst.append(i)
                 self._cap.append(pool.capacity)
                 self._pool_of[(iid, pool.group)] = p
-                self._by_inst_lang.setdefault((i, pool.language), []).append(p)
+                self._by_lang.setdefault(pool.language, {}).setdefault(i, []).append(p)
                 shape = (
                     pool.language,
                     pool.age_group,
@@ -409,11 +411,7 @@ class Allocator:
         ]
         statuses = list(map(self._problem, children))
         keyed = self._keys_for(children, ties)
-        fitting, inst_index, by_inst_lang = (
-            self._fitting_specs,
-            self._inst_index,
-            self._by_inst_lang,
-        )
+        fitting, inst_index, by_lang = self._fitting_specs, self._inst_index, self._by_lang
         apps, pool_spec, owner, by_id = self._apps, self._pool_spec, self._owner, self._by_id
         all_prefs, all_keys, any_flags = [], [], []
         c = len(self._child)
@@ -427,12 +425,13 @@ class Allocator:
             if status is None:
                 specs = fitting(child)
                 stop = child.held.institution_id if child.held else None
+                pools_at = by_lang.get(child.language, {})
                 for iid in child.institutions:
                     if iid == stop:
                         break  # the child would rather stay than go below its own place
                     i = inst_index[iid]
                     key = special.get(i, base) if special else base
-                    for p in by_inst_lang.get((i, child.language), ()):
+                    for p in pools_at.get(i, ()):
                         if pool_spec[p] in specs:
                             prefs.append(p)
                             keys.append(key)
@@ -444,8 +443,8 @@ class Allocator:
                     for i in special:
                         self._any_special.setdefault(i, []).append(c)
             by_id[child.child_id] = c
-            all_prefs.append(prefs)
-            all_keys.append(keys)
+            all_prefs.append(tuple(prefs))
+            all_keys.append(tuple(keys))
             any_flags.append(is_any)
             c += 1
         n = len(children)
@@ -917,7 +916,7 @@ class Allocator:
         self._owner[base] = c
         for key in special.values():
             self._owner[key] = c
-        self._keys[c] = [special.get(self._pool_inst[p], base) for p in self._prefs[c]]
+        self._keys[c] = tuple(special.get(self._pool_inst[p], base) for p in self._prefs[c])
         for p, k in zip(self._prefs[c], self._keys[c], strict=True):
             bisect.insort(self._apps[p], k)
         if was_any:
