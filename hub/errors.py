@@ -32,3 +32,24 @@ class BrokerUnavailable(HubError):
 
 class TopicSetupError(HubError):
     """Kafka refused to create or verify a topic. The message names the topic and Kafka's error."""
+
+
+class TransientError(HubError):
+    """A failure that may pass: a network error, a timeout, HTTP 5xx or 429.
+
+    The hub retries it with backoff, then parks the message on the service's
+    retry topic, and dead-letters it only after the last attempt. An operator
+    need not act unless dead letters pile up.
+    """
+
+
+class PermanentError(HubError):
+    """A failure that repeating cannot fix: HTTP 4xx, a refused or invalid request.
+
+    The message goes straight to the dead-letter topic. Fix the cause (the
+    data or the external system), then `hub dlq replay`.
+    """
+
+
+class InvalidMessage(PermanentError):
+    """Bytes on a topic that are not a valid message of that topic: dead-lettered at once."""

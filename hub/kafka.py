@@ -21,7 +21,14 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 from hub.embedded import EmbeddedBroker, wait_for_kafka
 from hub.errors import BrokerStartError, BrokerUnavailable, TopicSetupError
 from hub.settings import Settings
-from schemas.topics import TOPICS, Topic
+from schemas.topics import (
+    DEAD_LETTERS,
+    INFRASTRUCTURE_PARTITIONS,
+    SERVICES,
+    TOPICS,
+    Topic,
+    retry_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +94,11 @@ def build_broker(settings: Settings, bootstrap: str, *, client_id: str) -> Kafka
     )
 
 
+def infrastructure_topics() -> list[str]:
+    """The dead-letter topic and each service's retry topic."""
+    return [DEAD_LETTERS, *(retry_topic(service) for service in SERVICES)]
+
+
 @dataclass(frozen=True)
 class TopicStatus:
     """What :func:`ensure_topics` found or did for one topic."""
@@ -104,28 +116,32 @@ class TopicStatus:
 async def ensure_topics(
     settings: Settings, bootstrap: str, topics: Iterable[Topic] = TOPICS
 ) -> list[TopicStatus]:
-    """Create the catalogue's topics that are missing; safe to run any number of times.
+    """Create the missing topics of the catalogue and the infrastructure; safe to repeat.
 
     Existing topics are left alone (Kafka cannot shrink partitions) and
     reported with their actual partition count.
     """
-    topics = list(topics)
+    wanted: dict[str, tuple[int, dict[str, str]]] = {
+        t.name: (t.partitions, dict(t.config)) for t in topics
+    }
+    for name in infrastructure_topics():
+        wanted[name] = (INFRASTRUCTURE_PARTITIONS, {})
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(settings))
     try:
         await admin.start()
         existing = set(await admin.list_topics())
-        missing = [t for t in topics if t.name not in existing]
+        missing = [name for name in wanted if name not in existing]
         created: set[str] = set()
         if missing:
             response = await admin.create_topics(
                 [
                     NewTopic(
-                        t.name,
-                        num_partitions=t.partitions,
+                        name,
+                        num_partitions=wanted[name][0],
                         replication_factor=settings.replication_factor,
-                        topic_configs=dict(t.config),
+                        topic_configs=wanted[name][1],
                     )
-                    for t in missing
+                    for name in missing
                 ]
             )
             for name, code, *rest in response.topic_errors:
@@ -134,21 +150,21 @@ async def ensure_topics(
                 elif code != TopicAlreadyExistsError.errno:  # created meanwhile by someone else
                     detail = rest[0] if rest and rest[0] else for_code(code).__name__
                     raise TopicSetupError(f"cannot create topic {name}: {detail}")
-        described = {d["topic"]: d for d in await admin.describe_topics([t.name for t in topics])}
+        described = {d["topic"]: d for d in await admin.describe_topics(list(wanted))}
     except KafkaError as exc:
         raise TopicSetupError(f"topic setup failed: {exc!r}") from exc
     finally:
         await admin.close()
     report = []
-    for t in topics:
-        info = described.get(t.name)
+    for name, (partitions, _) in wanted.items():
+        info = described.get(name)
         if info is None or info["error_code"]:
-            raise TopicSetupError(f"topic {t.name} is not visible after creation")
-        status = TopicStatus(t.name, t.name in created, len(info["partitions"]), t.partitions)
+            raise TopicSetupError(f"topic {name} is not visible after creation")
+        status = TopicStatus(name, name in created, len(info["partitions"]), partitions)
         if status.under_partitioned:
             log.warning(
                 "topic has fewer partitions than the catalogue asks",
-                extra={"topic": t.name, "partitions": status.partitions, "wanted": t.partitions},
+                extra={"topic": name, "partitions": status.partitions, "wanted": partitions},
             )
         report.append(status)
     return report

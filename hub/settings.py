@@ -53,6 +53,44 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = "INFO"
 
+    # Reliability: batches, retries, parking, shutdown, metrics.
+    batch_size: int = Field(default=500, ge=1, le=10_000, description="Records per batch.")
+    max_attempts: int = Field(
+        default=5, ge=1, le=50, description="Handling attempts before a message is dead-lettered."
+    )
+    retry_first_delay: float = Field(
+        default=1.0, gt=0, description="Seconds a message stays parked after its first failure."
+    )
+    retry_max_delay: float = Field(
+        default=300.0, gt=0, description="Longest a message stays parked (delays double)."
+    )
+    session_timeout: float = Field(
+        default=10.0,
+        ge=1,
+        le=300,
+        description="Seconds without heartbeats before Kafka gives a consumer's partitions away.",
+    )
+    heartbeat_interval: float = Field(
+        default=3.0, gt=0, le=100, description="Seconds between consumer heartbeats."
+    )
+    shutdown_timeout: float = Field(
+        default=20.0, gt=0, description="Seconds a service has to stop cleanly on SIGTERM."
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of /metrics on 127.0.0.1; unset: none."
+    )
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        default="NORMAL",
+        description="NORMAL survives any crash of the process; FULL also a power cut.",
+    )
+    http_timeout: float = Field(default=10.0, gt=0, description="Seconds per HTTP request.")
+    http_attempts: int = Field(
+        default=4, ge=1, le=20, description="Tries of one call to an external system."
+    )
+    http_max_seconds: float = Field(
+        default=30.0, gt=0, description="Longest time spent retrying one call."
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         uses_sasl = self.security_protocol.startswith("SASL")

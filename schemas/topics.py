@@ -264,3 +264,18 @@ def topic_for(message: Message | type[Message]) -> Topic:
         return TOPIC_OF[cls]
     except KeyError:
         raise LookupError(f"{cls.__name__} is not on any topic of the catalogue") from None
+
+
+# --------------------------------------------------------------------------- infrastructure topics
+# They carry copies of other topics' messages, with headers that say why.
+
+DEAD_LETTERS = "hub.deadletter.v1"
+"""Messages no service could handle: the original bytes and key, with dlq-* headers."""
+
+
+def retry_topic(service: str) -> str:
+    """Where a service parks messages that failed transiently, until they are due again."""
+    return f"{service}.retry.v1"
+
+
+INFRASTRUCTURE_PARTITIONS = 3

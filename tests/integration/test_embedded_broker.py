@@ -13,7 +13,7 @@ import pytest
 
 from hub.embedded import EmbeddedBroker, broker_binary, free_port, wait_for_kafka
 from hub.errors import BrokerBinaryNotFound, BrokerStartError, BrokerUnavailable
-from hub.kafka import ensure_topics, kafka_cluster
+from hub.kafka import ensure_topics, infrastructure_topics, kafka_cluster
 from hub.settings import Settings
 from schemas.topics import TOPICS
 
@@ -94,9 +94,10 @@ async def test_hub_broker_command_prints_address_and_stops_on_signal(
 
 async def test_topic_creation_is_idempotent(kafka_settings: Settings) -> None:
     again = await ensure_topics(kafka_settings, kafka_settings.bootstrap_servers)
-    assert [s.name for s in again] == [t.name for t in TOPICS]
+    assert [s.name for s in again][: len(TOPICS)] == [t.name for t in TOPICS]
+    assert {s.name for s in again[len(TOPICS) :]} == set(infrastructure_topics())
     assert not any(s.created for s in again)
-    assert [s.partitions for s in again] == [t.partitions for t in TOPICS]
+    assert [s.partitions for s in again][: len(TOPICS)] == [t.partitions for t in TOPICS]
 
 
 async def test_topics_create_command_reports_existing_topics(kafka_settings: Settings) -> None:
@@ -111,7 +112,7 @@ async def test_topics_create_command_reports_existing_topics(kafka_settings: Set
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == len(TOPICS)
+    assert len(lines) == len(TOPICS) + len(infrastructure_topics())
     assert all(" exists " in line for line in lines)
 
 

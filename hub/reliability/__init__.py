@@ -1,0 +1,1 @@
+"""Reliability core: inbox, outbox, retries, parking, dead letters, metrics, graceful shutdown."""

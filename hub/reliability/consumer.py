@@ -1,0 +1,398 @@
+"""Reliable consumption: a batch of records in, one SQLite transaction, offsets committed after.
+
+A service declares one :class:`Handler` per topic. For every batch the
+consumer:
+
+1. parses each record (undecodable or invalid ones go to the dead-letter
+   topic at once);
+2. drops the ones the inbox has seen (duplicates, counted);
+3. runs the handlers' ``fetch`` — the only place for network I/O, outside
+   any transaction — concurrently, with the retry policy of the client;
+4. runs ``apply`` for each message, which records state changes and
+   messages to publish on a :class:`Unit` without touching the database;
+5. commits, in one transaction, the inbox, the state changes and the
+   outbox — which also holds the parked and dead-lettered copies of the
+   messages that failed;
+6. wakes the outbox relay, and only then commits the Kafka offsets.
+
+A crash before step 5 redelivers the batch; after it, the inbox skips what
+was applied. A failing message never stops its partition: it is parked on
+the service's retry topic (transient failures) or dead-lettered
+(everything else), and the consumer moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+from pydantic import ValidationError
+
+from hub.bus import headers_of
+from hub.errors import InvalidMessage, PermanentError, TransientError
+from hub.reliability.deadletters import Failure, Reason, header
+from hub.reliability.metrics import Metrics
+from hub.reliability.store import Headers, OutboxRow, Store, Writes
+from schemas.base import Message
+from schemas.topics import BY_NAME, Topic, topic_for
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One Kafka record, as the consumer sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+    @classmethod
+    def of(cls, record: ConsumerRecord[Any, Any]) -> Incoming:
+        return cls(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value if record.value is not None else b"",
+            tuple(record.headers or ()),
+        )
+
+    @property
+    def parked(self) -> bool:
+        return header(self.headers, "retry-source-topic") is not None
+
+    def failure(self, error: BaseException, now: datetime) -> Failure:
+        """This record's failure history, extended by ``error``."""
+        if self.parked:
+            source = (
+                header(self.headers, "retry-source-topic") or self.topic,
+                int(header(self.headers, "retry-source-partition") or self.partition),
+                int(header(self.headers, "retry-source-offset") or self.offset),
+            )
+            attempts = int(header(self.headers, "retry-attempts") or 0) + 1
+            first = header(self.headers, "retry-first-failure")
+            first_failure = datetime.fromisoformat(first) if first else now
+        else:
+            source, attempts, first_failure = (self.topic, self.partition, self.offset), 1, now
+        return Failure(
+            *source,
+            attempts=attempts,
+            first_failure=first_failure,
+            last_failure=now,
+            error_type=type(error).__name__,
+            error=str(error),
+        )
+
+    @property
+    def route(self) -> str:
+        """The topic whose handler applies: the original topic of a parked record."""
+        return header(self.headers, "retry-source-topic") or self.topic
+
+    @property
+    def due(self) -> datetime | None:
+        text = header(self.headers, "retry-due")
+        return datetime.fromisoformat(text) if text else None
+
+
+def outbox_row(message: Message, *, topic: str | None = None) -> OutboxRow:
+    """A catalogue message as an outbox row: its topic (unless given), key and headers."""
+    catalogue = topic_for(message)
+    labels = {**headers_of(message), "correlation_id": str(message.correlation_id)}
+    headers = tuple((name, value.encode()) for name, value in labels.items())
+    return OutboxRow(
+        topic or catalogue.name,
+        catalogue.key_of(message),
+        message.model_dump_json().encode(),
+        headers,
+    )
+
+
+@dataclass(slots=True)
+class Unit:
+    """What applying one message changes: SQL statements and messages to publish.
+
+    Nothing touches the database until the whole batch commits, so a message
+    whose ``apply`` fails leaves no trace but its dead letter.
+    """
+
+    statements: list[tuple[str, Sequence[Any]]] = field(default_factory=list)
+    outbox: list[OutboxRow] = field(default_factory=list)
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> None:
+        self.statements.append((sql, parameters))
+
+    def emit(self, message: Message, *, topic: str | None = None) -> None:
+        """Publish ``message`` after the commit, on its catalogue topic (or ``topic``)."""
+        self.outbox.append(outbox_row(message, topic=topic))
+
+
+class Handler(Generic[M]):
+    """How a service handles one topic. Subclass per topic; override :meth:`apply`.
+
+    ``fetch`` is where network I/O goes (calls to external systems): it runs
+    before the transaction, with the client's retries. Raise
+    :class:`~hub.errors.TransientError` for what may pass (the message is
+    parked and tried again) and :class:`~hub.errors.PermanentError` for what
+    will not (it is dead-lettered). ``apply`` is pure: it records on the unit.
+    """
+
+    def __init__(self, topic: Topic | str) -> None:
+        self.topic = BY_NAME[topic] if isinstance(topic, str) else topic
+
+    def parse(self, value: bytes) -> M:
+        """The message in ``value``; raises ``pydantic.ValidationError`` when it is not one."""
+        return self.topic.parse(value)  # type: ignore[return-value]
+
+    async def fetch(self, message: M) -> Any:
+        return None
+
+    def apply(self, unit: Unit, message: M, fetched: Any) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release what the handler holds (its clients); called when the service stops."""
+
+    @property
+    def fetches(self) -> bool:
+        return type(self).fetch is not Handler.fetch
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySchedule:
+    """When a parked message is due again, and after how many attempts it is dead-lettered."""
+
+    max_attempts: int = 5
+    first_delay: float = 1.0
+    max_delay: float = 300.0
+
+    def delay(self, attempts: int) -> float:
+        """Seconds to wait after the ``attempts``-th failure: doubling, with ±20% jitter."""
+        base = min(self.max_delay, self.first_delay * 2 ** (attempts - 1))
+        return base * random.uniform(0.8, 1.2)  # spreads retries; not for secrecy
+
+
+@dataclass
+class _Item:
+    record: Incoming
+    handler: Handler[Any]
+    message: Message
+
+
+class BatchProcessor:
+    """Handles batches of records for one service (steps 1–5 of the module docstring)."""
+
+    def __init__(
+        self,
+        service: str,
+        handlers: Mapping[str, Handler[Any]],
+        store: Store,
+        metrics: Metrics,
+        *,
+        schedule: RetrySchedule = RetrySchedule(),
+        fetch_concurrency: int = 16,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.service = service
+        self.handlers = dict(handlers)
+        self.store = store
+        self.metrics = metrics
+        self.schedule = schedule
+        self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
+        self._clock = clock
+
+    async def process(self, records: Sequence[Incoming]) -> Writes:
+        """Handle ``records`` and commit the outcome; returns what was committed."""
+        writes = Writes()
+        items: list[_Item] = []
+        for record in records:
+            item = self._parse(record, writes)
+            if item is not None:
+                items.append(item)
+        items = await self._new_only(items)
+        fetched = await asyncio.gather(*(self._fetch(item, writes) for item in items))
+        for item, (ok, value) in zip(items, fetched, strict=True):
+            if ok:
+                self._apply(item, value, writes)
+        await self.store.commit(self.service, writes)
+        if writes.handled:
+            self.metrics.handled.labels(self.service).inc(len(writes.handled))
+        return writes
+
+    def _parse(self, record: Incoming, writes: Writes) -> _Item | None:
+        handler = self.handlers.get(record.route)
+        if handler is None:
+            error: BaseException = PermanentError(f"no handler for topic {record.route}")
+            self._bury(record, "invalid_message", error, writes)
+            return None
+        try:
+            return _Item(record, handler, handler.parse(record.value))
+        except ValueError as exc:  # pydantic's ValidationError included
+            self._bury(record, "invalid_message", _invalid(exc), writes)
+            return None
+
+    async def _new_only(self, items: list[_Item]) -> list[_Item]:
+        """The items whose event_id neither the inbox nor an earlier item of the batch has."""
+        ids = [str(item.message.event_id) for item in items]
+        seen = await self.store.duplicates(self.service, ids)
+        fresh = []
+        for item, event_id in zip(items, ids, strict=True):
+            if event_id in seen:
+                self.metrics.duplicates.labels(self.service).inc()
+                continue
+            seen.add(event_id)
+            fresh.append(item)
+        return fresh
+
+    async def _fetch(self, item: _Item, writes: Writes) -> tuple[bool, Any]:
+        if not item.handler.fetches:
+            return True, None
+        async with self._fetch_slots:
+            try:
+                return True, await item.handler.fetch(item.message)
+            except PermanentError as exc:
+                self._bury(item.record, "refused", exc, writes)
+            except Exception as exc:  # transient, or unexpected: try again later
+                self._park_or_bury(item.record, exc, writes)
+        return False, None
+
+    def _apply(self, item: _Item, fetched: Any, writes: Writes) -> None:
+        unit = Unit()
+        try:
+            item.handler.apply(unit, item.message, fetched)
+        except TransientError as exc:
+            self._park_or_bury(item.record, exc, writes)
+            return
+        except PermanentError as exc:
+            self._bury(item.record, "refused", exc, writes)
+            return
+        except Exception as exc:  # a bug in a handler must not stop the service
+            log.exception("handler failed", extra={"topic": item.record.route, **_ids(item)})
+            self._bury(item.record, "handler_error", exc, writes)
+            return
+        writes.handled.append(str(item.message.event_id))
+        writes.statements.extend(unit.statements)
+        writes.outbox.extend(unit.outbox)
+
+    def _park_or_bury(self, record: Incoming, error: BaseException, writes: Writes) -> None:
+        now = self._clock()
+        failure = record.failure(error, now)
+        if failure.attempts >= self.schedule.max_attempts:
+            self._bury(record, "retries_exhausted", error, writes)
+            return
+        due = now + timedelta(seconds=self.schedule.delay(failure.attempts))
+        writes.outbox.append(
+            failure.park(self.service, record.key, record.value, record.headers, due)
+        )
+        self.metrics.parked.labels(self.service).inc()
+        log.warning(
+            "message parked",
+            extra={
+                "topic": failure.source_topic,
+                "partition": failure.source_partition,
+                "offset": failure.source_offset,
+                "attempts": failure.attempts,
+                "cause": failure.error_type,
+            },
+        )
+
+    def _bury(self, record: Incoming, reason: Reason, error: BaseException, writes: Writes) -> None:
+        failure = record.failure(error, self._clock())
+        writes.outbox.append(
+            failure.bury(self.service, reason, record.key, record.value, record.headers)
+        )
+        self.metrics.dead_lettered.labels(self.service, reason).inc()
+        log.warning(
+            "message dead-lettered",
+            extra={
+                "reason": reason,
+                "topic": failure.source_topic,
+                "partition": failure.source_partition,
+                "offset": failure.source_offset,
+                "cause": failure.error_type,
+            },
+        )
+
+
+def _invalid(exc: ValueError) -> InvalidMessage:
+    """A short account of why a record is not a message; input values are never part of it."""
+    if not isinstance(exc, ValidationError):
+        return InvalidMessage(f"{type(exc).__name__}: {exc}")
+    problems = exc.errors(include_url=False, include_input=False, include_context=False)
+    text = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in problems[:5]
+    )
+    return InvalidMessage(f"{len(problems)} problem(s): {text}")
+
+
+def _ids(item: _Item) -> dict[str, Any]:
+    return {
+        "event_id": str(item.message.event_id),
+        "correlation_id": str(item.message.correlation_id),
+        "partition": item.record.partition,
+        "offset": item.record.offset,
+    }
+
+
+async def consume(
+    consumer: AIOKafkaConsumer,
+    handle: Callable[[list[Incoming]], Awaitable[Any]],
+    stop: asyncio.Event,
+    *,
+    batch_size: int,
+    before: Callable[[list[Incoming]], Awaitable[bool]] | None = None,
+) -> None:
+    """Fetch batches, hand them to ``handle``, commit their offsets after; until ``stop``.
+
+    ``before`` may hold a batch back (the retry loop waits for messages to be
+    due); when it returns False the batch is left uncommitted, to be
+    delivered again after a restart.
+    """
+    while not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=200, max_records=batch_size)
+        records = [Incoming.of(r) for rs in batches.values() for r in rs]
+        if not records:
+            continue
+        if before is not None and not await before(records):
+            return
+        await handle(records)
+        offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items()}
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The partitions moved to another member during the batch; it will be
+            # delivered there again, and that member's inbox skips what is applied.
+            log.warning("offset commit failed", extra={"error": repr(exc)})
+
+
+def wait_until_due(
+    stop: asyncio.Event, clock: Callable[[], datetime]
+) -> Callable[[list[Incoming]], Awaitable[bool]]:
+    """For the retry loop: sleep until every record of the batch is due, or ``stop``."""
+
+    async def hold(records: list[Incoming]) -> bool:
+        due = max((r.due for r in records if r.due is not None), default=None)
+        if due is None:
+            return True
+        delay = (due - clock()).total_seconds()
+        if delay <= 0:
+            return True
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except TimeoutError:
+            return True
+        return False
+
+    return hold

@@ -1,0 +1,262 @@
+"""Parked and dead-lettered messages: how they are labelled, read back and replayed.
+
+A message that failed transiently is *parked* on its service's retry topic
+with ``retry-*`` headers, until it is due again. A message that cannot be
+handled — undecodable, invalid, refused, or out of attempts — is *dead-lettered*
+on :data:`~schemas.topics.DEAD_LETTERS` with ``dlq-*`` headers that say why.
+Both keep the original key, value and headers, so a replay is the original
+message: `hub dlq replay` republishes it to its original topic with a new
+``delivery-id`` header, and the consumer's inbox skips it if it was applied
+after all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from hub.reliability.store import Headers, OutboxRow
+from schemas.topics import DEAD_LETTERS, retry_topic
+
+Reason = Literal["invalid_message", "refused", "retries_exhausted", "handler_error"]
+"""Why a message was dead-lettered:
+
+- ``invalid_message``: not a valid message of its topic (bytes, JSON, schema, type);
+- ``refused``: a permanent failure, such as an external system answering 4xx;
+- ``retries_exhausted``: it kept failing transiently until the last attempt;
+- ``handler_error``: the handler failed in a way the hub did not expect (a bug).
+"""
+
+DLQ_PREFIX = "dlq-"
+RETRY_PREFIX = "retry-"
+DELIVERY_ID = "delivery-id"
+REPLAY_OF = "replay-of"
+_MAX_ERROR = 500
+
+
+def _text(value: object) -> bytes:
+    return str(value).encode()
+
+
+def _stamp(when: datetime) -> bytes:
+    return when.isoformat(timespec="milliseconds").encode()
+
+
+def original_headers(headers: Headers) -> Headers:
+    """The headers the message was first published with (hub labels removed)."""
+    return tuple(
+        (name, value)
+        for name, value in headers
+        if not name.startswith((DLQ_PREFIX, RETRY_PREFIX)) and name not in (DELIVERY_ID, REPLAY_OF)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What went wrong with a message so far: where it came from, how often, why."""
+
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    attempts: int
+    first_failure: datetime
+    last_failure: datetime
+    error_type: str
+    error: str
+
+    def park(
+        self, service: str, key: bytes | None, value: bytes, headers: Headers, due: datetime
+    ) -> OutboxRow:
+        """The copy of the message that waits on the service's retry topic until ``due``."""
+        labels = (
+            ("retry-source-topic", _text(self.source_topic)),
+            ("retry-source-partition", _text(self.source_partition)),
+            ("retry-source-offset", _text(self.source_offset)),
+            ("retry-attempts", _text(self.attempts)),
+            ("retry-first-failure", _stamp(self.first_failure)),
+            ("retry-error-type", _text(self.error_type)),
+            ("retry-error", self.error[:_MAX_ERROR].encode()),
+            ("retry-due", _stamp(due)),
+        )
+        return OutboxRow(retry_topic(service), key, value, original_headers(headers) + labels)
+
+    def bury(
+        self, service: str, reason: Reason, key: bytes | None, value: bytes, headers: Headers
+    ) -> OutboxRow:
+        """The copy of the message on the dead-letter topic."""
+        labels = (
+            ("dlq-id", _text(uuid.uuid4())),
+            ("dlq-reason", _text(reason)),
+            ("dlq-service", _text(service)),
+            ("dlq-error-type", _text(self.error_type)),
+            ("dlq-error", self.error[:_MAX_ERROR].encode()),
+            ("dlq-attempts", _text(self.attempts)),
+            ("dlq-first-failure", _stamp(self.first_failure)),
+            ("dlq-last-failure", _stamp(self.last_failure)),
+            ("dlq-source-topic", _text(self.source_topic)),
+            ("dlq-source-partition", _text(self.source_partition)),
+            ("dlq-source-offset", _text(self.source_offset)),
+        )
+        return OutboxRow(DEAD_LETTERS, key, value, original_headers(headers) + labels)
+
+
+def header(headers: Headers, name: str) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode("utf-8", "replace")
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One record of the dead-letter topic, decoded."""
+
+    id: str
+    reason: str
+    service: str
+    error_type: str
+    error: str
+    attempts: int
+    first_failure: datetime | None
+    last_failure: datetime | None
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    """The original headers, without the dlq-* labels."""
+    dead_at: datetime
+    position: str
+    """Where it is on the dead-letter topic: ``partition:offset``."""
+
+    @classmethod
+    def of(cls, record: ConsumerRecord[Any, Any]) -> DeadLetter:
+        headers: Headers = tuple(record.headers or ())
+
+        def get(name: str, default: str = "") -> str:
+            return header(headers, name) or default
+
+        def when(name: str) -> datetime | None:
+            text = get(name)
+            return datetime.fromisoformat(text) if text else None
+
+        return cls(
+            id=get("dlq-id", f"{record.partition}:{record.offset}"),
+            reason=get("dlq-reason", "unknown"),
+            service=get("dlq-service", "unknown"),
+            error_type=get("dlq-error-type"),
+            error=get("dlq-error"),
+            attempts=int(get("dlq-attempts", "0") or 0),
+            first_failure=when("dlq-first-failure"),
+            last_failure=when("dlq-last-failure"),
+            source_topic=get("dlq-source-topic"),
+            source_partition=int(get("dlq-source-partition", "-1")),
+            source_offset=int(get("dlq-source-offset", "-1")),
+            key=record.key,
+            value=record.value or b"",
+            headers=original_headers(headers),
+            dead_at=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+            position=f"{record.partition}:{record.offset}",
+        )
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, idle_polls: int = 3, **client_options: Any
+) -> list[ConsumerRecord[Any, Any]]:
+    """Every record now on ``topic``, partition by partition (no consumer group, no commits).
+
+    The end of each partition is the high watermark that fetch responses
+    carry. (The embedded broker answers list-offsets requests with the base
+    offset of the last batch rather than the end, so ``end_offsets`` would
+    stop short there.) A partition that gives no records and no watermark
+    for ``idle_polls`` polls in a row is taken as empty.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **client_options
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # fetches the cluster's metadata
+        known = consumer.partitions_for_topic(topic) or ()
+        partitions = [TopicPartition(topic, p) for p in sorted(known)]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list[ConsumerRecord[Any, Any]] = []
+        behind = set(partitions)
+        idle = dict.fromkeys(partitions, 0)
+        while behind:
+            batch = await consumer.getmany(*behind, timeout_ms=300)
+            for tp in list(behind):
+                got = batch.get(tp, [])
+                records.extend(got)
+                end = consumer.highwater(tp)
+                idle[tp] = 0 if got else idle[tp] + 1
+                caught_up = end is not None and await consumer.position(tp) >= end
+                if caught_up or idle[tp] >= idle_polls:
+                    behind.discard(tp)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def dead_letters(bootstrap: str, **client_options: Any) -> list[DeadLetter]:
+    """The dead-letter topic, oldest first."""
+    records = await read_topic(bootstrap, DEAD_LETTERS, **client_options)
+    return sorted((DeadLetter.of(r) for r in records), key=lambda d: (d.dead_at, d.position))
+
+
+def select(
+    letters: Iterable[DeadLetter], *, topic: str | None = None, since: datetime | None = None
+) -> list[DeadLetter]:
+    return [
+        d
+        for d in letters
+        if (topic is None or d.source_topic == topic) and (since is None or d.dead_at >= since)
+    ]
+
+
+def find(letters: Sequence[DeadLetter], prefix: str) -> DeadLetter:
+    """The dead letter whose id (or ``partition:offset``) starts with ``prefix``."""
+    found = [d for d in letters if d.id.startswith(prefix) or d.position == prefix]
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)}"
+        raise LookupError(f"{what} dead letters match {prefix!r}")
+    return found[0]
+
+
+async def replay(letters: Sequence[DeadLetter], bootstrap: str, **client_options: Any) -> int:
+    """Republish each dead letter to its original topic, with its key and a new delivery id."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_options)
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(
+                d.source_topic,
+                d.value,
+                key=d.key,
+                headers=[*d.headers, (DELIVERY_ID, _text(uuid.uuid4())), (REPLAY_OF, _text(d.id))],
+            )
+            for d in letters
+        ]
+        await asyncio.gather(*sent)
+        return len(sent)
+    finally:
+        await producer.stop()
+
+
+_PERSONAL_CODE = re.compile(rb"(?<!\d)\d{6}-?\d{5}(?!\d)")
+
+
+def masked(value: bytes) -> bytes:
+    """``value`` with anything shaped like a personal code replaced by ``******-*****``."""
+    return _PERSONAL_CODE.sub(b"******-*****", value)

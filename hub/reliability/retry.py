@@ -1,0 +1,203 @@
+"""Retrying calls to external systems, and the HTTP port every adapter's client builds on.
+
+What is retried: network errors, timeouts, HTTP 5xx and 429 (waiting at least
+what ``Retry-After`` asks), and answers that are not what the protocol
+promises. What is not: other 4xx answers, which repeating cannot fix. Retries
+back off exponentially with jitter and stop at a number of attempts or a total
+time, whichever comes first; each is logged with its cause.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from hub.errors import PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class UnavailableError(TransientError):
+    """The external system did not answer in time, or answered 5xx or 429; retried."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InvalidResponse(TransientError):
+    """The external system answered something its protocol does not allow; retried,
+    since a broken answer is often a passing fault of a proxy or a deployment."""
+
+
+class Refused(PermanentError):
+    """The external system refused the request (HTTP 4xx other than 429); not retried."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently to retry a call that failed transiently."""
+
+    attempts: int = 4
+    max_seconds: float = 30.0
+    initial_wait: float = 0.2
+    max_wait: float = 5.0
+    jitter: float = 0.2
+
+    async def call(
+        self,
+        fn: Callable[[], Awaitable[_T]],
+        *,
+        what: str,
+        on_retry: Callable[[BaseException], None] | None = None,
+    ) -> _T:
+        """Call ``fn`` until it succeeds, fails permanently, or the policy gives up.
+
+        Raises the last error: a :class:`TransientError` when attempts or time
+        ran out (the caller parks the message), a :class:`PermanentError` at once.
+        """
+        backoff = wait_exponential_jitter(self.initial_wait, self.max_wait, jitter=self.jitter)
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            asked = getattr(error, "retry_after", None)  # the server's Retry-After
+            return backoff(state) if asked is None else min(asked, self.max_seconds)
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "retrying external call",
+                extra={
+                    "call": what,
+                    "attempt": state.attempt_number,
+                    "cause": type(error).__name__,
+                    "detail": str(error)[:200],
+                    "wait_s": round(state.upcoming_sleep, 3),
+                },
+            )
+            if on_retry is not None and error is not None:
+                on_retry(error)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_seconds),
+            wait=wait,
+            retry=retry_if_exception_type(TransientError),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return await retrying(fn)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delay seconds or an HTTP date)."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class HttpPort:
+    """The HTTP client of one external system: timeouts, error classes, retries.
+
+    Subclass it per system and translate its protocol there; this class only
+    sends requests and turns failures into :class:`UnavailableError`,
+    :class:`Refused` or :class:`InvalidResponse`. Every request has a timeout.
+    """
+
+    system = "external system"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        policy: RetryPolicy | None = None,
+        on_retry: Callable[[BaseException], None] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url, timeout=httpx.Timeout(timeout), transport=transport
+        )
+        self.policy = policy or RetryPolicy()
+        self._on_retry = on_retry
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> HttpPort:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request, retrying transient failures; the response is 2xx or 3xx."""
+        return await self.policy.call(
+            lambda: self._once(method, path, **kwargs),
+            what=f"{self.system} {method} {path}",
+            on_retry=self._on_retry,
+        )
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Like :meth:`request`, returning the JSON body; a body that is not JSON is retried."""
+
+        async def once() -> Any:
+            response = await self._once(method, path, **kwargs)
+            try:
+                return response.json()
+            except ValueError:
+                raise InvalidResponse(
+                    f"{self.system} answered {method} {path} with no JSON"
+                ) from None
+
+        return await self.policy.call(
+            once, what=f"{self.system} {method} {path}", on_retry=self._on_retry
+        )
+
+    async def _once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._client.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise UnavailableError(
+                f"{self.system} did not answer {method} {path} in time"
+            ) from None
+        except httpx.TransportError as exc:
+            raise UnavailableError(
+                f"{self.system} unreachable for {method} {path}: {type(exc).__name__}"
+            ) from None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise UnavailableError(
+                f"{self.system} answered {status} to {method} {path}",
+                retry_after=_retry_after(response),
+            )
+        if status >= 400:
+            raise Refused(f"{self.system} refused {method} {path} with {status}", status=status)
+        return response

@@ -1,0 +1,219 @@
+"""Running a service: its store, consumers, outbox relay and metrics, and a graceful stop.
+
+On SIGTERM (or SIGINT) a service stops fetching, lets the batch in hand
+finish and commit, publishes what is left in the outbox, commits its
+offsets, leaves its consumer groups and exits 0 — all within
+``shutdown_timeout`` seconds. Whatever did not make it is redelivered or
+republished at the next start; nothing applied is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from hub.kafka import client_options
+from hub.reliability.consumer import (
+    BatchProcessor,
+    Handler,
+    Incoming,
+    RetrySchedule,
+    consume,
+    wait_until_due,
+)
+from hub.reliability.metrics import Metrics, serve
+from hub.reliability.relay import OutboxRelay
+from hub.reliability.store import Store
+from hub.settings import Settings
+from schemas.topics import retry_topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What a service is: a name (its consumer group and database), handlers, tables."""
+
+    name: str
+    handlers: Sequence[Handler[Any]]
+    schema: Sequence[str] = ()
+    """CREATE statements of the service's own tables (run at every start; use IF NOT EXISTS)."""
+    on_start: Callable[[Store], Awaitable[None]] | None = None
+    """Rebuilds in-memory state from the store before consuming starts."""
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How a service runs; :meth:`from_settings` reads them from ``HUB_*`` settings."""
+
+    batch_size: int = 500
+    schedule: RetrySchedule = field(default_factory=RetrySchedule)
+    shutdown_timeout: float = 20.0
+    fetch_concurrency: int = 16
+    metrics_port: int | None = None
+    synchronous: str = "NORMAL"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RuntimeOptions:
+        return cls(
+            batch_size=settings.batch_size,
+            schedule=RetrySchedule(
+                settings.max_attempts, settings.retry_first_delay, settings.retry_max_delay
+            ),
+            shutdown_timeout=settings.shutdown_timeout,
+            metrics_port=settings.metrics_port,
+            synchronous=settings.sqlite_synchronous,
+        )
+
+
+class ServiceRunner:
+    """Runs one :class:`ServiceSpec` against a Kafka cluster until asked to stop."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        settings: Settings,
+        bootstrap: str,
+        *,
+        options: RuntimeOptions | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.options = options or RuntimeOptions.from_settings(settings)
+        self.metrics = metrics or Metrics.create()
+        self.clock = clock
+        self.store: Store | None = None
+        self.ready = asyncio.Event()
+        """Set once the consumers have started (partitions may still be assigning)."""
+
+    async def run(self, stop: asyncio.Event) -> bool:
+        """Run until ``stop`` is set; returns True if the shutdown was clean and in time."""
+        spec, options = self.spec, self.options
+        security = client_options(self.settings)
+        store = self.store = await Store.open(
+            self.settings.data_dir / f"{spec.name}.sqlite3",
+            schema=spec.schema,
+            synchronous=options.synchronous,  # type: ignore[arg-type]
+        )
+        if spec.on_start is not None:
+            await spec.on_start(store)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=spec.name,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+            **security,
+        )
+
+        def consumer(*topics: str, group: str) -> AIOKafkaConsumer:
+            return AIOKafkaConsumer(
+                *topics,
+                bootstrap_servers=self.bootstrap,
+                client_id=spec.name,
+                group_id=group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=4 * 1024 * 1024,
+                session_timeout_ms=int(self.settings.session_timeout * 1000),
+                heartbeat_interval_ms=int(self.settings.heartbeat_interval * 1000),
+                **security,
+            )
+
+        main = consumer(*(h.topic.name for h in spec.handlers), group=spec.name)
+        retries = consumer(retry_topic(spec.name), group=f"{spec.name}.retry")
+        processor = BatchProcessor(
+            spec.name,
+            {h.topic.name: h for h in spec.handlers},
+            store,
+            self.metrics,
+            schedule=options.schedule,
+            fetch_concurrency=options.fetch_concurrency,
+            clock=self.clock,
+        )
+        relay = OutboxRelay(store, producer, service=spec.name, metrics=self.metrics)
+        one_batch_at_a_time = asyncio.Lock()
+
+        async def handle(records: list[Incoming]) -> None:
+            # Batches from the main and retry topics go one at a time, so the
+            # inbox check and the commit of one batch never race another's.
+            async with one_batch_at_a_time:
+                await processor.process(records)
+            relay.wake()
+
+        server = serve(self.metrics, options.metrics_port) if options.metrics_port else None
+        started: list[Any] = []
+        clean = False
+        try:
+            for client in (producer, main, retries):
+                await client.start()
+                started.append(client)
+            self.ready.set()
+            workers = [
+                asyncio.create_task(relay.run(stop), name=f"{spec.name}-relay"),
+                asyncio.create_task(
+                    consume(main, handle, stop, batch_size=options.batch_size),
+                    name=f"{spec.name}-consumer",
+                ),
+                asyncio.create_task(
+                    consume(
+                        retries,
+                        handle,
+                        stop,
+                        batch_size=50,
+                        before=wait_until_due(stop, self.clock),
+                    ),
+                    name=f"{spec.name}-retries",
+                ),
+            ]
+            clean = await self._supervise(stop, workers, relay)
+        finally:
+            for client in reversed(started):
+                with contextlib.suppress(Exception):
+                    await client.stop()
+            await store.close()
+            for handler in spec.handlers:
+                await handler.close()
+            if server is not None:
+                server.shutdown()
+        return clean
+
+    async def _supervise(
+        self, stop: asyncio.Event, workers: list[asyncio.Task[None]], relay: OutboxRelay
+    ) -> bool:
+        """Wait for ``stop`` (or a worker failing), then shut down within the timeout."""
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *workers], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in done if t is not waiter and t.exception() is not None]
+        stop.set()
+        waiter.cancel()
+        try:
+            async with asyncio.timeout(self.options.shutdown_timeout):
+                await asyncio.gather(*workers, return_exceptions=True)
+                flushed = await relay.flush(self.options.shutdown_timeout)
+        except TimeoutError:
+            log.error("shutdown took too long", extra={"service": self.spec.name})
+            for task in workers:
+                task.cancel()
+            return False
+        for task in failed:
+            raise task.exception()  # type: ignore[misc]
+        return flushed
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set ``stop`` on SIGTERM and SIGINT."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
