@@ -23,7 +23,7 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from hub.errors import PermanentError, TransientError
@@ -60,8 +60,8 @@ class RetryPolicy:
     attempts: int = 4
     max_seconds: float = 30.0
     initial_wait: float = 0.2
+    """Scale of the backoff: the n-th wait is random in [0, initial_wait · 2ⁿ] ("full jitter")."""
     max_wait: float = 5.0
-    jitter: float = 0.2
 
     async def call(
         self,
@@ -75,7 +75,7 @@ class RetryPolicy:
         Raises the last error: a :class:`TransientError` when attempts or time
         ran out (the caller parks the message), a :class:`PermanentError` at once.
         """
-        backoff = wait_exponential_jitter(self.initial_wait, self.max_wait, jitter=self.jitter)
+        backoff = wait_random_exponential(multiplier=self.initial_wait, max=self.max_wait)
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
@@ -104,7 +104,10 @@ class RetryPolicy:
             before_sleep=before_sleep,
             reraise=True,
         )
-        return await retrying(fn)
+        async def attempt() -> _T:
+            return await fn()
+
+        return await retrying(attempt)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -184,6 +184,7 @@ def fuzzed(valid: list[ApplicationSubmitted], count: int, rnd: random.Random) ->
             yield json.dumps(good).encode()
 
 
+@pytest.mark.filterwarnings("ignore::schemas.values.PersonalCodeChecksumWarning")
 async def test_bad_input_is_dead_lettered_and_every_valid_message_applied(
     kafka_settings: Settings, lane: Lane, tmp_path: Path
 ) -> None:

@@ -1,0 +1,97 @@
+"""Retry policy and HTTP port: what is retried, how long, and what is not."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from hub.errors import PermanentError, TransientError
+from hub.reliability.retry import HttpPort, InvalidResponse, Refused, RetryPolicy, UnavailableError
+
+FAST = RetryPolicy(attempts=4, max_seconds=5, initial_wait=0.001, max_wait=0.002)
+
+
+def port(
+    answers: list[httpx.Response | Exception], policy: RetryPolicy = FAST, **kw
+) -> tuple[HttpPort, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = answers[min(len(seen), len(answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    retries: list[BaseException] = []
+    client = HttpPort(
+        "http://system.test",
+        policy=policy,
+        transport=httpx.MockTransport(handle),
+        on_retry=retries.append,
+        **kw,
+    )
+    client.retries = retries  # type: ignore[attr-defined]
+    return client, seen
+
+
+async def test_5xx_429_timeouts_and_network_errors_are_retried_until_success() -> None:
+    client, seen = port(
+        [
+            httpx.Response(503),
+            httpx.Response(429, headers={"Retry-After": "0"}),
+            httpx.ConnectTimeout("slow"),
+            httpx.Response(200, json={"ok": True}),
+        ]
+    )
+    assert await client.json("GET", "/x") == {"ok": True}
+    assert len(seen) == 4
+    assert [type(e) for e in client.retries] == [UnavailableError] * 3  # type: ignore[attr-defined]
+
+
+async def test_4xx_is_refused_at_once() -> None:
+    client, seen = port([httpx.Response(404), httpx.Response(200)])
+    with pytest.raises(Refused) as caught:
+        await client.request("GET", "/missing")
+    assert caught.value.status == 404 and isinstance(caught.value, PermanentError)
+    assert len(seen) == 1
+
+
+async def test_attempts_are_bounded_and_the_last_error_is_raised() -> None:
+    client, seen = port([httpx.Response(500)])
+    with pytest.raises(UnavailableError, match="answered 500"):
+        await client.request("GET", "/down")
+    assert len(seen) == FAST.attempts
+
+
+async def test_total_time_is_bounded() -> None:
+    patient = RetryPolicy(attempts=100, max_seconds=0.3, initial_wait=0.05, max_wait=0.05)
+    client, seen = port([httpx.Response(502)], policy=patient)
+    started = time.monotonic()
+    with pytest.raises(TransientError):
+        await client.request("GET", "/down")
+    assert time.monotonic() - started < 1.0
+    assert 2 <= len(seen) < 100
+
+
+async def test_retry_after_is_honoured() -> None:
+    client, seen = port([httpx.Response(429, headers={"Retry-After": "0.2"}), httpx.Response(200)])
+    started = time.monotonic()
+    await client.request("GET", "/busy")
+    assert time.monotonic() - started >= 0.2
+    assert len(seen) == 2
+
+
+async def test_a_body_that_is_not_json_is_retried_as_invalid() -> None:
+    client, seen = port([httpx.Response(200, content=b"<html>oops"), httpx.Response(200, json=[1])])
+    assert await client.json("GET", "/x") == [1]
+    assert [type(e) for e in client.retries] == [InvalidResponse]  # type: ignore[attr-defined]
+    assert len(seen) == 2
+
+
+async def test_every_request_has_a_timeout() -> None:
+    client, seen = port([httpx.Response(200)], timeout=1.5)
+    await client.request("GET", "/x")
+    assert seen[0].extensions["timeout"] == {"connect": 1.5, "read": 1.5, "write": 1.5, "pool": 1.5}
