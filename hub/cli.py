@@ -6,6 +6,7 @@
     hub asyncapi [-o FILE]     write the AsyncAPI document of all topics and messages
     hub demo                   run the demo on the embedded (or configured) broker
     hub allocate INSTANCE …    compute a round's admission lists from a file
+    hub dlq list|show|replay   inspect and replay dead letters
 
 Settings come from HUB_* environment variables (see README). Errors the hub
 expects are printed as one line and exit with status 2.
@@ -16,13 +17,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from hub import __version__
 from hub.errors import ConfigurationError, HubError
@@ -76,7 +79,27 @@ def _parser() -> argparse.ArgumentParser:
         choices=("instance", "result"),
         help="print the JSON Schema of the instance or result format and exit",
     )
+    dlq = commands.add_parser("dlq", help="inspect and replay dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    listing = dlq_commands.add_parser("list", help="list dead letters, oldest first")
+    show = dlq_commands.add_parser("show", help="show one dead letter")
+    show.add_argument("id", metavar="ID", help="dead-letter id (a unique prefix will do)")
+    show.add_argument("--reveal", action="store_true", help="do not mask personal codes")
+    again = dlq_commands.add_parser("replay", help="republish dead letters to their topics")
+    again.add_argument("--dry-run", action="store_true", help="only say what would be replayed")
+    for sub in (listing, again):
+        sub.add_argument("--topic", help="only those from this original topic")
+        sub.add_argument("--service", help="only those of this service")
+        sub.add_argument("--since", type=_moment, help="only those dead-lettered since (ISO 8601)")
     return parser
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a time such as 2026-05-04T09:00+03:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _positive(text: str) -> int:
@@ -123,6 +146,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(_demo(settings, args))
     if args.command == "allocate":
         return _allocate(args)
+    if args.command == "dlq":
+        return asyncio.run(_dlq(settings, args))
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -247,6 +272,72 @@ def _allocate(args: argparse.Namespace) -> int:
     print(f"  held      {summary.held:,}")
     print(f"  unplaced  {summary.unplaced:,}" + (f" ({reasons})" if reasons else ""))
     return 0
+
+
+async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from hub.kafka import client_options
+    from hub.reliability import deadletters as dl
+
+    if not settings.bootstrap_servers:
+        raise ConfigurationError("HUB_BOOTSTRAP_SERVERS is not set: which cluster's dead letters?")
+    options = client_options(settings)
+    letters = await dl.dead_letters(settings.bootstrap_servers, **options)
+    if args.dlq_command == "show":
+        try:
+            letter = dl.find(letters, args.id)
+        except LookupError as exc:
+            raise HubError(str(exc)) from None
+        _print_dead_letter(letter, reveal=args.reveal)
+        return 0
+    chosen = [
+        d
+        for d in dl.select(letters, topic=args.topic, since=args.since)
+        if args.service is None or d.service == args.service
+    ]
+    if args.dlq_command == "list":
+        for d in chosen:
+            error = dl.masked(d.error.encode()).decode()[:80]
+            print(
+                f"{d.id[:8]}  {d.dead_at:%Y-%m-%d %H:%M:%S}  {d.service:<16} {d.reason:<17}"
+                f" {d.source_topic}:{d.source_partition}:{d.source_offset}  {d.error_type}: {error}"
+            )
+        print(f"{len(chosen)} dead letter(s)", file=sys.stderr)
+        return 0
+    if args.dry_run:
+        for d in chosen:
+            print(f"would replay {d.id[:8]} to {d.source_topic}")
+        print(f"{len(chosen)} dead letter(s) would be replayed", file=sys.stderr)
+        return 0
+    sent = await dl.replay(chosen, settings.bootstrap_servers, **options)
+    print(f"replayed {sent} dead letter(s); consumers skip any already applied", file=sys.stderr)
+    return 0
+
+
+def _print_dead_letter(letter: Any, *, reveal: bool) -> None:
+    from hub.reliability.deadletters import masked
+
+    def shown(value: bytes) -> str:
+        return (value if reveal else masked(value)).decode("utf-8", "replace")
+
+    print(f"id            {letter.id}")
+    print(f"dead at       {letter.dead_at.isoformat()}  (position {letter.position})")
+    print(f"service       {letter.service}")
+    print(f"reason        {letter.reason}")
+    print(f"error         {letter.error_type}: {shown(letter.error.encode())}")
+    print(
+        f"attempts      {letter.attempts}  first {letter.first_failure}  last {letter.last_failure}"
+    )
+    source = f"{letter.source_topic} partition {letter.source_partition}"
+    print(f"source        {source} offset {letter.source_offset}")
+    print(f"key           {shown(letter.key or b'')}")
+    for name, value in letter.headers:
+        print(f"header        {name}: {shown(value)}")
+    try:
+        body = json.dumps(json.loads(letter.value), indent=2, ensure_ascii=False).encode()
+    except ValueError:
+        body = letter.value
+    print("value")
+    print(shown(body))
 
 
 if __name__ == "__main__":

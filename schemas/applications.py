@@ -6,13 +6,14 @@ from datetime import date
 from enum import StrEnum
 from typing import Literal, Self
 
-from pydantic import EmailStr, Field, model_validator
+from pydantic import Field, model_validator
 
 from schemas.base import Event, FrozenModel, type_name
 from schemas.values import (
     AddressCode,
     ApplicationId,
     ChildRef,
+    EmailAddress,
     InstitutionId,
     LanguageCode,
     PersonalCode,
@@ -42,7 +43,9 @@ class Guardian(FrozenModel):
         description="Guardian's personal code (also their e-adrese)."
     )
     role: Literal["parent", "guardian"] = Field(default="parent", description="Legal relation.")
-    email: EmailStr | None = Field(default=None, description="E-mail address for notifications.")
+    email: EmailAddress | None = Field(
+        default=None, description="E-mail address for notifications."
+    )
     phone: str | None = Field(
         default=None,
         pattern=r"^\+371\d{8}$",

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal, Self
 
-from pydantic import EmailStr, Field, model_validator
+from pydantic import Field, model_validator
 
 from schemas.base import Command, Event, FrozenModel, type_name
 from schemas.values import (
     AddressCode,
     ChildRef,
+    EmailAddress,
     NotificationId,
     OfferId,
     Permanent,
@@ -27,7 +28,7 @@ class Recipient(FrozenModel):
     personal_code: PersonalCode | None = Field(
         default=None, description="Personal code: the person's e-adrese if activated."
     )
-    email: EmailStr | None = Field(default=None, description="E-mail address.")
+    email: EmailAddress | None = Field(default=None, description="E-mail address.")
     phone: str | None = Field(
         default=None, pattern=r"^\+371\d{8}$", description="Latvian mobile number for SMS."
     )

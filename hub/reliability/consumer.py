@@ -189,6 +189,9 @@ class _Item:
     record: Incoming
     handler: Handler[Any]
     message: Message
+    ok: bool = True
+    """False once the message failed (and was parked or dead-lettered)."""
+    fetched: Any = None
 
 
 class BatchProcessor:
@@ -213,8 +216,8 @@ class BatchProcessor:
         self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
         self._clock = clock
 
-    async def process(self, records: Sequence[Incoming]) -> Writes:
-        """Handle ``records`` and commit the outcome; returns what was committed."""
+    async def process(self, records: Sequence[Incoming]) -> list[OutboxRow]:
+        """Handle ``records`` and commit the outcome; returns the outbox rows committed."""
         writes = Writes()
         items: list[_Item] = []
         for record in records:
@@ -222,14 +225,14 @@ class BatchProcessor:
             if item is not None:
                 items.append(item)
         items = await self._new_only(items)
-        fetched = await asyncio.gather(*(self._fetch(item, writes) for item in items))
-        for item, (ok, value) in zip(items, fetched, strict=True):
-            if ok:
-                self._apply(item, value, writes)
-        await self.store.commit(self.service, writes)
+        await asyncio.gather(*(self._fetch(item, writes) for item in items if item.handler.fetches))
+        for item in items:
+            if item.ok:
+                self._apply(item, writes)
+        committed = await self.store.commit(self.service, writes)
         if writes.handled:
             self.metrics.handled.labels(self.service).inc(len(writes.handled))
-        return writes
+        return committed
 
     def _parse(self, record: Incoming, writes: Writes) -> _Item | None:
         handler = self.handlers.get(record.route)
@@ -256,22 +259,21 @@ class BatchProcessor:
             fresh.append(item)
         return fresh
 
-    async def _fetch(self, item: _Item, writes: Writes) -> tuple[bool, Any]:
-        if not item.handler.fetches:
-            return True, None
+    async def _fetch(self, item: _Item, writes: Writes) -> None:
         async with self._fetch_slots:
             try:
-                return True, await item.handler.fetch(item.message)
+                item.fetched = await item.handler.fetch(item.message)
+                return
             except PermanentError as exc:
                 self._bury(item.record, "refused", exc, writes)
             except Exception as exc:  # transient, or unexpected: try again later
                 self._park_or_bury(item.record, exc, writes)
-        return False, None
+        item.ok = False
 
-    def _apply(self, item: _Item, fetched: Any, writes: Writes) -> None:
+    def _apply(self, item: _Item, writes: Writes) -> None:
         unit = Unit()
         try:
-            item.handler.apply(unit, item.message, fetched)
+            item.handler.apply(unit, item.message, item.fetched)
         except TransientError as exc:
             self._park_or_bury(item.record, exc, writes)
             return
@@ -352,16 +354,20 @@ async def consume(
     stop: asyncio.Event,
     *,
     batch_size: int,
+    linger: float = 0.02,
     before: Callable[[list[Incoming]], Awaitable[bool]] | None = None,
 ) -> None:
     """Fetch batches, hand them to ``handle``, commit their offsets after; until ``stop``.
+
+    A batch is topped up for at most ``linger`` seconds while records keep
+    coming: one transaction and one offset commit then cover more records.
 
     ``before`` may hold a batch back (the retry loop waits for messages to be
     due); when it returns False the batch is left uncommitted, to be
     delivered again after a restart.
     """
     while not stop.is_set():
-        batches = await consumer.getmany(timeout_ms=200, max_records=batch_size)
+        batches = await _fill(consumer, batch_size, linger)
         records = [Incoming.of(r) for rs in batches.values() for r in rs]
         if not records:
             continue
@@ -375,6 +381,24 @@ async def consume(
             # The partitions moved to another member during the batch; it will be
             # delivered there again, and that member's inbox skips what is applied.
             log.warning("offset commit failed", extra={"error": repr(exc)})
+
+
+async def _fill(
+    consumer: AIOKafkaConsumer, batch_size: int, linger: float
+) -> dict[Any, list[ConsumerRecord[Any, Any]]]:
+    """Up to ``batch_size`` records, in partition order, waiting at most ``linger`` for more."""
+    batches = await consumer.getmany(timeout_ms=200, max_records=batch_size)
+    count = sum(map(len, batches.values()))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + linger
+    while count and count < batch_size and (left := deadline - loop.time()) > 0:
+        more = await consumer.getmany(timeout_ms=int(left * 1000), max_records=batch_size - count)
+        if not more:
+            break
+        for tp, records in more.items():
+            batches.setdefault(tp, []).extend(records)
+            count += len(records)
+    return batches
 
 
 def wait_until_due(

@@ -104,6 +104,7 @@ class RetryPolicy:
             before_sleep=before_sleep,
             reraise=True,
         )
+
         async def attempt() -> _T:
             return await fn()
 

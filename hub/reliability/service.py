@@ -149,8 +149,7 @@ class ServiceRunner:
             # Batches from the main and retry topics go one at a time, so the
             # inbox check and the commit of one batch never race another's.
             async with one_batch_at_a_time:
-                await processor.process(records)
-            relay.wake()
+                relay.hand_over(await processor.process(records))
 
         server = serve(self.metrics, options.metrics_port) if options.metrics_port else None
         started: list[Any] = []

@@ -1,11 +1,11 @@
 """A service's SQLite store: its state, its inbox of handled messages, its outbox.
 
-One connection, one writer: every statement goes through one lock, so a
-transaction is never interleaved with anything else on the connection (a
-read slipped in between BEGIN and COMMIT would see uncommitted rows). The
-database runs in WAL mode, so other processes may read while it writes.
-No transaction is held open across a network call: callers do their
-network I/O first and hand the store finished writes.
+Two connections: one writer, whose every statement goes through one lock
+so a transaction is never interleaved with anything else (a statement
+slipped in between BEGIN and COMMIT would join the transaction); and one
+reader, which in WAL mode sees only committed data and never waits for the
+writer. No transaction is held open across a network call: callers do
+their network I/O first and hand the store finished writes.
 """
 
 from __future__ import annotations
@@ -37,11 +37,18 @@ _SCHEMA = (
         key        BLOB,
         value      BLOB NOT NULL,
         headers    TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        sent_at    TEXT
+        created_at TEXT NOT NULL
     )""",
-    "CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (id) WHERE sent_at IS NULL",
+    # Rows up to `sent_up_to` are published: the relay publishes in id order,
+    # so one number marks a whole batch sent.
+    """CREATE TABLE IF NOT EXISTS outbox_sent (
+        one        INTEGER PRIMARY KEY CHECK (one = 1),
+        sent_up_to INTEGER NOT NULL,
+        sent_at    TEXT NOT NULL
+    )""",
+    "INSERT OR IGNORE INTO outbox_sent (one, sent_up_to, sent_at) VALUES (1, 0, '')",
 )
+_UNSENT = "id > (SELECT sent_up_to FROM outbox_sent)"
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -89,8 +96,11 @@ def _decode_headers(text: str) -> Headers:
 class Store:
     """The SQLite database of one service. Open with :meth:`open`, close with :meth:`close`."""
 
-    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
-        self._db = connection
+    def __init__(
+        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: Path
+    ) -> None:
+        self._db = writer
+        self._reader = reader
         self.path = path
         self._lock = asyncio.Lock()
 
@@ -115,13 +125,15 @@ class Store:
             await db.execute("PRAGMA busy_timeout=5000")
             for statement in (*_SCHEMA, *schema):
                 await db.execute(statement)
+            reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         except BaseException:
             await db.close()
             raise
-        return cls(db, path)
+        return cls(db, reader, path)
 
     async def close(self) -> None:
         async with self._lock:
+            await self._reader.close()
             await self._db.close()
 
     async def duplicates(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
@@ -135,8 +147,8 @@ class Store:
         )
         return {row[0] for row in rows}
 
-    async def commit(self, consumer: str, writes: Writes) -> None:
-        """Apply one batch atomically.
+    async def commit(self, consumer: str, writes: Writes) -> list[OutboxRow]:
+        """Apply one batch atomically; returns the outbox rows as stored, with their ids.
 
         Order inside the transaction (all or nothing):
           1. record the handled event_ids in the inbox;
@@ -148,7 +160,7 @@ class Store:
         republishes outbox rows (consumers skip those by event_id).
         """
         if not writes:
-            return
+            return []
         now = _now()
         async with self._lock:
             await self._db.execute("BEGIN IMMEDIATE")
@@ -170,41 +182,52 @@ class Store:
                         for row in writes.outbox
                     ],
                 )
+                # One writer, one transaction: the rows just inserted have consecutive ids.
+                last = 0
+                if writes.outbox:
+                    [(last,)] = await self._db.execute_fetchall("SELECT last_insert_rowid()")
                 await self._db.execute("COMMIT")
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
+        first = last - len(writes.outbox) + 1
+        return [
+            OutboxRow(row.topic, row.key, row.value, row.headers, first + n)
+            for n, row in enumerate(writes.outbox)
+        ]
 
-    async def pending(self, limit: int) -> list[OutboxRow]:
-        """The oldest unsent outbox rows, in id order."""
+    async def pending(self, limit: int, *, from_id: int = 0) -> list[OutboxRow]:
+        """The oldest unsent outbox rows (with ids from ``from_id`` on), in id order."""
         rows = await self._read(
-            "SELECT id, topic, key, value, headers FROM outbox WHERE sent_at IS NULL"
+            f"SELECT id, topic, key, value, headers FROM outbox WHERE {_UNSENT} AND id >= ?"
             " ORDER BY id LIMIT ?",
-            (limit,),
+            (from_id, limit),
         )
         return [
             OutboxRow(topic, key, value, _decode_headers(headers), row_id)
             for row_id, topic, key, value, headers in rows
         ]
 
-    async def mark_sent(self, ids: Sequence[int]) -> None:
+    async def mark_sent(self, up_to: int) -> None:
+        """Mark every row up to id ``up_to`` sent (the relay publishes in id order)."""
         async with self._lock:
-            await self._db.executemany(
-                "UPDATE outbox SET sent_at = ? WHERE id = ?", [(_now(), i) for i in ids]
+            await self._db.execute(
+                "UPDATE outbox_sent SET sent_up_to = max(sent_up_to, ?), sent_at = ?",
+                (up_to, _now()),
             )
 
     async def purge_sent(self, older_than: datetime) -> int:
-        """Delete outbox rows sent before ``older_than``; returns how many."""
+        """Delete published outbox rows written before ``older_than``; returns how many."""
         async with self._lock:
             cursor = await self._db.execute(
-                "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?",
+                f"DELETE FROM outbox WHERE NOT ({_UNSENT}) AND created_at < ?",
                 (older_than.isoformat(timespec="microseconds"),),
             )
             return cursor.rowcount
 
     async def backlog(self) -> int:
         """Outbox rows not yet published."""
-        rows = await self._read("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        rows = await self._read(f"SELECT count(*) FROM outbox WHERE {_UNSENT}")
         return int(rows[0][0])
 
     async def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -212,5 +235,4 @@ class Store:
         return [tuple(row) for row in await self._read(sql, parameters)]
 
     async def _read(self, sql: str, parameters: Sequence[Any] = ()) -> Iterable[Any]:
-        async with self._lock:
-            return await self._db.execute_fetchall(sql, parameters)
+        return await self._reader.execute_fetchall(sql, parameters)

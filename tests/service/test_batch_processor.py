@@ -128,14 +128,14 @@ async def test_transient_failures_are_parked_then_dead_lettered_after_the_last_a
     assert header(parked.headers, "retry-attempts") == "1"
     due = datetime.fromisoformat(header(parked.headers, "retry-due") or "")
     assert NOW + timedelta(seconds=8) <= due <= NOW + timedelta(seconds=12)
-    await processor.store.mark_sent([parked.id])
+    await processor.store.mark_sent(parked.id)
     # Delivered again from the retry topic: the second failure parks it once more.
     again = Incoming(parked.topic, 0, 0, parked.key, parked.value, parked.headers)
     await processor.process([again])
     [parked2] = await processor.store.pending(10)
     assert header(parked2.headers, "retry-attempts") == "2"
     assert header(parked2.headers, "retry-source-offset") == "7"
-    await processor.store.mark_sent([parked2.id])
+    await processor.store.mark_sent(parked2.id)
     await processor.process(
         [Incoming(parked2.topic, 0, 1, parked2.key, parked2.value, parked2.headers)]
     )
