@@ -134,8 +134,8 @@ async def run_demo(
         report = await ensure_topics(settings, bootstrap)
         created = sum(s.created for s in report)
         out(
-            f"▶ topics: {len(report)} in the catalogue, {created} created now, "
-            f"{len(report) - created} already there"
+            f"▶ topics: {len(report)} ready (catalogue, retry and dead-letter topics),"
+            f" {created} created now"
         )
 
         broker = build_broker(settings, bootstrap, client_id="demo")
