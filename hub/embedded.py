@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,18 @@ def broker_binary() -> str:
         raise BrokerBinaryNotFound(_INSTALL_HINT) from None
 
 
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Silence a library's logger below CRITICAL for the duration of the block."""
+    target = logging.getLogger(logger)
+    level = target.level
+    target.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
+
+
 def free_port(host: str = HOST) -> int:
     """A TCP port that was free a moment ago on ``host``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -65,22 +78,25 @@ async def wait_for_kafka(
     """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if alive is not None and alive.returncode is not None:
-            raise BrokerStartError(f"the broker exited with code {alive.returncode} while starting")
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=2000, **client_options
-        )
-        try:
-            await admin.start()
-            await admin.list_topics()
-            return
-        except (KafkaError, OSError) as exc:
-            last_error = exc
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
-        await asyncio.sleep(0.05)
+    with _quiet("aiokafka"):  # refused connections are expected while polling
+        while time.monotonic() < deadline:
+            if alive is not None and alive.returncode is not None:
+                raise BrokerStartError(
+                    f"the broker exited with code {alive.returncode} while starting"
+                )
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=bootstrap, request_timeout_ms=2000, **client_options
+            )
+            try:
+                await admin.start()
+                await admin.list_topics()
+                return
+            except (KafkaError, OSError) as exc:
+                last_error = exc
+            finally:
+                with contextlib.suppress(Exception):
+                    await admin.close()
+            await asyncio.sleep(0.05)
     raise BrokerStartError(
         f"no Kafka metadata answer from {bootstrap} within {timeout:.0f}s ({last_error!r})"
     )

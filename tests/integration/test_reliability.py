@@ -275,7 +275,7 @@ def with_refs(messages: list[ApplicationSubmitted], refused: int) -> list[Applic
 
 
 async def test_a_flaky_external_system_loses_nothing_and_4xx_is_not_retried(
-    kafka_settings: Settings, lane: Lane, tmp_path: Path
+    kafka_settings: Settings, lane: Lane, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     flaky = FlakyServer()
     messages = with_refs(applications(150, seed=7), refused=10)
@@ -320,6 +320,12 @@ async def test_a_flaky_external_system_loses_nothing_and_4xx_is_not_retried(
     assert runner.metrics.value(runner.metrics.parked, service=lane.service) > 0
     outs = await outputs(bootstrap, lane.output)
     assert {o["causation_id"] for o in outs} == set(done)
+    with capsys.disabled():
+        reasons = Counter(d.reason for d in letters)
+        print(
+            f"\nflaky system: {len(messages)} requests, {sum(flaky.requests.values())} HTTP calls,"
+            f" {len(done)} applied, dead letters {dict(reasons)}"
+        )
 
 
 async def test_fixed_dead_letters_replayed_are_applied_once(
