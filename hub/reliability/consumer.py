@@ -215,9 +215,20 @@ class BatchProcessor:
         self.schedule = schedule
         self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
         self._clock = clock
+        self._in_flight: set[str] = set()
+        """event_ids of prepared batches not yet committed: duplicates, for any other batch."""
 
     async def process(self, records: Sequence[Incoming]) -> list[OutboxRow]:
         """Handle ``records`` and commit the outcome; returns the outbox rows committed."""
+        return await self.commit(await self.prepare(records))
+
+    async def prepare(self, records: Sequence[Incoming]) -> Writes:
+        """Steps 1–4: parse, skip duplicates, fetch, apply; nothing is written yet.
+
+        The batch's event_ids count as handled for every other batch until
+        :meth:`commit` (or :meth:`release`) — so the next batch can be prepared
+        while this one commits, without either applying a message twice.
+        """
         writes = Writes()
         items: list[_Item] = []
         for record in records:
@@ -229,10 +240,23 @@ class BatchProcessor:
         for item in items:
             if item.ok:
                 self._apply(item, writes)
-        committed = await self.store.commit(self.service, writes)
+            else:
+                self._in_flight.discard(str(item.message.event_id))
+        return writes
+
+    async def commit(self, writes: Writes) -> list[OutboxRow]:
+        """Step 5: commit a prepared batch; returns the outbox rows as stored."""
+        try:
+            committed = await self.store.commit(self.service, writes)
+        finally:
+            self.release(writes)
         if writes.handled:
             self.metrics.handled.labels(self.service).inc(len(writes.handled))
         return committed
+
+    def release(self, writes: Writes) -> None:
+        """Forget a prepared batch's event_ids (committed, or given up)."""
+        self._in_flight.difference_update(writes.handled)
 
     def _parse(self, record: Incoming, writes: Writes) -> _Item | None:
         handler = self.handlers.get(record.route)
@@ -247,16 +271,27 @@ class BatchProcessor:
             return None
 
     async def _new_only(self, items: list[_Item]) -> list[_Item]:
-        """The items whose event_id neither the inbox nor an earlier item of the batch has."""
-        ids = [str(item.message.event_id) for item in items]
-        seen = await self.store.duplicates(self.service, ids)
-        fresh = []
-        for item, event_id in zip(items, ids, strict=True):
-            if event_id in seen:
-                self.metrics.duplicates.labels(self.service).inc()
+        """The items whose event_id is neither in the inbox, nor in a batch in flight,
+        nor earlier in this batch; those it keeps are put in flight."""
+        claimed: list[tuple[_Item, str]] = []
+        duplicates = 0
+        for item in items:  # no await in this loop: claiming is atomic
+            event_id = str(item.message.event_id)
+            if event_id in self._in_flight:
+                duplicates += 1
                 continue
-            seen.add(event_id)
-            fresh.append(item)
+            self._in_flight.add(event_id)
+            claimed.append((item, event_id))
+        seen = await self.store.duplicates(self.service, [event_id for _, event_id in claimed])
+        fresh = []
+        for item, event_id in claimed:
+            if event_id in seen:
+                self._in_flight.discard(event_id)
+                duplicates += 1
+            else:
+                fresh.append(item)
+        if duplicates:
+            self.metrics.duplicates.labels(self.service).inc(duplicates)
         return fresh
 
     async def _fetch(self, item: _Item, writes: Writes) -> None:
@@ -350,37 +385,53 @@ def _ids(item: _Item) -> dict[str, Any]:
 
 async def consume(
     consumer: AIOKafkaConsumer,
-    handle: Callable[[list[Incoming]], Awaitable[Any]],
+    processor: BatchProcessor,
+    deliver: Callable[[list[OutboxRow]], None],
     stop: asyncio.Event,
     *,
     batch_size: int,
     linger: float = 0.02,
     before: Callable[[list[Incoming]], Awaitable[bool]] | None = None,
 ) -> None:
-    """Fetch batches, hand them to ``handle``, commit their offsets after; until ``stop``.
+    """Fetch batches, process them, commit their offsets after their transaction; until ``stop``.
 
     A batch is topped up for at most ``linger`` seconds while records keep
-    coming: one transaction and one offset commit then cover more records.
+    coming, so one transaction and one offset commit cover more records.
+    Batches overlap: the next one is fetched and prepared while the previous
+    one commits. The order per batch stays: SQLite commit, hand-over to the
+    relay (``deliver``), then the Kafka offsets.
 
     ``before`` may hold a batch back (the retry loop waits for messages to be
     due); when it returns False the batch is left uncommitted, to be
     delivered again after a restart.
     """
-    while not stop.is_set():
-        batches = await _fill(consumer, batch_size, linger)
-        records = [Incoming.of(r) for rs in batches.values() for r in rs]
-        if not records:
-            continue
-        if before is not None and not await before(records):
-            return
-        await handle(records)
-        offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items()}
+    finishing: asyncio.Task[None] | None = None
+
+    async def finish(writes: Writes, offsets: dict[Any, OffsetAndMetadata]) -> None:
+        deliver(await processor.commit(writes))
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # The partitions moved to another member during the batch; it will be
             # delivered there again, and that member's inbox skips what is applied.
             log.warning("offset commit failed", extra={"error": repr(exc)})
+
+    try:
+        while not stop.is_set():
+            batches = await _fill(consumer, batch_size, linger)
+            records = [Incoming.of(r) for rs in batches.values() for r in rs]
+            if not records:
+                continue
+            if before is not None and not await before(records):
+                break
+            writes = await processor.prepare(records)
+            if finishing is not None:
+                await finishing  # the previous batch is committed before this one
+            offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items()}
+            finishing = asyncio.create_task(finish(writes, offsets))
+    finally:
+        if finishing is not None:
+            await finishing
 
 
 async def _fill(

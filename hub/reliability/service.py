@@ -24,7 +24,6 @@ from hub.kafka import client_options
 from hub.reliability.consumer import (
     BatchProcessor,
     Handler,
-    Incoming,
     RetrySchedule,
     consume,
     wait_until_due,
@@ -143,13 +142,6 @@ class ServiceRunner:
             clock=self.clock,
         )
         relay = OutboxRelay(store, producer, service=spec.name, metrics=self.metrics)
-        one_batch_at_a_time = asyncio.Lock()
-
-        async def handle(records: list[Incoming]) -> None:
-            # Batches from the main and retry topics go one at a time, so the
-            # inbox check and the commit of one batch never race another's.
-            async with one_batch_at_a_time:
-                relay.hand_over(await processor.process(records))
 
         server = serve(self.metrics, options.metrics_port) if options.metrics_port else None
         started: list[Any] = []
@@ -162,13 +154,14 @@ class ServiceRunner:
             workers = [
                 asyncio.create_task(relay.run(stop), name=f"{spec.name}-relay"),
                 asyncio.create_task(
-                    consume(main, handle, stop, batch_size=options.batch_size),
+                    consume(main, processor, relay.hand_over, stop, batch_size=options.batch_size),
                     name=f"{spec.name}-consumer",
                 ),
                 asyncio.create_task(
                     consume(
                         retries,
-                        handle,
+                        processor,
+                        relay.hand_over,
                         stop,
                         batch_size=50,
                         before=wait_until_due(stop, self.clock),
