@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.calibration import python_speed
 from hub.allocation.engine import Allocator, EngineError
 from hub.allocation.model import (
     Child,
@@ -210,6 +211,7 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip the `matching` comparison")
     args = parser.parse_args()
 
+    print(python_speed())
     instance = riga_scale(args.children, args.institutions)
     seats = sum(p.capacity for i in instance.institutions for p in i.pools)
     groups = sum(len(i.pools) for i in instance.institutions)

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.calibration import python_speed
 from hub.demo import application_message
 from hub.embedded import EmbeddedBroker
 from hub.reliability.consumer import Handler, Unit
@@ -178,6 +179,7 @@ async def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    print(python_speed())
     async with EmbeddedBroker() as broker:
         make = residences if args.kind == "residence" else applications
         messages = make(args.messages)

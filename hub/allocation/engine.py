@@ -254,6 +254,7 @@ class Allocator:
         self._assign: list[int] = []
         self._pos: list[int] = []  # index in prefs of the seat; len(prefs) if not there
         self._any: list[bool] = []  # takes part in the any-institution fallback
+        self._one_each: list[bool] = []  # one group for each institution it listed
         self._fallback: list[list[int] | None] = []  # fallback pools, nearest first (lazy)
         self._fpos: list[int] = []  # next fallback pool to propose to
         self._base: list[int] = []  # key where no institution-specific criterion holds
@@ -398,7 +399,7 @@ class Allocator:
         self._register_all([child], sort=True)
         return len(self._child) - 1
 
-    def _register_all(self, children: list[Child], *, sort: bool) -> None:
+    def _register_all(self, children: list[Child], *, sort: bool) -> None:  # noqa: PLR0915
         """Index children and their rankings. Without ``sort`` the caller sorts the lists.
 
         The one way children enter the indexes, for a round and for events.
@@ -413,7 +414,7 @@ class Allocator:
         keyed = self._keys_for(children, ties)
         fitting, inst_index, by_lang = self._fitting_specs, self._inst_index, self._by_lang
         apps, pool_spec, owner, by_id = self._apps, self._pool_spec, self._owner, self._by_id
-        all_prefs, all_keys, any_flags = [], [], []
+        all_prefs, all_keys, any_flags, one_each = [], [], [], []
         c = len(self._child)
         for child, status, (base, special) in zip(children, statuses, keyed, strict=True):
             owner[base] = c
@@ -422,6 +423,7 @@ class Allocator:
             prefs: list[int] = []
             keys: list[int] = []
             is_any = False
+            single = status is None
             if status is None:
                 specs = fitting(child)
                 stop = child.held.institution_id if child.held else None
@@ -431,11 +433,13 @@ class Allocator:
                         break  # the child would rather stay than go below its own place
                     i = inst_index[iid]
                     key = special.get(i, base) if special else base
+                    before = len(prefs)
                     for p in pools_at.get(i, ()):
                         if pool_spec[p] in specs:
                             prefs.append(p)
                             keys.append(key)
                             add(apps[p], key)
+                    single = single and len(prefs) == before + 1
                 if child.accepts_any and not child.held:
                     is_any = True
                     for s in specs:
@@ -446,6 +450,7 @@ class Allocator:
             all_prefs.append(tuple(prefs))
             all_keys.append(tuple(keys))
             any_flags.append(is_any)
+            one_each.append(single)
             c += 1
         n = len(children)
         self._child.extend(children)
@@ -460,6 +465,7 @@ class Allocator:
         self._prefs.extend(all_prefs)
         self._keys.extend(all_keys)
         self._any.extend(any_flags)
+        self._one_each.extend(one_each)
 
     def _retire(self, c: int) -> None:
         """Take a child (already out of its seat) out of every ranking."""
@@ -1003,6 +1009,23 @@ class Allocator:
     def _why_not(self, c: int) -> tuple[WhyNot, ...]:
         if self._status[c] is not None:
             return ()
+        if self._one_each[c]:
+            # Each listed institution has exactly one group: the groups above the
+            # seat (all of them without one) are the institutions ranked above it.
+            pools, holders = self._pools, self._holders
+            return tuple(
+                _new(
+                    WhyNot,
+                    (
+                        pools[p].institution_id,
+                        pools[p].group,
+                        "outranked",
+                        h[-1] if (h := holders[p]) else None,
+                        k,
+                    ),
+                )
+                for p, k in zip(self._prefs[c][: self._pos[c]], self._keys[c], strict=False)
+            )
         child, seat = self._child[c], self._assign[c]
         if seat != _NONE:
             stop = self._pools[seat].institution_id

@@ -530,3 +530,12 @@ def test_moves_report_exactly_the_changed_seats() -> None:
                 before.get(move.child_id),
                 after.get(move.child_id),
             )
+
+
+@PROPERTY
+@given(instances())
+def test_the_quick_explanation_path_says_what_the_general_one_says(instance: Instance) -> None:
+    allocator = Allocator(instance, RULES, ROUND_DATE)
+    quick = {cid: allocator.explain(cid) for cid in allocator.children()}
+    allocator._one_each = [False] * len(allocator._one_each)  # force the general path
+    assert {cid: allocator.explain(cid) for cid in allocator.children()} == quick

@@ -1,0 +1,1 @@
+"""Benchmarks of the hub; each script prints its figures."""
