@@ -15,10 +15,15 @@ from hub.calendar import answer_deadline, deemed_notified, is_working_day, worki
         (datetime(2026, 11, 16, 9, 0, tzinfo=UTC), date(2026, 11, 19)),  # 18 Nov is a holiday
         (datetime(2026, 12, 22, 9, 0, tzinfo=UTC), date(2026, 12, 28)),  # 24–26 Dec, weekend
         (datetime(2026, 12, 30, 9, 0, tzinfo=UTC), date(2027, 1, 5)),  # 31 Dec, 1 Jan, weekend
-        (datetime(2026, 11, 17, 22, 30, tzinfo=UTC), date(2026, 11, 20)),  # already the 18th in Riga
+        (
+            datetime(2026, 11, 17, 22, 30, tzinfo=UTC),
+            date(2026, 11, 20),
+        ),  # already the 18th in Riga
     ],
 )
-def test_deemed_notified_on_the_second_working_day_after_sending(sent: datetime, deemed: date) -> None:
+def test_deemed_notified_on_the_second_working_day_after_sending(
+    sent: datetime, deemed: date
+) -> None:
     assert deemed_notified(sent) == deemed
 
 
