@@ -7,6 +7,9 @@
     hub demo                   run the demo on the embedded (or configured) broker
     hub allocate INSTANCE …    compute a round's admission lists from a file
     hub dlq list|show|replay   inspect and replay dead letters
+    hub run allocation         run the allocation service until Ctrl-C / SIGTERM
+    hub round start …          publish a one-click admission round command
+    hub queue CHILD_REF        where a child stands, from the allocation service
 
 Settings come from HUB_* environment variables (see README). Errors the hub
 expects are printed as one line and exit with status 2.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -79,6 +83,20 @@ def _parser() -> argparse.ArgumentParser:
         choices=("instance", "result"),
         help="print the JSON Schema of the instance or result format and exit",
     )
+    run = commands.add_parser("run", help="run a service until Ctrl-C / SIGTERM")
+    run.add_argument("service", choices=("allocation",), help="which service")
+
+    round_ = commands.add_parser("round", help="admission rounds")
+    round_commands = round_.add_subparsers(dest="round_command", required=True, metavar="ACTION")
+    start = round_commands.add_parser("start", help="publish a RunRound command")
+    start.add_argument("--municipality", help="municipality (default: HUB_MUNICIPALITY)")
+    start.add_argument("--date", type=_iso_date, required=True, help="round date, YYYY-MM-DD")
+    start.add_argument("--by", default=os.environ.get("USER", "operator"), help="operator name")
+
+    queue = commands.add_parser("queue", help="where a child stands (status, queues, why not)")
+    queue.add_argument("child_ref", metavar="CHILD_REF")
+    queue.add_argument("--json", action="store_true", help="print the service's JSON answer")
+
     dlq = commands.add_parser("dlq", help="inspect and replay dead letters")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     listing = dlq_commands.add_parser("list", help="list dead letters, oldest first")
@@ -148,6 +166,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _allocate(args)
     if args.command == "dlq":
         return asyncio.run(_dlq(settings, args))
+    if args.command == "run":
+        return asyncio.run(_run_allocation(settings))
+    if args.command == "round":
+        return asyncio.run(_round_start(settings, args))
+    if args.command == "queue":
+        return _queue(settings, args)
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -338,6 +362,115 @@ def _print_dead_letter(letter: Any, *, reveal: bool) -> None:
         body = letter.value
     print("value")
     print(shown(body))
+
+
+async def _run_allocation(settings: Settings) -> int:
+    from hub.allocation.api import serving
+    from hub.allocation.rules import load_rules
+    from hub.allocation.service import service
+    from hub.kafka import ensure_topics, kafka_cluster
+    from hub.reliability.service import ServiceRunner, stop_on_signals
+
+    rules = load_rules(settings.rules or settings.municipality)
+    spec, state = service(rules, settings.municipality, expiry_interval=settings.expiry_interval)
+    host, _, port = settings.allocation_api.rpartition(":")
+    spec = dataclasses.replace(spec, tasks=(serving(state, int(port), host or "127.0.0.1"),))
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    async with kafka_cluster(settings) as bootstrap:
+        await ensure_topics(settings, bootstrap)
+        print(
+            f"allocation service for {settings.municipality} on {bootstrap};"
+            f" API http://{settings.allocation_api}",
+            file=sys.stderr,
+        )
+        clean = await ServiceRunner(spec, settings, bootstrap).run(stop)
+    return 0 if clean else 1
+
+
+async def _round_start(settings: Settings, args: argparse.Namespace) -> int:
+    import uuid
+
+    from aiokafka import AIOKafkaProducer
+
+    from hub.kafka import client_options
+    from hub.reliability.consumer import outbox_row
+    from schemas.allocation import RunRound
+    from schemas.topics import OPERATOR
+
+    if not settings.bootstrap_servers:
+        raise ConfigurationError(
+            "HUB_BOOTSTRAP_SERVERS is not set: where is the allocation service?"
+        )
+    command = RunRound.new(
+        producer=OPERATOR,
+        municipality=args.municipality or settings.municipality,
+        round_id=uuid.uuid4(),
+        round_date=args.date,
+        requested_by=args.by,
+    )
+    row = outbox_row(command)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", **client_options(settings)
+    )
+    await producer.start()
+    try:
+        await producer.send_and_wait(row.topic, row.value, key=row.key, headers=list(row.headers))
+    finally:
+        await producer.stop()
+    print(f"round {command.round_id} of {command.municipality} as of {args.date} requested")
+    return 0
+
+
+def _queue(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    url = f"http://{settings.allocation_api}/children/{args.child_ref}"
+    try:
+        response = httpx.get(url, timeout=10)
+    except httpx.HTTPError as exc:
+        raise HubError(f"the allocation service does not answer at {url}: {exc}") from None
+    if response.status_code == 404:
+        raise HubError(f"the allocation service does not know child {args.child_ref}")
+    response.raise_for_status()
+    report = response.json()
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    print(f"child {report['child_ref']}  application {report['application_id']}")
+    print(f"status {report['status']}")
+    if report["missing_facts"]:
+        print(f"waiting for facts: {', '.join(report['missing_facts'])}")
+    offer = report["offer"]
+    if offer:
+        deadline = offer["respond_by"] or "not yet notified"
+        print(f"offer {offer['institution_id']} / {offer['group']}  answer by {deadline}")
+    placement = report["placement"]
+    if placement and not offer:
+        where = placement["institution_id"] or "-"
+        print(f"place: {where} ({placement['kind'] or placement['reason']})")
+    for q in report["queue"]:
+        print(
+            f"queue {q['institution_id']} / {q['group']}: {q['position']} of {q['waiting']}"
+            f" waiting, {q['seats']} seats"
+        )
+    for w in report["why_not"]:
+        if w["reason"] == "no_fitting_group":
+            print(f"why not {w['institution_id']}: no group for the child's age and language")
+            continue
+        last, own = w["last_admitted"], w["own"]
+        print(
+            f"why not {w['institution_id']} / {w['group']}: last admitted "
+            f"{_criteria(last)} vs yours {_criteria(own)}"
+        )
+    return 0
+
+
+def _criteria(priority: dict[str, Any] | None) -> str:
+    if priority is None:
+        return "(nobody)"
+    held = [name for name, holds in priority["criteria"].items() if holds]
+    return f"[{', '.join(held) or 'no priority'}; registered {priority['registered_at'][:10]}]"
 
 
 if __name__ == "__main__":

@@ -52,6 +52,16 @@ class Settings(BaseSettings):
         default="riga", pattern=r"^[a-z][a-z0-9-]{1,31}$", description="Municipality served."
     )
     log_level: LogLevel = "INFO"
+    rules: str | None = Field(
+        default=None,
+        description="Admission rules: a shipped municipality or a TOML path; unset: municipality.",
+    )
+    allocation_api: str = Field(
+        default="127.0.0.1:8710", description="host:port of the allocation service's HTTP API."
+    )
+    expiry_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between checks for offers past their deadline."
+    )
 
     # Reliability: batches, retries, parking, shutdown, metrics.
     batch_size: int = Field(default=500, ge=1, le=10_000, description="Records per batch.")

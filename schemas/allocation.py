@@ -57,6 +57,14 @@ class OfferMade(_OfferRef, Event):
     )
 
 
+class OfferDeadlineSet(_OfferRef, Event):
+    """The parents were (deemed) notified: the offer must be answered by ``respond_by``."""
+
+    event_type: Literal["OfferDeadlineSet"] = type_name("OfferDeadlineSet")
+    notified_on: date = Field(description="Day the parents were notified or deemed notified.")
+    respond_by: date = Field(description="Last day to accept or decline.")
+
+
 class OfferRevoked(_OfferRef, Event):
     """An offer was withdrawn by the hub before the parent answered."""
 

@@ -17,6 +17,7 @@ from pydantic import Field, TypeAdapter
 
 from schemas.addresses import AddressResolutionFailed, AddressResolved, ResolveAddress
 from schemas.allocation import (
+    OfferDeadlineSet,
     OfferDeclined,
     OfferExpired,
     OfferMade,
@@ -188,7 +189,14 @@ TOPICS: tuple[Topic, ...] = (
         partitions=6,
         producer=ALLOCATION,
         consumers=(VPS,),
-        messages=(OfferMade, OfferRevoked, OfferExpired, OfferDeclined, PlaceAccepted),
+        messages=(
+            OfferMade,
+            OfferDeadlineSet,
+            OfferRevoked,
+            OfferExpired,
+            OfferDeclined,
+            PlaceAccepted,
+        ),
         description="Offers and their outcomes; the VPS e-service shows them to parents.",
     ),
     Topic(

@@ -954,6 +954,20 @@ class Allocator:
     def children(self) -> list[str]:
         return list(self._by_id)
 
+    def __contains__(self, child_id: object) -> bool:
+        return child_id in self._by_id
+
+    def child(self, child_id: str) -> Child:
+        """The child as the engine now has it (declined institutions, held place …)."""
+        return self._child[self._index(child_id)]
+
+    def capacity(self, institution_id: str, group: str) -> int:
+        """Seats of a group now open to newcomers (accepted places have left the market)."""
+        p = self._pool_of.get((institution_id, group))
+        if p is None:
+            raise EngineError(f"no group {group} at institution {institution_id}")
+        return self._cap[p]
+
     def matching(self) -> dict[str, PoolRef]:
         """Child id → offered seat, for every child that has one (held places apart)."""
         assign = self._assign

@@ -25,16 +25,30 @@ from hub.reliability.consumer import (
     BatchProcessor,
     Handler,
     RetrySchedule,
+    Unit,
     consume,
     wait_until_due,
 )
 from hub.reliability.metrics import Metrics, serve
 from hub.reliability.relay import OutboxRelay
-from hub.reliability.store import Store
+from hub.reliability.store import Store, Writes
 from hub.settings import Settings
 from schemas.topics import retry_topic
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Timer:
+    """Work a service does on a clock rather than on a message (e.g. expiring offers).
+
+    ``tick`` runs every ``interval`` seconds; like a handler's ``apply`` it only
+    records on the unit, and what it records is committed and published the
+    same way as a batch.
+    """
+
+    interval: float
+    tick: Callable[[Unit], None]
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,9 @@ class ServiceSpec:
     """CREATE statements of the service's own tables (run at every start; use IF NOT EXISTS)."""
     on_start: Callable[[Store], Awaitable[None]] | None = None
     """Rebuilds in-memory state from the store before consuming starts."""
+    timers: Sequence[Timer] = ()
+    tasks: Sequence[Callable[[asyncio.Event], Awaitable[None]]] = ()
+    """Further coroutines to run until the stop event is set (an HTTP API, say)."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +185,11 @@ class ServiceRunner:
                     ),
                     name=f"{spec.name}-retries",
                 ),
+                *(
+                    asyncio.create_task(self._every(timer, processor, relay, stop))
+                    for timer in spec.timers
+                ),
+                *(asyncio.create_task(task(stop)) for task in spec.tasks),
             ]
             clean = await self._supervise(stop, workers, relay)
         finally:
@@ -180,6 +202,21 @@ class ServiceRunner:
             if server is not None:
                 server.shutdown()
         return clean
+
+    @staticmethod
+    async def _every(
+        timer: Timer, processor: BatchProcessor, relay: OutboxRelay, stop: asyncio.Event
+    ) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timer.interval)
+            if stop.is_set():
+                return
+            unit = Unit()
+            timer.tick(unit)
+            if unit.statements or unit.outbox:
+                writes = Writes(statements=unit.statements, outbox=unit.outbox)
+                relay.hand_over(await processor.commit(writes))
 
     async def _supervise(
         self, stop: asyncio.Event, workers: list[asyncio.Task[None]], relay: OutboxRelay

@@ -1,0 +1,279 @@
+"""The allocation service on the real embedded broker, with stand-ins for VIIS and GIS.
+
+A small municipality registers, is enriched, gets a round, and answers:
+accepts, declines and silences (expired by the clock). The service is
+restarted half-way. After every step the invariants hold, and at the end
+the offers equal the engine run on the same inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import random
+import uuid
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from hub.allocation.api import serving
+from hub.allocation.engine import Allocator
+from hub.allocation.rules import load_rules
+from hub.allocation.service import LIVE, AllocationState, invariant_problems, service
+from hub.demo import application_message, institution_message
+from hub.embedded import free_port
+from hub.reliability.consumer import Handler, Unit, outbox_row
+from hub.reliability.deadletters import read_topic
+from hub.reliability.metrics import Metrics
+from hub.reliability.service import RuntimeOptions, ServiceRunner, ServiceSpec
+from hub.settings import Settings
+from schemas.addresses import AddressResolved, ResolveAddress
+from schemas.allocation import ParentAccepted, ParentDeclined, RunRound
+from schemas.base import Message
+from schemas.enrollment import CheckEnrollment, EnrollmentChecked
+from schemas.notifications import NotificationSent
+from schemas.topics import retry_topic
+from simulators.municipality import SyntheticMunicipality
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.real_broker
+RULES = load_rules("riga")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 8, 3, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class StandIn(Handler[Any]):
+    """Answers VIIS checks and GIS resolutions of one municipality at once."""
+
+    def __init__(self, topic: str, municipality: str) -> None:
+        super().__init__(topic)
+        self.municipality = municipality
+
+    def apply(self, unit: Unit, message: Any, fetched: Any) -> None:
+        if message.municipality != self.municipality:
+            return
+        if isinstance(message, CheckEnrollment):
+            unit.emit(
+                EnrollmentChecked.new(
+                    producer="viis-adapter",
+                    caused_by=message,
+                    child_ref=message.child_ref,
+                    as_of=message.as_of,
+                    attending_institution_id=None,
+                )
+            )
+        elif isinstance(message, ResolveAddress):
+            n = int(message.address_code[-4:])
+            unit.emit(
+                AddressResolved.new(
+                    producer="gis-adapter",
+                    caused_by=message,
+                    subject_ref=message.subject_ref,
+                    address_code=message.address_code,
+                    full_address="Rīga",
+                    postcode="LV-1050",
+                    territory_code="0010000",
+                    lks92={"northing": 300_000 + n, "easting": 500_000 + n},
+                    wgs84={"latitude": 56.95, "longitude": 24.1},
+                )
+            )
+
+
+async def publish(bootstrap: str, messages: list[Message]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        rows = [outbox_row(m) for m in messages]
+        sent = [
+            await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in rows
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+def check(state: AllocationState) -> None:
+    assert invariant_problems(state) == []
+
+
+async def test_round_cascades_restart_and_expiry_on_the_bus(  # noqa: PLR0915 - one long story
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    bootstrap = kafka_settings.bootstrap_servers or ""
+    town_code = f"t{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics(
+        [NewTopic(retry_topic(n), 3, 1) for n in (f"{town_code}-viis", f"{town_code}-gis")]
+    )
+    await admin.close()
+    settings = kafka_settings.model_copy(
+        update={"data_dir": tmp_path, "session_timeout": 6, "heartbeat_interval": 1}
+    )
+    clock = Clock()
+    stand_ins = [
+        ServiceSpec(f"{town_code}-viis", (StandIn("viis.enrollment.checks.v1", town_code),)),
+        ServiceSpec(f"{town_code}-gis", (StandIn("gis.address.requests.v1", town_code),)),
+    ]
+    stop_all = asyncio.Event()
+    helpers = [
+        asyncio.create_task(ServiceRunner(s, settings, bootstrap).run(stop_all)) for s in stand_ins
+    ]
+
+    port = free_port()
+
+    def start() -> tuple[asyncio.Event, asyncio.Task[bool], AllocationState, ServiceRunner]:
+        spec, state = service(RULES, town_code, clock=clock, expiry_interval=0.2)
+        spec = dataclasses.replace(spec, tasks=(serving(state, port),))
+        runner = ServiceRunner(
+            spec,
+            settings,
+            bootstrap,
+            options=RuntimeOptions(batch_size=200),
+            metrics=Metrics.create(),
+        )
+        stop = asyncio.Event()
+        return stop, asyncio.create_task(runner.run(stop)), state, runner
+
+    stop, task, state, _ = start()
+    town = SyntheticMunicipality(
+        town_code, seed=6, children=200, institutions=5, admission_year=2026
+    )
+    await publish(bootstrap, [institution_message(town_code, i) for i in town.institutions])
+    await publish(bootstrap, [application_message(town_code, c) for c in town.children])
+    await eventually(
+        lambda: len(state.children) == 200 and all(not f.missing for f in state.children.values()),
+        timeout=90,
+        what="every application enriched",
+    )
+    round_id = uuid.uuid4()
+    await publish(
+        bootstrap,
+        [
+            RunRound.new(
+                producer="operator",
+                municipality=town_code,
+                round_id=round_id,
+                round_date=date(2026, 9, 1),
+                requested_by="test",
+            )
+        ],
+    )
+    await eventually(lambda: state.round_id == str(round_id), timeout=30, what="the round")
+    check(state)
+    first_offers = len(state.live)
+    assert first_offers > 0
+
+    async with httpx.AsyncClient() as http:
+        some_child = sorted(state.live)[0]
+        report = (await http.get(f"http://127.0.0.1:{port}/children/{some_child}")).json()
+        assert (
+            report["offer"]["institution_id"] == state.offers[state.live[some_child]].institution_id
+        )
+        assert "161175" not in json.dumps(report) and report["status"] == "queued"
+
+    rnd = random.Random(3)
+
+    async def respond(count: int, current: AllocationState) -> None:
+        for _ in range(count):
+            live = sorted(current.live.items())
+            child_ref, offer_id = rnd.choice(live)
+            kind = ParentDeclined if rnd.random() < 0.6 else ParentAccepted
+            closed = sum(1 for o in current.offers.values() if o.status != LIVE)
+            await publish(
+                bootstrap,
+                [
+                    kind.new(
+                        producer="vps-adapter",
+                        municipality=town_code,
+                        offer_id=uuid.UUID(offer_id),
+                        child_ref=child_ref,
+                        responded_at=clock.now,
+                    )
+                ],
+            )
+            await eventually(
+                lambda c=current, n=closed: (
+                    sum(1 for o in c.offers.values() if o.status != LIVE) > n
+                ),
+                timeout=30,
+                what="the response applied",
+            )
+            check(current)
+
+    await respond(15, state)
+    # Restart in the middle: a graceful stop, a fresh service on the same store.
+    stop.set()
+    assert await asyncio.wait_for(task, 60)
+    before_restart = {k: v.dump() for k, v in state.offers.items()}
+    stop, task, state, _ = start()
+    await eventually(lambda: state.round_id == str(round_id), timeout=30, what="state reloaded")
+    assert {k: v.dump() for k, v in state.offers.items()} == before_restart
+    check(state)
+    await respond(15, state)
+
+    # Silence: receipts start the clocks, the clock runs past the deadlines.
+    receipts = [
+        NotificationSent.new(
+            producer="notify-adapter",
+            municipality=town_code,
+            notification_id=uuid.uuid4(),
+            child_ref=child_ref,
+            channel="e_adrese",
+            offer_id=uuid.UUID(offer_id),
+            sent_at=clock.now,
+        )
+        for child_ref, offer_id in sorted(state.live.items())
+    ]
+    await publish(bootstrap, receipts)
+    await eventually(
+        lambda: all(state.offers[o].respond_by for o in state.live.values()),
+        timeout=30,
+        what="deadlines set",
+    )
+    expired_before = sum(1 for o in state.offers.values() if o.status == "expired")
+    clock.now += timedelta(days=30)
+    await eventually(
+        lambda: sum(1 for o in state.offers.values() if o.status == "expired") > expired_before,
+        timeout=30,
+        what="expiries",
+    )
+    await eventually(
+        lambda: invariant_problems(state) == [], timeout=10, what="invariants after expiry cascades"
+    )
+
+    # The offers equal the engine run on the same inputs.
+    assert state.allocator is not None
+    fresh = Allocator(state.allocator.instance, RULES, date(2026, 9, 1))
+    assert fresh.matching() == state.allocator.matching()
+    statuses = Counter(o.status for o in state.offers.values())
+    stop.set()
+    assert await asyncio.wait_for(task, 60)
+    stop_all.set()
+    await asyncio.gather(*helpers)
+
+    published = [json.loads(r.value) for r in await read_topic(bootstrap, "allocation.offers.v1")]
+    mine = [m for m in published if m["municipality"] == town_code]
+    made = {m["offer_id"] for m in mine if m["event_type"] == "OfferMade"}
+    assert made == set(state.offers)  # every offer published (after de-duplication), none more
+    closing = Counter(
+        m["offer_id"]
+        for m in mine
+        if m["event_type"] in ("OfferRevoked", "OfferDeclined", "OfferExpired", "PlaceAccepted")
+    )
+    for offer in state.offers.values():
+        assert (offer.offer_id in closing) == (offer.status != LIVE)
+    assert statuses["accepted"] > 0 and statuses["declined"] > 0 and statuses["expired"] > 0

@@ -1,0 +1,251 @@
+"""The allocation service's handlers on a real SQLite store, fed messages directly (no broker).
+
+A small synthetic municipality goes through registration, enrichment (VIIS
+and GIS answered by stand-ins), a round, accepts, declines and silences;
+after every event the offers must mirror the engine and the invariants
+hold, and a service rebuilt from its store must agree with the live one.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from hub.allocation.engine import Allocator
+from hub.allocation.rules import load_rules
+from hub.allocation.service import LIVE, AllocationState, invariant_problems, service
+from hub.demo import application_message, institution_message
+from hub.reliability.consumer import BatchProcessor, Incoming, Unit, outbox_row
+from hub.reliability.metrics import Metrics
+from hub.reliability.store import Store
+from schemas.addresses import AddressResolved, ResolveAddress
+from schemas.allocation import ParentAccepted, ParentDeclined, RunRound
+from schemas.base import Message
+from schemas.enrollment import CheckEnrollment, EnrollmentChecked
+from schemas.notifications import NotificationSent
+from schemas.topics import BY_NAME, topic_for
+from simulators.municipality import SyntheticMunicipality
+
+RIGA = load_rules("riga")
+ROUND = date(2026, 9, 1)
+
+
+class Harness:
+    """The service's handlers, a store, a movable clock, and stand-ins for VIIS and GIS."""
+
+    def __init__(self, store: Store, now: datetime) -> None:
+        self.now = now
+        self.spec, self.state = service(RIGA, "riga", clock=lambda: self.now)
+        self.processor = BatchProcessor(
+            "allocation",
+            {h.topic.name: h for h in self.spec.handlers},
+            store,
+            Metrics.create(),
+            clock=lambda: self.now,
+        )
+        self.published: list[Message] = []
+        self.offset = 0
+
+    async def feed(self, *messages: Message) -> list[Message]:
+        """Handle ``messages``; answer enrichment requests at once; return all published."""
+        rows = [outbox_row(m) for m in messages]
+        out: list[Message] = []
+        while rows:
+            records = []
+            for row in rows:
+                self.offset += 1
+                records.append(Incoming(row.topic, 0, self.offset, row.key, row.value, row.headers))
+            committed = await self.processor.process(records)
+            published = [BY_NAME[r.topic].parse(r.value) for r in committed if r.topic in BY_NAME]
+            out += published
+            rows = [
+                outbox_row(answer) for answer in map(self.answer, published) if answer is not None
+            ]
+        self.published += out
+        return out
+
+    def answer(self, message: Message) -> Message | None:
+        if isinstance(message, CheckEnrollment):
+            return EnrollmentChecked.new(
+                producer="viis-adapter",
+                caused_by=message,
+                child_ref=message.child_ref,
+                as_of=message.as_of,
+                attending_institution_id=None,
+            )
+        if isinstance(message, ResolveAddress):
+            n = int(message.address_code[-4:])
+            return AddressResolved.new(
+                producer="gis-adapter",
+                caused_by=message,
+                subject_ref=message.subject_ref,
+                address_code=message.address_code,
+                full_address="Rīga",
+                postcode="LV-1050",
+                territory_code="0010000",
+                lks92={"northing": 300_000 + n, "easting": 500_000 + n},
+                wgs84={"latitude": 56.95, "longitude": 24.1},
+            )
+        return None
+
+    def tick(self) -> list[Message]:
+        """Run the expiry timer once; returns what it would publish."""
+        unit = Unit()
+        self.spec.timers[0].tick(unit)
+        return [BY_NAME[r.topic].parse(r.value) for r in unit.outbox]
+
+
+def check(state: AllocationState) -> None:
+    assert invariant_problems(state) == []
+    assert state.allocator is not None
+    engine = {cid: (s.institution_id, s.group) for cid, s in state.allocator.matching().items()}
+    live = {
+        o.child_ref: (o.institution_id, o.group_code)
+        for o in state.offers.values()
+        if o.status == LIVE
+    }
+    assert engine == live
+    again = Allocator(state.allocator.instance, state.rules, state.round_date)  # type: ignore[arg-type]
+    assert again.matching() == state.allocator.matching()
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> Harness:
+    store = await Store.open(
+        tmp_path / "allocation.sqlite3", schema=service(RIGA, "riga")[0].schema
+    )
+    yield Harness(store, datetime(2026, 8, 1, 9, 0, tzinfo=UTC))
+    await store.close()
+
+
+async def registered(h: Harness, children: int = 120) -> SyntheticMunicipality:
+    town = SyntheticMunicipality(
+        "riga", seed=4, children=children, institutions=5, admission_year=2026
+    )
+    await h.feed(*(institution_message("riga", i) for i in town.institutions))
+    await h.feed(*(application_message("riga", c) for c in town.children))
+    return town
+
+
+def round_command() -> RunRound:
+    return RunRound.new(
+        producer="operator",
+        municipality="riga",
+        round_id=uuid.uuid4(),
+        round_date=ROUND,
+        requested_by="test",
+    )
+
+
+async def test_enrichment_then_a_round_offers_every_seat_the_engine_gives(harness: Harness) -> None:
+    await registered(harness)
+    state = harness.state
+    assert all(not f.missing for f in state.children.values())
+    out = await harness.feed(round_command())
+    kinds = Counter(m.event_type for m in out)
+    assert kinds["OfferMade"] == kinds["SendNotification"] == len(state.allocator.matching()) > 0
+    assert kinds["RoundCompleted"] == kinds["RegisterDocument"] == 1
+    check(state)
+    for message in out:
+        if message.event_type == "SendNotification":
+            assert message.recipient.personal_code is not None
+            assert topic_for(message).key_of(message).decode() == message.child_ref
+
+
+async def test_an_application_waits_until_its_facts_are_in(harness: Harness) -> None:
+    town = SyntheticMunicipality("riga", seed=2, children=3, institutions=2, admission_year=2026)
+    await harness.feed(*(institution_message("riga", i) for i in town.institutions))
+    harness.answer = lambda message: None  # VIIS and GIS stay silent
+    await harness.feed(application_message("riga", town.children[0]))
+    file = harness.state.children[town.children[0].ref]
+    assert file.missing == ["viis", "gis"]
+    await harness.feed(round_command())
+    assert (
+        harness.state.allocator is not None and town.children[0].ref not in harness.state.allocator
+    )
+
+
+async def test_declines_accepts_and_silences_cascade_and_keep_the_invariants(
+    harness: Harness,
+) -> None:
+    await registered(harness, children=150)
+    state = harness.state
+    await harness.feed(round_command())
+    check(state)
+    rnd = random.Random(8)
+    cascades = 0
+    for _ in range(60):
+        if not state.live:
+            break
+        offer = state.offers[rnd.choice(sorted(state.live.values()))]
+        kind = ParentDeclined if rnd.random() < 0.6 else ParentAccepted
+        before = len(harness.published)
+        await harness.feed(
+            kind.new(
+                producer="vps-adapter",
+                municipality="riga",
+                offer_id=offer.offer_id,
+                child_ref=offer.child_ref,
+                responded_at=harness.now,
+            )
+        )
+        new = harness.published[before:]
+        cascades += sum(1 for m in new if m.event_type == "OfferMade")
+        check(state)
+    assert cascades > 0
+    # Silence: the remaining offers get their deadline from a receipt, then expire.
+    harness.now += timedelta(days=1)
+    for offer_id in sorted(state.live.values()):
+        offer = state.offers[offer_id]
+        await harness.feed(
+            NotificationSent.new(
+                producer="notify-adapter",
+                municipality="riga",
+                notification_id=uuid.uuid4(),
+                child_ref=offer.child_ref,
+                channel="e_adrese",
+                offer_id=offer.offer_id,
+                sent_at=harness.now,
+            )
+        )
+    assert all(state.offers[i].respond_by for i in state.live.values())
+    harness.now += timedelta(days=40)
+    expired_before = sum(1 for o in state.offers.values() if o.status == "expired")
+    unit_out = harness.tick()
+    assert any(m.event_type == "OfferExpired" for m in unit_out)
+    assert sum(1 for o in state.offers.values() if o.status == "expired") > expired_before
+
+
+async def test_a_service_rebuilt_from_its_store_agrees_with_the_live_one(
+    harness: Harness, tmp_path: Path
+) -> None:
+    await registered(harness, children=80)
+    state = harness.state
+    await harness.feed(round_command())
+    for offer_id in sorted(state.live.values())[:10]:
+        offer = state.offers[offer_id]
+        await harness.feed(
+            ParentDeclined.new(
+                producer="vps-adapter",
+                municipality="riga",
+                offer_id=offer.offer_id,
+                child_ref=offer.child_ref,
+                responded_at=harness.now,
+            )
+        )
+    store = harness.processor.store
+    _, rebuilt = service(RIGA, "riga", clock=lambda: harness.now)
+    await rebuilt.load(store)
+    assert rebuilt.allocator is not None
+    assert rebuilt.allocator.matching() == state.allocator.matching()  # type: ignore[union-attr]
+    assert {k: v.dump() for k, v in rebuilt.offers.items()} == {
+        k: v.dump() for k, v in state.offers.items()
+    }
+    assert {k: v.dump() for k, v in rebuilt.children.items()} == {
+        k: v.dump() for k, v in state.children.items()
+    }
