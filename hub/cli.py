@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hub import __version__
-from hub.errors import ConfigurationError, HubError
+from hub.errors import BrokerUnavailable, ConfigurationError, HubError
 from hub.observability import setup_logging
 from hub.settings import Settings, load_settings
 
@@ -109,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--topic", help="only those from this original topic")
         sub.add_argument("--service", help="only those of this service")
         sub.add_argument("--since", type=_moment, help="only those dead-lettered since (ISO 8601)")
+        sub.add_argument(
+            "--reason",
+            action="append",
+            choices=("invalid_message", "refused", "retries_exhausted", "handler_error"),
+            help="only those dead-lettered for this reason (repeatable); replay leaves"
+            " invalid_message out unless asked for",
+        )
     return parser
 
 
@@ -299,13 +306,20 @@ def _allocate(args: argparse.Namespace) -> int:
 
 
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
     from hub.kafka import client_options
     from hub.reliability import deadletters as dl
 
     if not settings.bootstrap_servers:
         raise ConfigurationError("HUB_BOOTSTRAP_SERVERS is not set: which cluster's dead letters?")
     options = client_options(settings)
-    letters = await dl.dead_letters(settings.bootstrap_servers, **options)
+    try:
+        letters = await dl.dead_letters(settings.bootstrap_servers, **options)
+    except KafkaError as exc:
+        raise BrokerUnavailable(
+            f"cannot read dead letters from {settings.bootstrap_servers}: {exc!r}"
+        ) from None
     if args.dlq_command == "show":
         try:
             letter = dl.find(letters, args.id)
@@ -313,11 +327,12 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
             raise HubError(str(exc)) from None
         _print_dead_letter(letter, reveal=args.reveal)
         return 0
-    chosen = [
-        d
-        for d in dl.select(letters, topic=args.topic, since=args.since)
-        if args.service is None or d.service == args.service
-    ]
+    reasons = args.reason
+    if reasons is None and args.dlq_command == "replay":
+        reasons = ["refused", "retries_exhausted", "handler_error"]  # invalid bytes stay invalid
+    chosen = dl.select(
+        letters, topic=args.topic, service=args.service, reasons=reasons, since=args.since
+    )
     if args.dlq_command == "list":
         for d in chosen:
             error = dl.masked(d.error.encode()).decode()[:80]
@@ -332,7 +347,10 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
             print(f"would replay {d.id[:8]} to {d.source_topic}")
         print(f"{len(chosen)} dead letter(s) would be replayed", file=sys.stderr)
         return 0
-    sent = await dl.replay(chosen, settings.bootstrap_servers, **options)
+    try:
+        sent = await dl.replay(chosen, settings.bootstrap_servers, **options)
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"replay to {settings.bootstrap_servers} failed: {exc!r}") from None
     print(f"replayed {sent} dead letter(s); consumers skip any already applied", file=sys.stderr)
     return 0
 

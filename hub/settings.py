@@ -72,7 +72,10 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="Seconds a message stays parked after its first failure."
     )
     retry_max_delay: float = Field(
-        default=300.0, gt=0, description="Longest a message stays parked (delays double)."
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="Longest delay before a parked message is tried again (delays double, ±20%).",
     )
     session_timeout: float = Field(
         default=10.0,
@@ -115,6 +118,10 @@ class Settings(BaseSettings):
             raise ValueError("ssl_certfile and ssl_keyfile must be given together")
         if self.bootstrap_servers is None and self.security_protocol != "PLAINTEXT":
             raise ValueError("the embedded broker speaks PLAINTEXT only; set bootstrap_servers")
+        if self.heartbeat_interval >= self.session_timeout:
+            raise ValueError("heartbeat_interval must be shorter than session_timeout")
+        if self.retry_first_delay > self.retry_max_delay:
+            raise ValueError("retry_first_delay must not exceed retry_max_delay")
         return self
 
     @property

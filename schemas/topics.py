@@ -92,9 +92,6 @@ class Topic:
         """The Kafka key of a message on this topic."""
         return str(getattr(message, self.key)).encode()
 
-    def carries(self, message: Message) -> bool:
-        return isinstance(message, self.messages)
-
 
 TOPICS: tuple[Topic, ...] = (
     Topic(

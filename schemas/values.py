@@ -153,6 +153,14 @@ class PersonalCode:
         }
 
 
+_CODE_SHAPED = re.compile(r"(?<!\d)\d{6}-?\d{5}(?!\d)")
+
+
+def mask_personal_codes(text: str) -> str:
+    """``text`` with everything shaped like a personal code replaced by ``******-*****``."""
+    return _CODE_SHAPED.sub(PersonalCode.MASK, text)
+
+
 def _birth_date(digits: str) -> date:
     day, month, year = int(digits[0:2]), int(digits[2:4]), int(digits[4:6])
     try:

@@ -96,12 +96,18 @@ def client_for(
 async def _main(args: argparse.Namespace) -> int:
     settings = Settings(bootstrap_servers=args.bootstrap, data_dir=args.data_dir, _env_file=None)
     setup_logging(settings.log_level)
-    client = client_for(args.http) if args.http else None
+    handlers: list[Handler[Any]] = []  # the runner sets each handler's retry counter
+    client = (
+        # Late-bound: the runner replaces count_retry after this client is built.
+        client_for(args.http, on_retry=lambda error: handlers[0].count_retry(error))  # noqa: PLW0108
+        if args.http
+        else None
+    )
+    service = spec(args.name, args.input, args.output, client)
+    handlers.extend(service.handlers)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    runner = ServiceRunner(
-        spec(args.name, args.input, args.output, client), settings, args.bootstrap
-    )
+    runner = ServiceRunner(service, settings, args.bootstrap)
     clean = await runner.run(stop)  # closes the handler, and with it the client
     return 0 if clean else 1
 

@@ -245,7 +245,6 @@ class Allocator:
         # Per child index. A child whose application changes (decline, accept) is
         # registered again under a new index; the old one is retired.
         self._child: list[Child] = []
-        self._alive: list[bool] = []
         self._status: list[str | None] = []
         # Tuples, not lists: they are never changed, and the cycle collector
         # stops visiting tuples of plain ints after one look.
@@ -454,7 +453,6 @@ class Allocator:
             c += 1
         n = len(children)
         self._child.extend(children)
-        self._alive.extend([True] * n)
         self._status.extend(statuses)
         self._assign.extend([_NONE] * n)
         self._pos.extend([0] * n)
@@ -469,7 +467,6 @@ class Allocator:
 
     def _retire(self, c: int) -> None:
         """Take a child (already out of its seat) out of every ranking."""
-        self._alive[c] = False
         for p, k in zip(self._prefs[c], self._keys[c], strict=True):
             self._apps[p].remove(k)
         if self._any[c]:
@@ -914,7 +911,6 @@ class Allocator:
             self._holders[seat].remove(self._ekey(c, seat))
         was_any = self._any[c]
         self._retire(c)
-        self._alive[c] = True
         self._any[c] = was_any
         child = self._child[c] = replace(self._child[c], facts=facts)
         [(base, special)] = self._keys_for([child], [self._base[c] & _TIE_MASK])

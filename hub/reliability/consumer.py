@@ -24,8 +24,10 @@ the service's retry topic (transient failures) or dead-lettered
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,7 +44,8 @@ from hub.reliability.deadletters import Failure, Reason, header
 from hub.reliability.metrics import Metrics
 from hub.reliability.store import Headers, OutboxRow, Store, Writes
 from schemas.base import Message
-from schemas.topics import BY_NAME, Topic, topic_for
+from schemas.topics import BY_NAME, Topic, retry_topic, topic_for
+from schemas.values import mask_personal_codes
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
@@ -50,7 +53,7 @@ M = TypeVar("M", bound=Message)
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """One Kafka record, as the consumer sees it."""
+    """One Kafka record, as the consumer sees it (a header without a value reads as empty)."""
 
     topic: str
     partition: int
@@ -67,44 +70,52 @@ class Incoming:
             record.offset,
             record.key,
             record.value if record.value is not None else b"",
-            tuple(record.headers or ()),
+            tuple((name, value or b"") for name, value in record.headers or ()),
         )
 
-    @property
-    def parked(self) -> bool:
-        return header(self.headers, "retry-source-topic") is not None
+    def source(self, parked: bool) -> tuple[str, int, int]:
+        """Topic, partition and offset the message first came from."""
+        if not parked:
+            return self.topic, self.partition, self.offset
+        return (
+            header(self.headers, "retry-source-topic") or self.topic,
+            _int(header(self.headers, "retry-source-partition"), self.partition),
+            _int(header(self.headers, "retry-source-offset"), self.offset),
+        )
 
-    def failure(self, error: BaseException, now: datetime) -> Failure:
-        """This record's failure history, extended by ``error``."""
-        if self.parked:
-            source = (
-                header(self.headers, "retry-source-topic") or self.topic,
-                int(header(self.headers, "retry-source-partition") or self.partition),
-                int(header(self.headers, "retry-source-offset") or self.offset),
-            )
-            attempts = int(header(self.headers, "retry-attempts") or 0) + 1
-            first = header(self.headers, "retry-first-failure")
-            first_failure = datetime.fromisoformat(first) if first else now
-        else:
-            source, attempts, first_failure = (self.topic, self.partition, self.offset), 1, now
+    def failure(self, error: BaseException, now: datetime, *, parked: bool) -> Failure:
+        """This record's failure history, extended by ``error`` (personal codes masked)."""
+        attempts, first_failure = 1, now
+        if parked:
+            attempts = _int(header(self.headers, "retry-attempts"), 0) + 1
+            first_failure = _moment(header(self.headers, "retry-first-failure")) or now
         return Failure(
-            *source,
+            *self.source(parked),
             attempts=attempts,
             first_failure=first_failure,
             last_failure=now,
             error_type=type(error).__name__,
-            error=str(error),
+            error=mask_personal_codes(str(error)),
         )
 
     @property
-    def route(self) -> str:
-        """The topic whose handler applies: the original topic of a parked record."""
-        return header(self.headers, "retry-source-topic") or self.topic
-
-    @property
     def due(self) -> datetime | None:
-        text = header(self.headers, "retry-due")
+        """When a parked record is due again (None: now)."""
+        return _moment(header(self.headers, "retry-due"))
+
+
+def _int(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text else default
+    except ValueError:
+        return default
+
+
+def _moment(text: str | None) -> datetime | None:
+    try:
         return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 def outbox_row(message: Message, *, topic: str | None = None) -> OutboxRow:
@@ -124,8 +135,8 @@ def outbox_row(message: Message, *, topic: str | None = None) -> OutboxRow:
 class Unit:
     """What applying one message changes: SQL statements and messages to publish.
 
-    Nothing touches the database until the whole batch commits, so a message
-    whose ``apply`` fails leaves no trace but its dead letter.
+    Nothing touches the database until the batch commits, so a message whose
+    ``apply`` fails leaves nothing behind but its parked or dead-lettered copy.
     """
 
     statements: list[tuple[str, Sequence[Any]]] = field(default_factory=list)
@@ -151,6 +162,8 @@ class Handler(Generic[M]):
 
     def __init__(self, topic: Topic | str) -> None:
         self.topic = BY_NAME[topic] if isinstance(topic, str) else topic
+        self.count_retry: Callable[[BaseException], None] = lambda error: None
+        """Called for every retried call to an external system; the runner counts them."""
 
     def parse(self, value: bytes) -> M:
         """The message in ``value``; raises ``pydantic.ValidationError`` when it is not one."""
@@ -189,9 +202,29 @@ class _Item:
     record: Incoming
     handler: Handler[Any]
     message: Message
+    event_id: str
     ok: bool = True
     """False once the message failed (and was parked or dead-lettered)."""
     fetched: Any = None
+
+
+@dataclass
+class Prepared:
+    """A batch ready to commit: each applied message's changes, and the failures' copies."""
+
+    applied: list[tuple[_Item, Unit]] = field(default_factory=list)
+    failed: list[OutboxRow] = field(default_factory=list)
+    """Parked and dead-lettered copies of the messages that failed."""
+    claimed: set[str] = field(default_factory=set)
+    """event_ids held in flight until the batch is committed."""
+
+    def writes(self) -> Writes:
+        writes = Writes(outbox=list(self.failed))
+        for item, unit in self.applied:
+            writes.handled.append(item.event_id)
+            writes.statements.extend(unit.statements)
+            writes.outbox.extend(unit.outbox)
+        return writes
 
 
 class BatchProcessor:
@@ -213,6 +246,7 @@ class BatchProcessor:
         self.store = store
         self.metrics = metrics
         self.schedule = schedule
+        self._retry_topic = retry_topic(service)
         self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
         self._clock = clock
         self._in_flight: set[str] = set()
@@ -222,71 +256,98 @@ class BatchProcessor:
         """Handle ``records`` and commit the outcome; returns the outbox rows committed."""
         return await self.commit(await self.prepare(records))
 
-    async def prepare(self, records: Sequence[Incoming]) -> Writes:
+    async def prepare(self, records: Sequence[Incoming]) -> Prepared:
         """Steps 1–4: parse, skip duplicates, fetch, apply; nothing is written yet.
 
-        The batch's event_ids count as handled for every other batch until
-        :meth:`commit` (or :meth:`release`) — so the next batch can be prepared
-        while this one commits, without either applying a message twice.
+        The applied messages' event_ids count as handled for every other batch
+        until :meth:`commit` — so the next batch can be prepared while this one
+        commits, without either applying a message twice. A message that
+        failed is released at once: its parked copy must not look handled.
         """
-        writes = Writes()
-        items: list[_Item] = []
-        for record in records:
-            item = self._parse(record, writes)
-            if item is not None:
-                items.append(item)
+        batch = Prepared()
+        items = [item for record in records if (item := self._parse(record, batch)) is not None]
         items = await self._new_only(items)
-        await asyncio.gather(*(self._fetch(item, writes) for item in items if item.handler.fetches))
+        await asyncio.gather(*(self._fetch(item, batch) for item in items if item.handler.fetches))
         for item in items:
             if item.ok:
-                self._apply(item, writes)
+                self._apply(item, batch)
+            if item.ok:
+                batch.claimed.add(item.event_id)
             else:
-                self._in_flight.discard(str(item.message.event_id))
-        return writes
+                self._in_flight.discard(item.event_id)
+        return batch
 
-    async def commit(self, writes: Writes) -> list[OutboxRow]:
-        """Step 5: commit a prepared batch; returns the outbox rows as stored."""
+    async def commit(self, batch: Prepared) -> list[OutboxRow]:
+        """Step 5: commit a prepared batch; returns the outbox rows as stored.
+
+        If the batch cannot be committed because of one message's statements
+        (a constraint, a bug in a handler), its messages are committed one by
+        one and the failing ones dead-lettered; if even a dead letter cannot
+        be written, the store itself is failing and the error is raised.
+        """
         try:
-            committed = await self.store.commit(self.service, writes)
+            try:
+                committed = await self.store.commit(self.service, batch.writes())
+                handled = len(batch.applied)
+            except sqlite3.Error as exc:
+                log.warning(
+                    "batch commit failed; committing one by one", extra={"error": repr(exc)}
+                )
+                committed, handled = await self._one_by_one(batch)
         finally:
-            self.release(writes)
-        if writes.handled:
-            self.metrics.handled.labels(self.service).inc(len(writes.handled))
+            self._in_flight.difference_update(batch.claimed)
+        if handled:
+            self.metrics.handled.labels(self.service).inc(handled)
         return committed
 
-    def release(self, writes: Writes) -> None:
-        """Forget a prepared batch's event_ids (committed, or given up)."""
-        self._in_flight.difference_update(writes.handled)
+    async def _one_by_one(self, batch: Prepared) -> tuple[list[OutboxRow], int]:
+        committed = await self.store.commit(self.service, Writes(outbox=list(batch.failed)))
+        handled = 0
+        for item, unit in batch.applied:
+            alone = Writes([item.event_id], unit.statements, unit.outbox)
+            try:
+                committed += await self.store.commit(self.service, alone)
+                handled += 1
+            except sqlite3.Error as exc:
+                log.exception("handler's changes cannot be stored", extra=_ids(item))
+                rows: list[OutboxRow] = []
+                self._bury(item.record, "handler_error", exc, rows)
+                committed += await self.store.commit(self.service, Writes(outbox=rows))
+        return committed, handled
 
-    def _parse(self, record: Incoming, writes: Writes) -> _Item | None:
-        handler = self.handlers.get(record.route)
+    def _parked(self, record: Incoming) -> bool:
+        return record.topic == self._retry_topic
+
+    def _parse(self, record: Incoming, batch: Prepared) -> _Item | None:
+        route = record.source(self._parked(record))[0]
+        handler = self.handlers.get(route)
         if handler is None:
-            error: BaseException = PermanentError(f"no handler for topic {record.route}")
-            self._bury(record, "invalid_message", error, writes)
+            error: BaseException = PermanentError(f"no handler for topic {route}")
+            self._bury(record, "invalid_message", error, batch.failed)
             return None
         try:
-            return _Item(record, handler, handler.parse(record.value))
+            message = handler.parse(record.value)
         except ValueError as exc:  # pydantic's ValidationError included
-            self._bury(record, "invalid_message", _invalid(exc), writes)
+            self._bury(record, "invalid_message", _invalid(exc), batch.failed)
             return None
+        return _Item(record, handler, message, str(message.event_id))
 
     async def _new_only(self, items: list[_Item]) -> list[_Item]:
         """The items whose event_id is neither in the inbox, nor in a batch in flight,
         nor earlier in this batch; those it keeps are put in flight."""
-        claimed: list[tuple[_Item, str]] = []
+        claimed: list[_Item] = []
         duplicates = 0
         for item in items:  # no await in this loop: claiming is atomic
-            event_id = str(item.message.event_id)
-            if event_id in self._in_flight:
+            if item.event_id in self._in_flight:
                 duplicates += 1
                 continue
-            self._in_flight.add(event_id)
-            claimed.append((item, event_id))
-        seen = await self.store.duplicates(self.service, [event_id for _, event_id in claimed])
+            self._in_flight.add(item.event_id)
+            claimed.append(item)
+        seen = await self.store.duplicates(self.service, [item.event_id for item in claimed])
         fresh = []
-        for item, event_id in claimed:
-            if event_id in seen:
-                self._in_flight.discard(event_id)
+        for item in claimed:
+            if item.event_id in seen:
+                self._in_flight.discard(item.event_id)
                 duplicates += 1
             else:
                 fresh.append(item)
@@ -294,71 +355,67 @@ class BatchProcessor:
             self.metrics.duplicates.labels(self.service).inc(duplicates)
         return fresh
 
-    async def _fetch(self, item: _Item, writes: Writes) -> None:
+    async def _fetch(self, item: _Item, batch: Prepared) -> None:
         async with self._fetch_slots:
             try:
                 item.fetched = await item.handler.fetch(item.message)
                 return
+            except TransientError as exc:
+                self._park_or_bury(item.record, exc, batch.failed)
             except PermanentError as exc:
-                self._bury(item.record, "refused", exc, writes)
-            except Exception as exc:  # transient, or unexpected: try again later
-                self._park_or_bury(item.record, exc, writes)
+                self._bury(item.record, "refused", exc, batch.failed)
+            except Exception as exc:  # a bug in a handler must not stop the service
+                log.exception(
+                    "fetch failed", extra={"topic": item.handler.topic.name, **_ids(item)}
+                )
+                self._bury(item.record, "handler_error", exc, batch.failed)
         item.ok = False
 
-    def _apply(self, item: _Item, writes: Writes) -> None:
+    def _apply(self, item: _Item, batch: Prepared) -> None:
         unit = Unit()
         try:
             item.handler.apply(unit, item.message, item.fetched)
         except TransientError as exc:
-            self._park_or_bury(item.record, exc, writes)
-            return
+            self._park_or_bury(item.record, exc, batch.failed)
         except PermanentError as exc:
-            self._bury(item.record, "refused", exc, writes)
-            return
+            self._bury(item.record, "refused", exc, batch.failed)
         except Exception as exc:  # a bug in a handler must not stop the service
-            log.exception("handler failed", extra={"topic": item.record.route, **_ids(item)})
-            self._bury(item.record, "handler_error", exc, writes)
+            log.exception("apply failed", extra={"topic": item.handler.topic.name, **_ids(item)})
+            self._bury(item.record, "handler_error", exc, batch.failed)
+        else:
+            batch.applied.append((item, unit))
             return
-        writes.handled.append(str(item.message.event_id))
-        writes.statements.extend(unit.statements)
-        writes.outbox.extend(unit.outbox)
+        item.ok = False
 
-    def _park_or_bury(self, record: Incoming, error: BaseException, writes: Writes) -> None:
+    def _park_or_bury(self, record: Incoming, error: BaseException, rows: list[OutboxRow]) -> None:
         now = self._clock()
-        failure = record.failure(error, now)
+        failure = record.failure(error, now, parked=self._parked(record))
         if failure.attempts >= self.schedule.max_attempts:
-            self._bury(record, "retries_exhausted", error, writes)
+            self._bury(record, "retries_exhausted", error, rows)
             return
         due = now + timedelta(seconds=self.schedule.delay(failure.attempts))
-        writes.outbox.append(
-            failure.park(self.service, record.key, record.value, record.headers, due)
-        )
+        rows.append(failure.park(self.service, record.key, record.value, record.headers, due))
         self.metrics.parked.labels(self.service).inc()
-        log.warning(
-            "message parked",
-            extra={
-                "topic": failure.source_topic,
-                "partition": failure.source_partition,
-                "offset": failure.source_offset,
-                "attempts": failure.attempts,
-                "cause": failure.error_type,
-            },
-        )
+        self._log("message parked", failure, attempts=failure.attempts)
 
-    def _bury(self, record: Incoming, reason: Reason, error: BaseException, writes: Writes) -> None:
-        failure = record.failure(error, self._clock())
-        writes.outbox.append(
-            failure.bury(self.service, reason, record.key, record.value, record.headers)
-        )
+    def _bury(
+        self, record: Incoming, reason: Reason, error: BaseException, rows: list[OutboxRow]
+    ) -> None:
+        failure = record.failure(error, self._clock(), parked=self._parked(record))
+        rows.append(failure.bury(self.service, reason, record.key, record.value, record.headers))
         self.metrics.dead_lettered.labels(self.service, reason).inc()
+        self._log("message dead-lettered", failure, reason=reason)
+
+    @staticmethod
+    def _log(what: str, failure: Failure, **extra: Any) -> None:
         log.warning(
-            "message dead-lettered",
+            what,
             extra={
-                "reason": reason,
                 "topic": failure.source_topic,
                 "partition": failure.source_partition,
                 "offset": failure.source_offset,
                 "cause": failure.error_type,
+                **extra,
             },
         )
 
@@ -407,8 +464,8 @@ async def consume(
     """
     finishing: asyncio.Task[None] | None = None
 
-    async def finish(writes: Writes, offsets: dict[Any, OffsetAndMetadata]) -> None:
-        deliver(await processor.commit(writes))
+    async def finish(batch: Prepared, offsets: dict[Any, OffsetAndMetadata]) -> None:
+        deliver(await processor.commit(batch))
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
@@ -424,11 +481,11 @@ async def consume(
                 continue
             if before is not None and not await before(records):
                 break
-            writes = await processor.prepare(records)
+            batch = await processor.prepare(records)
             if finishing is not None:
                 await finishing  # the previous batch is committed before this one
             offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batches.items()}
-            finishing = asyncio.create_task(finish(writes, offsets))
+            finishing = asyncio.create_task(finish(batch, offsets))
     finally:
         if finishing is not None:
             await finishing
@@ -453,21 +510,34 @@ async def _fill(
 
 
 def wait_until_due(
-    stop: asyncio.Event, clock: Callable[[], datetime]
+    consumer: AIOKafkaConsumer,
+    stop: asyncio.Event,
+    clock: Callable[[], datetime],
+    *,
+    poll_every: float = 30.0,
 ) -> Callable[[list[Incoming]], Awaitable[bool]]:
-    """For the retry loop: sleep until every record of the batch is due, or ``stop``."""
+    """For the retry loop: wait until every record of the batch is due, or ``stop``.
+
+    While it waits, the consumer's partitions are paused and it keeps
+    polling every ``poll_every`` seconds, so Kafka does not take it for dead
+    (``max.poll.interval.ms``) however long the wait.
+    """
 
     async def hold(records: list[Incoming]) -> bool:
         due = max((r.due for r in records if r.due is not None), default=None)
         if due is None:
             return True
-        delay = (due - clock()).total_seconds()
-        if delay <= 0:
-            return True
+        assigned = consumer.assignment()
+        consumer.pause(*assigned)
         try:
-            await asyncio.wait_for(stop.wait(), delay)
-        except TimeoutError:
+            while (left := (due - clock()).total_seconds()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), min(left, poll_every))
+                if stop.is_set():
+                    return False
+                await consumer.getmany(timeout_ms=0)  # returns nothing: a sign of life
             return True
-        return False
+        finally:
+            consumer.resume(*assigned)
 
     return hold

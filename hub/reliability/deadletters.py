@@ -13,7 +13,6 @@ after all.
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from hub.reliability.store import Headers, OutboxRow
 from schemas.topics import DEAD_LETTERS, retry_topic
+from schemas.values import mask_personal_codes
 
 Reason = Literal["invalid_message", "refused", "retries_exhausted", "handler_error"]
 """Why a message was dead-lettered:
@@ -50,11 +50,12 @@ def _stamp(when: datetime) -> bytes:
 
 
 def original_headers(headers: Headers) -> Headers:
-    """The headers the message was first published with (hub labels removed)."""
+    """The headers the message was published with, without the hub's parking and
+    dead-letter labels (a ``replay-of`` stays: it links a replay to its dead letter)."""
     return tuple(
         (name, value)
         for name, value in headers
-        if not name.startswith((DLQ_PREFIX, RETRY_PREFIX)) and name not in (DELIVERY_ID, REPLAY_OF)
+        if not name.startswith((DLQ_PREFIX, RETRY_PREFIX)) and name != DELIVERY_ID
     )
 
 
@@ -108,9 +109,10 @@ class Failure:
 
 
 def header(headers: Headers, name: str) -> str | None:
+    """The value of header ``name`` as text (None if absent)."""
     for key, value in headers:
         if key == name:
-            return value.decode("utf-8", "replace")
+            return (value or b"").decode("utf-8", "replace")
     return None
 
 
@@ -139,14 +141,22 @@ class DeadLetter:
 
     @classmethod
     def of(cls, record: ConsumerRecord[Any, Any]) -> DeadLetter:
-        headers: Headers = tuple(record.headers or ())
+        headers: Headers = tuple((name, value or b"") for name, value in record.headers or ())
 
         def get(name: str, default: str = "") -> str:
             return header(headers, name) or default
 
         def when(name: str) -> datetime | None:
-            text = get(name)
-            return datetime.fromisoformat(text) if text else None
+            try:
+                return datetime.fromisoformat(get(name)) if get(name) else None
+            except ValueError:
+                return None
+
+        def number(name: str, default: int) -> int:
+            try:
+                return int(get(name) or default)
+            except ValueError:
+                return default
 
         return cls(
             id=get("dlq-id", f"{record.partition}:{record.offset}"),
@@ -154,12 +164,12 @@ class DeadLetter:
             service=get("dlq-service", "unknown"),
             error_type=get("dlq-error-type"),
             error=get("dlq-error"),
-            attempts=int(get("dlq-attempts", "0") or 0),
+            attempts=number("dlq-attempts", 0),
             first_failure=when("dlq-first-failure"),
             last_failure=when("dlq-last-failure"),
             source_topic=get("dlq-source-topic"),
-            source_partition=int(get("dlq-source-partition", "-1")),
-            source_offset=int(get("dlq-source-offset", "-1")),
+            source_partition=number("dlq-source-partition", -1),
+            source_offset=number("dlq-source-offset", -1),
             key=record.key,
             value=record.value or b"",
             headers=original_headers(headers),
@@ -182,8 +192,8 @@ async def read_topic(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **client_options
     )
-    await consumer.start()
     try:
+        await consumer.start()
         await consumer.topics()  # fetches the cluster's metadata
         known = consumer.partitions_for_topic(topic) or ()
         partitions = [TopicPartition(topic, p) for p in sorted(known)]
@@ -216,12 +226,22 @@ async def dead_letters(bootstrap: str, **client_options: Any) -> list[DeadLetter
 
 
 def select(
-    letters: Iterable[DeadLetter], *, topic: str | None = None, since: datetime | None = None
+    letters: Iterable[DeadLetter],
+    *,
+    topic: str | None = None,
+    service: str | None = None,
+    reasons: Iterable[str] | None = None,
+    since: datetime | None = None,
 ) -> list[DeadLetter]:
+    """The dead letters that match every filter given."""
+    wanted = set(reasons) if reasons is not None else None
     return [
         d
         for d in letters
-        if (topic is None or d.source_topic == topic) and (since is None or d.dead_at >= since)
+        if (topic is None or d.source_topic == topic)
+        and (service is None or d.service == service)
+        and (wanted is None or d.reason in wanted)
+        and (since is None or d.dead_at >= since)
     ]
 
 
@@ -237,8 +257,8 @@ def find(letters: Sequence[DeadLetter], prefix: str) -> DeadLetter:
 async def replay(letters: Sequence[DeadLetter], bootstrap: str, **client_options: Any) -> int:
     """Republish each dead letter to its original topic, with its key and a new delivery id."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_options)
-    await producer.start()
     try:
+        await producer.start()
         sent = [
             await producer.send(
                 d.source_topic,
@@ -254,9 +274,8 @@ async def replay(letters: Sequence[DeadLetter], bootstrap: str, **client_options
         await producer.stop()
 
 
-_PERSONAL_CODE = re.compile(rb"(?<!\d)\d{6}-?\d{5}(?!\d)")
-
-
 def masked(value: bytes) -> bytes:
     """``value`` with anything shaped like a personal code replaced by ``******-*****``."""
-    return _PERSONAL_CODE.sub(b"******-*****", value)
+    return mask_personal_codes(value.decode("utf-8", "surrogateescape")).encode(
+        "utf-8", "surrogateescape"
+    )

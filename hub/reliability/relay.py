@@ -64,7 +64,6 @@ class OutboxRelay:
         self._caught_up = False  # True: every committed row is published or in the queue
         self._backlog_counted = 0.0
         self._purged = time.monotonic()
-        self.published = 0
 
     def hand_over(self, rows: Iterable[OutboxRow]) -> None:
         """Rows just committed to the outbox (with their ids): publish them soon."""
@@ -96,8 +95,9 @@ class OutboxRelay:
         while queue and queue[0].id is not None and queue[0].id < self._next_id:
             queue.popleft()  # published already, by a catch-up read
         if queue and queue[0].id == self._next_id:
-            rows = []
-            while queue and len(rows) < self._batch_size:
+            rows = [queue.popleft()]
+            # Only consecutive ids: a gap means rows the table has and memory has not.
+            while queue and len(rows) < self._batch_size and queue[0].id == rows[-1].id + 1:  # type: ignore[operator]
                 rows.append(queue.popleft())
             return rows
         if self._caught_up and not queue:
@@ -112,13 +112,14 @@ class OutboxRelay:
         if not rows:
             self._metrics.backlog.labels(self._service).set(0)
             return 0
-        await asyncio.gather(
-            *await self._send(rows)
-        )  # raises if any send failed: nothing is marked
+        # Wait for every send, then fail if any failed: nothing is marked sent.
+        outcomes = await asyncio.gather(*await self._send(rows), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         last = max(row.id for row in rows if row.id is not None)
         await self._store.mark_sent(last)
         self._next_id = last + 1
-        self.published += len(rows)
         if not self._queue and len(rows) < self._batch_size:  # that was all of it
             self._metrics.backlog.labels(self._service).set(0)
         elif (now := time.monotonic()) > self._backlog_counted + 1.0:  # count at most once a second

@@ -22,11 +22,12 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    stop_after_delay,
+    stop_before_delay,
     wait_random_exponential,
 )
 
 from hub.errors import PermanentError, TransientError
+from schemas.values import mask_personal_codes
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -90,7 +91,7 @@ class RetryPolicy:
                     "call": what,
                     "attempt": state.attempt_number,
                     "cause": type(error).__name__,
-                    "detail": str(error)[:200],
+                    "detail": mask_personal_codes(str(error))[:200],
                     "wait_s": round(state.upcoming_sleep, 3),
                 },
             )
@@ -98,7 +99,8 @@ class RetryPolicy:
                 on_retry(error)
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_seconds),
+            # stop_before_delay: never start a wait that would end past the time limit
+            stop=stop_after_attempt(self.attempts) | stop_before_delay(self.max_seconds),
             wait=wait,
             retry=retry_if_exception_type(TransientError),
             before_sleep=before_sleep,
@@ -165,7 +167,7 @@ class HttpPort:
         """Send a request, retrying transient failures; the response is 2xx or 3xx."""
         return await self.policy.call(
             lambda: self._once(method, path, **kwargs),
-            what=f"{self.system} {method} {path}",
+            what=f"{self.system} {method} {mask_personal_codes(path)}",
             on_retry=self._on_retry,
         )
 
@@ -178,30 +180,33 @@ class HttpPort:
                 return response.json()
             except ValueError:
                 raise InvalidResponse(
-                    f"{self.system} answered {method} {path} with no JSON"
+                    f"{self.system} answered {method} {mask_personal_codes(path)} with no JSON"
                 ) from None
 
         return await self.policy.call(
-            once, what=f"{self.system} {method} {path}", on_retry=self._on_retry
+            once,
+            what=f"{self.system} {method} {mask_personal_codes(path)}",
+            on_retry=self._on_retry,
         )
 
     async def _once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        shown = mask_personal_codes(path)  # error texts end up in logs and dead letters
         try:
             response = await self._client.request(method, path, **kwargs)
         except httpx.TimeoutException:
             raise UnavailableError(
-                f"{self.system} did not answer {method} {path} in time"
+                f"{self.system} did not answer {method} {shown} in time"
             ) from None
         except httpx.TransportError as exc:
             raise UnavailableError(
-                f"{self.system} unreachable for {method} {path}: {type(exc).__name__}"
+                f"{self.system} unreachable for {method} {shown}: {type(exc).__name__}"
             ) from None
         status = response.status_code
         if status == 429 or status >= 500:
             raise UnavailableError(
-                f"{self.system} answered {status} to {method} {path}",
+                f"{self.system} answered {status} to {method} {shown}",
                 retry_after=_retry_after(response),
             )
         if status >= 400:
-            raise Refused(f"{self.system} refused {method} {path} with {status}", status=status)
+            raise Refused(f"{self.system} refused {method} {shown} with {status}", status=status)
         return response

@@ -16,7 +16,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -75,7 +75,7 @@ class RuntimeOptions:
     shutdown_timeout: float = 20.0
     fetch_concurrency: int = 16
     metrics_port: int | None = None
-    synchronous: str = "NORMAL"
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RuntimeOptions:
@@ -120,10 +120,8 @@ class ServiceRunner:
         store = self.store = await Store.open(
             self.settings.data_dir / f"{spec.name}.sqlite3",
             schema=spec.schema,
-            synchronous=options.synchronous,  # type: ignore[arg-type]
+            synchronous=options.synchronous,
         )
-        if spec.on_start is not None:
-            await spec.on_start(store)
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             client_id=spec.name,
@@ -159,11 +157,17 @@ class ServiceRunner:
             clock=self.clock,
         )
         relay = OutboxRelay(store, producer, service=spec.name, metrics=self.metrics)
+        for handler in spec.handlers:
+            handler.count_retry = lambda _error: self.metrics.retried.labels(spec.name).inc()
 
-        server = serve(self.metrics, options.metrics_port) if options.metrics_port else None
+        server = None
         started: list[Any] = []
         clean = False
         try:
+            if spec.on_start is not None:
+                await spec.on_start(store)
+            if options.metrics_port:
+                server = serve(self.metrics, options.metrics_port)
             for client in (producer, main, retries):
                 await client.start()
                 started.append(client)
@@ -181,7 +185,7 @@ class ServiceRunner:
                         relay.hand_over,
                         stop,
                         batch_size=50,
-                        before=wait_until_due(stop, self.clock),
+                        before=wait_until_due(retries, stop, self.clock),
                     ),
                     name=f"{spec.name}-retries",
                 ),
@@ -195,12 +199,13 @@ class ServiceRunner:
         finally:
             for client in reversed(started):
                 with contextlib.suppress(Exception):
-                    await client.stop()
+                    await asyncio.wait_for(client.stop(), options.shutdown_timeout)
             await store.close()
             for handler in spec.handlers:
                 await handler.close()
             if server is not None:
                 server.shutdown()
+                server.server_close()
         return clean
 
     @staticmethod
@@ -216,7 +221,7 @@ class ServiceRunner:
             timer.tick(unit)
             if unit.statements or unit.outbox:
                 writes = Writes(statements=unit.statements, outbox=unit.outbox)
-                relay.hand_over(await processor.commit(writes))
+                relay.hand_over(await processor.store.commit(processor.service, writes))
 
     async def _supervise(
         self, stop: asyncio.Event, workers: list[asyncio.Task[None]], relay: OutboxRelay
@@ -235,6 +240,7 @@ class ServiceRunner:
             log.error("shutdown took too long", extra={"service": self.spec.name})
             for task in workers:
                 task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             return False
         for task in failed:
             raise task.exception()  # type: ignore[misc]

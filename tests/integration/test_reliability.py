@@ -95,6 +95,15 @@ def encoded(messages: list[ApplicationSubmitted]) -> list[tuple[bytes | None, by
     return [(m.child_ref.encode(), m.model_dump_json().encode()) for m in messages]
 
 
+def unsent(data_dir: Path, service: str) -> int:
+    """Outbox rows of the service not yet published, read by another connection."""
+    with sqlite3.connect(f"file:{data_dir / service}.sqlite3?mode=ro", uri=True, timeout=5) as db:
+        [(count,)] = db.execute(
+            "SELECT count(*) FROM outbox WHERE id > (SELECT sent_up_to FROM outbox_sent)"
+        )
+        return int(count)
+
+
 def applied(data_dir: Path, service: str) -> dict[str, int]:
     """event_id → times applied, read from the service's database by another connection."""
     path = data_dir / f"{service}.sqlite3"
@@ -430,6 +439,7 @@ async def test_sigterm_stops_cleanly_and_loses_nothing(
     assert await asyncio.wait_for(process.wait(), 30) == 0
     assert time.monotonic() - started < 15
     partial = len(applied(tmp_path, lane.service))
+    assert unsent(tmp_path, lane.service) == 0, "a clean stop publishes the whole outbox"
     process = await start_service(bootstrap, lane, tmp_path, **env)
     await eventually(
         lambda: len(applied(tmp_path, lane.service)) == len(messages),
@@ -439,6 +449,7 @@ async def test_sigterm_stops_cleanly_and_loses_nothing(
     process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), 30) == 0
     assert set(applied(tmp_path, lane.service).values()) == {1}
+    assert unsent(tmp_path, lane.service) == 0
     assert partial < len(messages)
 
 
@@ -453,7 +464,7 @@ async def test_killed_consumer_applies_every_event_exactly_once(
     env = {**FAST_GROUPS, "HUB_BATCH_SIZE": "100", "HUB_SQLITE_SYNCHRONOUS": "FULL"}
     rnd = random.Random(17)
     started = time.monotonic()
-    kills = 0
+    at_kill: list[int] = []  # events applied when each kill landed
     for share in (0.1, 0.28, 0.46, 0.64, 0.82):
         process = await start_service(bootstrap, lane, tmp_path, **env)
         target = int(len(messages) * (share + rnd.uniform(-0.03, 0.03)))
@@ -462,7 +473,7 @@ async def test_killed_consumer_applies_every_event_exactly_once(
         )
         process.send_signal(signal.SIGKILL)
         await process.wait()
-        kills += 1
+        at_kill.append(len(applied(tmp_path, lane.service)))
     process = await start_service(bootstrap, lane, tmp_path, **env)
     await eventually(
         lambda: len(applied(tmp_path, lane.service)) == len(messages),
@@ -491,7 +502,8 @@ async def test_killed_consumer_applies_every_event_exactly_once(
     raw_duplicates = len(derived) - len(by_cause)
     with capsys.disabled():
         print(
-            f"\ncrash test: {len(messages):,} events, {kills} SIGKILLs, {elapsed:.1f} s,"
+            f"\ncrash test: {len(messages):,} events, {len(at_kill)} SIGKILLs, {elapsed:.1f} s,"
             f" {len(derived):,} derived records on the topic, {raw_duplicates:,} raw duplicates"
         )
-    assert kills >= 5
+    assert len(at_kill) == 5
+    assert all(0 < done < len(messages) for done in at_kill), f"each kill mid-stream: {at_kill}"

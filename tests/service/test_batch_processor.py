@@ -169,21 +169,61 @@ async def test_a_refusal_and_a_handler_bug_dead_letter_only_their_message(
     assert handled == {str(batch[0].event_id), str(batch[3].event_id)}  # failures can be replayed
 
 
-async def test_a_failed_commit_leaves_no_trace(processor: BatchProcessor) -> None:
+async def test_statements_that_cannot_be_stored_dead_letter_only_their_message(
+    processor: BatchProcessor,
+) -> None:
     class Broken(Residences):
         def apply(self, unit: Unit, message: ResidenceDeclared, fetched: Any) -> None:
             unit.execute(
                 "INSERT INTO seen (child_ref, address) VALUES (?, ?)", (message.child_ref, fetched)
             )
             unit.emit(message)
-            unit.execute("INSERT INTO nowhere VALUES (1)")
+            if message.child_ref == "CH-0002":
+                unit.execute("INSERT INTO nowhere VALUES (1)")
 
     processor.handlers[TOPIC.name] = Broken()
-    with pytest.raises(Exception, match="no such table"):
-        await processor.process([record(residence("CH-0001").model_dump_json().encode())])
-    assert await processor.store.query("SELECT count(*) FROM seen") == [(0,)]
-    assert await processor.store.query("SELECT count(*) FROM inbox") == [(0,)]
-    assert await processor.store.backlog() == 0
+    batch = [residence("CH-0001"), residence("CH-0002"), residence("CH-0003")]
+    await processor.process([record(m.model_dump_json().encode(), n) for n, m in enumerate(batch)])
+    seen = await processor.store.query("SELECT child_ref FROM seen ORDER BY child_ref")
+    assert seen == [("CH-0001",), ("CH-0003",)]
+    handled = {r[0] for r in await processor.store.query("SELECT event_id FROM inbox")}
+    assert handled == {str(batch[0].event_id), str(batch[2].event_id)}
+    rows = await outbox(processor)
+    assert [h.get("dlq-reason") for _, h in rows] == [None, "handler_error", None]
+    assert rows[1][1]["dlq-source-offset"] == "1"
+
+
+async def test_a_parked_message_comes_back_and_is_applied(processor: BatchProcessor) -> None:
+    """A message whose apply failed transiently must not look handled when its copy returns."""
+
+    class FlakyOnce(Residences):
+        failed = False
+
+        def apply(self, unit: Unit, message: ResidenceDeclared, fetched: Any) -> None:
+            if not self.failed:
+                self.failed = True
+                raise TransientError("state not ready")
+            super().apply(unit, message, fetched)
+
+    processor.handlers[TOPIC.name] = FlakyOnce()
+    await processor.process([record(residence("CH-0007").model_dump_json().encode())])
+    [parked] = await processor.store.pending(10)
+    await processor.store.mark_sent(parked.id)
+    again = Incoming(parked.topic, 0, 0, parked.key, parked.value, parked.headers)
+    await processor.process([again])
+    assert await processor.store.query("SELECT child_ref FROM seen") == [("CH-0007",)]
+    assert processor.metrics.value(processor.metrics.duplicates, service="svc") == 0
+
+
+async def test_a_header_without_a_value_does_not_stop_the_consumer(
+    processor: BatchProcessor,
+) -> None:
+    from aiokafka import ConsumerRecord
+
+    raw = ConsumerRecord(TOPIC.name, 0, 5, 0, 0, b"k", b"{bad json", None, 9, 0, [("trace", None)])
+    await processor.process([Incoming.of(raw)])
+    [(topic, headers)] = await outbox(processor)
+    assert topic == DEAD_LETTERS and headers["trace"] == ""
 
 
 async def test_emitted_messages_reach_the_outbox_with_catalogue_topic_key_and_headers(

@@ -95,3 +95,19 @@ async def test_every_request_has_a_timeout() -> None:
     client, seen = port([httpx.Response(200)], timeout=1.5)
     await client.request("GET", "/x")
     assert seen[0].extensions["timeout"] == {"connect": 1.5, "read": 1.5, "write": 1.5, "pool": 1.5}
+
+
+async def test_total_time_bound_includes_the_waits() -> None:
+    slow = RetryPolicy(attempts=100, max_seconds=0.5, initial_wait=0.3, max_wait=0.3)
+    client, _ = port([httpx.Response(503)], policy=slow)
+    started = time.monotonic()
+    with pytest.raises(UnavailableError):
+        await client.request("GET", "/down")
+    assert time.monotonic() - started < 0.5
+
+
+async def test_error_texts_never_carry_a_personal_code() -> None:
+    client, _ = port([httpx.Response(404)])
+    with pytest.raises(Refused) as caught:
+        await client.request("GET", "/persons/161175-19997")
+    assert "19997" not in str(caught.value) and "******-*****" in str(caught.value)
