@@ -139,3 +139,27 @@ class ParentDeclined(_Response):
 
     event_type: Literal["ParentDeclined"] = type_name("ParentDeclined")
     reason: str | None = Field(default=None, max_length=500, description="Reason the parent gave.")
+
+
+class StepTaken(Event):
+    """One step of the allocation service's state, in the order the service took it.
+
+    A step is either a message the service applied (its ``event_id`` is this
+    entry's ``causation_id``) or a clock tick that expired offers. Applying
+    the same messages in the same order with the same clock readings gives
+    the same state, which is how ``hub allocation rebuild`` rebuilds it.
+    The journal may hold an entry twice (at-least-once publishing): the
+    ``sequence`` number identifies it.
+    """
+
+    event_type: Literal["StepTaken"] = type_name("StepTaken")
+    sequence: int = Field(
+        ge=1, description="The step's number: steps are replayed in this order (gaps allowed)."
+    )
+    step: Literal["message", "clock"] = Field(description="A message applied, or a clock tick.")
+    source_topic: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,248}$",
+        description="Topic the applied message was read from (None for a clock tick).",
+    )
+    at: UtcDatetime = Field(description="The service's clock when it took the step.")

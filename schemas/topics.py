@@ -27,6 +27,7 @@ from schemas.allocation import (
     PlaceAccepted,
     RoundCompleted,
     RunRound,
+    StepTaken,
 )
 from schemas.applications import ApplicationChanged, ApplicationSubmitted, ApplicationWithdrawn
 from schemas.base import Message
@@ -204,6 +205,18 @@ TOPICS: tuple[Topic, ...] = (
         consumers=(VPS,),
         messages=(RoundCompleted,),
         description="Round summaries; the VPS register publishes queue positions from them.",
+    ),
+    Topic(
+        name="allocation.journal.v1",
+        key="municipality",
+        partitions=1,
+        producer=ALLOCATION,
+        consumers=(OPERATOR,),
+        messages=(StepTaken,),
+        description=(
+            "The allocation service's steps, in order: `hub allocation rebuild` replays them"
+            " over the input topics to rebuild its state. Keep it (and the inputs) unexpired."
+        ),
     ),
     Topic(
         name="allocation.responses.v1",

@@ -57,6 +57,7 @@ from schemas.allocation import (
     PlaceAccepted,
     RoundCompleted,
     RunRound,
+    StepTaken,
 )
 from schemas.applications import ApplicationChanged, ApplicationSubmitted, ApplicationWithdrawn
 from schemas.base import Message
@@ -95,7 +96,19 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS round_children (child_ref TEXT PRIMARY KEY, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS round_institutions"
     " (institution_id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    # The number of the last step taken (see StepTaken).
+    "CREATE TABLE IF NOT EXISTS steps (one INTEGER PRIMARY KEY CHECK (one = 1),"
+    " taken INTEGER NOT NULL)",
 )
+VIEW_TABLES = (
+    "children",
+    "institutions",
+    "offers",
+    "rounds",
+    "round_children",
+    "round_institutions",
+)
+"""The tables that hold the service's view (what a rebuild must reproduce)."""
 
 LIVE = "live"
 CLOSED = ("accepted", "declined", "expired", "revoked")
@@ -212,10 +225,22 @@ class AllocationState:
         self.round_id: str | None = None
         self.round_date: date | None = None
         self.allocator: Allocator | None = None
+        self.moment = clock()
+        """The clock's reading for the step being taken: every time a step records."""
+        self.sequence = 0
+        """The number of the step being taken (numbers grow; failed steps leave gaps)."""
+
+    def begin(self) -> datetime:
+        """Start a step: number it, and read the clock once for all its timestamps."""
+        self.sequence += 1
+        self.moment = self.clock()
+        return self.moment
 
     # ---------------------------------------------------------------- persistence
 
     async def load(self, store: Store) -> None:
+        for (taken,) in await store.query("SELECT taken FROM steps"):
+            self.sequence = taken
         for (body,) in await store.query("SELECT body FROM children"):
             file = ChildFile.load(body)
             self.children[file.application.child_ref] = file
@@ -275,7 +300,13 @@ class AllocationState:
             (child_ref, self.children[child_ref].dump()),
         )
 
-    def save_institution(self, unit: Unit, inst: InstitutionRegistered) -> None:
+    def set_institution(self, unit: Unit, inst: InstitutionRegistered) -> None:
+        """Record an institution as it is now, with its location if known."""
+        self.institutions[inst.institution_id] = inst
+        if inst.location is not None:
+            self.locations[inst.institution_id] = (inst.location.northing, inst.location.easting)
+        else:
+            self.locations.pop(inst.institution_id, None)
         unit.execute(
             "INSERT INTO institutions (institution_id, body) VALUES (?, ?)"
             " ON CONFLICT (institution_id) DO UPDATE SET body = excluded.body",
@@ -439,7 +470,28 @@ class Outbox:
         return message
 
     def now(self) -> datetime:
-        return self.state.clock()
+        return self.state.moment
+
+    def journal(self, source_topic: str | None) -> None:
+        """Record the step on the journal, in the same transaction as its effects.
+
+        Batches may commit in another order than their steps were taken (one is
+        prepared while another commits, a clock tick runs between), so each
+        entry carries its number and the stored count only ever grows.
+        """
+        sequence = self.state.sequence
+        self.emit(
+            StepTaken,
+            sequence=sequence,
+            step="message" if source_topic is not None else "clock",
+            source_topic=source_topic,
+            at=self.now(),
+        )
+        self.unit.execute(
+            "INSERT INTO steps (one, taken) VALUES (1, ?)"
+            " ON CONFLICT (one) DO UPDATE SET taken = max(taken, excluded.taken)",
+            (sequence,),
+        )
 
     def offer(self, child_ref: str, seat: PoolRef, round_id: str | None) -> None:
         """A new live offer for ``child_ref``, and the request to notify the parents."""
@@ -554,7 +606,10 @@ class _On(Handler[Any]):
     def apply(self, unit: Unit, message: Any, fetched: Any) -> None:
         if message.municipality != self.state.municipality:
             return  # another municipality's service handles it
-        self.handle(Outbox(self.state, unit, message), message)
+        self.state.begin()
+        out = Outbox(self.state, unit, message)
+        self.handle(out, message)
+        out.journal(self.topic.name)
 
     def handle(self, out: Outbox, message: Any) -> None:
         raise NotImplementedError
@@ -613,19 +668,16 @@ class Institutions(_On):
         state = out.state
         if isinstance(message, InstitutionRegistered):
             old = state.institutions.get(message.institution_id)
-            state.institutions[message.institution_id] = message
-            if message.location:
-                state.locations[message.institution_id] = (
-                    message.location.northing,
-                    message.location.easting,
-                )
-            elif old is None:
+            moved = old is None or old.address_code != message.address_code
+            if message.location is None and old is not None and not moved:
+                message = message.model_copy(update={"location": old.location})  # as resolved
+            state.set_institution(out.unit, message)
+            if message.location is None and moved:
                 out.emit(
                     ResolveAddress,
                     subject_ref=message.institution_id,
                     address_code=message.address_code,
                 )
-            state.save_institution(out.unit, message)
             return
         inst = state.institutions.get(message.institution_id)
         if inst is None:
@@ -643,9 +695,7 @@ class Institutions(_On):
                 else p
                 for p in inst.pools
             )
-        updated = inst.model_copy(update={"pools": pools})
-        state.institutions[inst.institution_id] = updated
-        state.save_institution(out.unit, updated)
+        state.set_institution(out.unit, inst.model_copy(update={"pools": pools}))
         if state.allocator is None:
             return
         for pool in pools:
@@ -687,12 +737,10 @@ class EnrollmentFacts(_On):
 class Addresses(_On):
     def handle(self, out: Outbox, message: Any) -> None:
         state = out.state
-        if message.subject_ref in state.institutions:
-            if isinstance(message, AddressResolved):
-                state.locations[message.subject_ref] = (
-                    message.lks92.northing,
-                    message.lks92.easting,
-                )
+        inst = state.institutions.get(message.subject_ref)
+        if inst is not None:
+            if isinstance(message, AddressResolved) and inst.address_code == message.address_code:
+                state.set_institution(out.unit, inst.model_copy(update={"location": message.lks92}))
             return
         file = state.children.get(message.subject_ref)
         if file is None:
@@ -891,7 +939,7 @@ class Documents(_On):
 
 def expire_due(state: AllocationState, unit: Unit) -> None:
     """Expire every live offer whose answer deadline has passed; each expiry cascades."""
-    today = local_date(state.clock())
+    today = local_date(state.begin())
     due = sorted(
         (
             o
@@ -919,6 +967,8 @@ def expire_due(state: AllocationState, unit: Unit) -> None:
             and state.allocator.placement(offer.child_ref).kind != "held"
         ):
             out.offer(offer.child_ref, own.after, None)
+    if due:
+        Outbox(state, unit, None, stable_id("tick", state.moment.isoformat())).journal(None)
 
 
 def invariant_problems(state: AllocationState) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,6 +92,13 @@ def _decode_headers(text: str) -> Headers:
     return tuple(
         (name, value.encode("utf-8", "surrogateescape")) for name, value in json.loads(text)
     )
+
+
+def unpublished(path: Path) -> int:
+    """Outbox rows of the store at ``path`` not yet published, read by a connection of its own."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+        [(count,)] = db.execute(f"SELECT count(*) FROM outbox WHERE {_UNSENT}")
+        return int(count)
 
 
 class Store:

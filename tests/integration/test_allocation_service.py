@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import random
+import sys
 import uuid
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -277,3 +279,28 @@ async def test_round_cascades_restart_and_expiry_on_the_bus(  # noqa: PLR0915 - 
     for offer in state.offers.values():
         assert (offer.offer_id in closing) == (offer.status != LIVE)
     assert statuses["accepted"] > 0 and statuses["declined"] > 0 and statuses["expired"] > 0
+
+    # The state rebuilt from the topics equals the live one, restart and expiries included.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env |= {
+        "HUB_BOOTSTRAP_SERVERS": bootstrap,
+        "HUB_DATA_DIR": str(tmp_path),
+        "HUB_MUNICIPALITY": town_code,
+        "HUB_RULES": "riga",
+    }
+    rebuild = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hub",
+        "allocation",
+        "rebuild",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(rebuild.communicate(), 120)
+    report = out.decode()
+    assert rebuild.returncode == 0, report + err.decode()
+    assert "the rebuilt state equals the live one" in report
+    assert "clock ticks" in report and " 0 clock ticks" not in report
+    assert (tmp_path / "allocation.rebuilt.sqlite3").exists()

@@ -35,6 +35,7 @@ from hub.reliability.consumer import RetrySchedule
 from hub.reliability.deadletters import DeadLetter, dead_letters, read_topic, replay
 from hub.reliability.metrics import Metrics
 from hub.reliability.service import RuntimeOptions, ServiceRunner
+from hub.reliability.store import unpublished
 from hub.settings import Settings
 from schemas.applications import ApplicationSubmitted
 from schemas.topics import retry_topic
@@ -96,12 +97,7 @@ def encoded(messages: list[ApplicationSubmitted]) -> list[tuple[bytes | None, by
 
 
 def unsent(data_dir: Path, service: str) -> int:
-    """Outbox rows of the service not yet published, read by another connection."""
-    with sqlite3.connect(f"file:{data_dir / service}.sqlite3?mode=ro", uri=True, timeout=5) as db:
-        [(count,)] = db.execute(
-            "SELECT count(*) FROM outbox WHERE id > (SELECT sent_up_to FROM outbox_sent)"
-        )
-        return int(count)
+    return unpublished(data_dir / f"{service}.sqlite3")
 
 
 def applied(data_dir: Path, service: str) -> dict[str, int]:
