@@ -114,17 +114,22 @@ class TopicStatus:
 
 
 async def ensure_topics(
-    settings: Settings, bootstrap: str, topics: Iterable[Topic] = TOPICS
+    settings: Settings,
+    bootstrap: str,
+    topics: Iterable[Topic] = TOPICS,
+    *,
+    services: Iterable[str] = (),
 ) -> list[TopicStatus]:
     """Create the missing topics of the catalogue and the infrastructure; safe to repeat.
 
-    Existing topics are left alone (Kafka cannot shrink partitions) and
-    reported with their actual partition count.
+    ``services`` adds the retry topics of services outside the catalogue
+    (simulators, stand-ins). Existing topics are left alone (Kafka cannot
+    shrink partitions) and reported with their actual partition count.
     """
     wanted: dict[str, tuple[int, dict[str, str]]] = {
         t.name: (t.partitions, dict(t.config)) for t in topics
     }
-    for name in infrastructure_topics():
+    for name in (*infrastructure_topics(), *map(retry_topic, services)):
         wanted[name] = (INFRASTRUCTURE_PARTITIONS, {})
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(settings))
     try:

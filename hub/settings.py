@@ -77,6 +77,16 @@ class Settings(BaseSettings):
         le=86_400,
         description="Longest delay before a parked message is tried again (delays double, ±20%).",
     )
+    fetch_max_wait: float = Field(
+        default=0.05,
+        gt=0,
+        le=10,
+        description=(
+            "Longest a service's fetch waits at the broker for new records. Apache Kafka"
+            " answers as soon as records arrive, so this only sets how often an idle consumer"
+            " asks; the embedded broker answers at the end of the wait, so it bounds latency."
+        ),
+    )
     session_timeout: float = Field(
         default=10.0,
         ge=1,

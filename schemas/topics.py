@@ -213,6 +213,7 @@ TOPICS: tuple[Topic, ...] = (
         producer=ALLOCATION,
         consumers=(OPERATOR,),
         messages=(StepTaken,),
+        config={"retention.ms": "-1"},  # kept for good: rebuilds start from its first entry
         description=(
             "The allocation service's steps, in order: `hub allocation rebuild` replays them"
             " over the input topics to rebuild its state. Keep it (and the inputs) unexpired."

@@ -4,13 +4,15 @@
 missing facts, its live offer or place, its position in each queue it waits
 in, and for every institution ranked above its place why it is not there
 (the last admitted child's priority against its own). ``GET /health``
-answers ``{"status": "ok"}``. Personal codes never appear in the answers.
+answers with counts: children (by status and waiting for facts), the open
+round, offers by status. Personal codes never appear in the answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from typing import Any
 
 import uvicorn
@@ -89,6 +91,22 @@ def child_report(state: AllocationState, child_ref: str) -> dict[str, Any] | Non
     return report
 
 
+def summary(state: AllocationState) -> dict[str, Any]:
+    """The service at a glance: the queue, what waits for facts, the open round and offers."""
+    statuses = Counter(file.status for file in state.children.values())
+    return {
+        "status": "ok",
+        "municipality": state.municipality,
+        "institutions": len(state.institutions),
+        "children": len(state.children),
+        "waiting_for_facts": state.waiting_for_facts(),
+        "statuses": dict(sorted(statuses.items())),
+        "round": state.round_id,
+        "live_offers": len(state.live),
+        "offers": dict(sorted(Counter(o.status for o in state.offers.values()).items())),
+    }
+
+
 def app(state: AllocationState) -> Starlette:
     async def child(request: Request) -> JSONResponse:
         found = child_report(state, request.path_params["child_ref"])
@@ -97,9 +115,7 @@ def app(state: AllocationState) -> Starlette:
         return JSONResponse(found)
 
     async def health(_: Request) -> JSONResponse:
-        return JSONResponse(
-            {"status": "ok", "round": state.round_id, "live_offers": len(state.live)}
-        )
+        return JSONResponse(summary(state))
 
     return Starlette(
         routes=[Route("/children/{child_ref}", child), Route("/health", health)],

@@ -236,6 +236,10 @@ class AllocationState:
         self.moment = self.clock()
         return self.moment
 
+    def waiting_for_facts(self) -> int:
+        """Queued applications that a round would leave out: VIIS or GIS has not answered."""
+        return sum(1 for f in self.children.values() if f.status == "queued" and f.missing)
+
     # ---------------------------------------------------------------- persistence
 
     async def load(self, store: Store) -> None:
@@ -830,9 +834,7 @@ def run_round(out: Outbox, command: RunRound) -> None:
         "open": True,
         "offers": len(matching),
         "considered": len(children),
-        "waiting_for_facts": sum(
-            1 for f in state.children.values() if f.status == "queued" and f.missing
-        ),
+        "waiting_for_facts": state.waiting_for_facts(),
         "document_key": key,
         "registration_number": None,
     }

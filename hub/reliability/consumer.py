@@ -447,13 +447,15 @@ async def consume(
     stop: asyncio.Event,
     *,
     batch_size: int,
-    linger: float = 0.02,
+    linger: float = 0.0,
     before: Callable[[list[Incoming]], Awaitable[bool]] | None = None,
 ) -> None:
     """Fetch batches, process them, commit their offsets after their transaction; until ``stop``.
 
-    A batch is topped up for at most ``linger`` seconds while records keep
-    coming, so one transaction and one offset commit cover more records.
+    A batch is what the consumer has fetched, up to ``batch_size`` records;
+    under load the fetches run ahead, so batches fill by themselves. A
+    ``linger`` above zero tops a batch up for that long while records keep
+    coming, trading latency for fewer transactions.
     Batches overlap: the next one is fetched and prepared while the previous
     one commits. The order per batch stays: SQLite commit, hand-over to the
     relay (``deliver``), then the Kafka offsets.

@@ -76,6 +76,8 @@ class RuntimeOptions:
     fetch_concurrency: int = 16
     metrics_port: int | None = None
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    fetch_max_wait: float = 0.05
+    """Seconds a fetch of the main consumer may wait at the broker (the retry consumer: 0.5)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RuntimeOptions:
@@ -87,6 +89,7 @@ class RuntimeOptions:
             shutdown_timeout=settings.shutdown_timeout,
             metrics_port=settings.metrics_port,
             synchronous=settings.sqlite_synchronous,
+            fetch_max_wait=settings.fetch_max_wait,
         )
 
 
@@ -131,7 +134,7 @@ class ServiceRunner:
             **security,
         )
 
-        def consumer(*topics: str, group: str) -> AIOKafkaConsumer:
+        def consumer(*topics: str, group: str, fetch_max_wait: float) -> AIOKafkaConsumer:
             return AIOKafkaConsumer(
                 *topics,
                 bootstrap_servers=self.bootstrap,
@@ -140,13 +143,19 @@ class ServiceRunner:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_partition_fetch_bytes=4 * 1024 * 1024,
+                fetch_max_wait_ms=int(fetch_max_wait * 1000),
                 session_timeout_ms=int(self.settings.session_timeout * 1000),
                 heartbeat_interval_ms=int(self.settings.heartbeat_interval * 1000),
                 **security,
             )
 
-        main = consumer(*(h.topic.name for h in spec.handlers), group=spec.name)
-        retries = consumer(retry_topic(spec.name), group=f"{spec.name}.retry")
+        main = consumer(
+            *(h.topic.name for h in spec.handlers),
+            group=spec.name,
+            fetch_max_wait=options.fetch_max_wait,
+        )
+        # Parked messages wait seconds at least: their consumer need not ask often.
+        retries = consumer(retry_topic(spec.name), group=f"{spec.name}.retry", fetch_max_wait=0.5)
         processor = BatchProcessor(
             spec.name,
             {h.topic.name: h for h in spec.handlers},

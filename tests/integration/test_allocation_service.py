@@ -18,12 +18,10 @@ import uuid
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from hub.allocation.api import serving
 from hub.allocation.engine import Allocator
@@ -31,17 +29,16 @@ from hub.allocation.rules import load_rules
 from hub.allocation.service import LIVE, AllocationState, invariant_problems, service
 from hub.demo import application_message, institution_message
 from hub.embedded import free_port
-from hub.reliability.consumer import Handler, Unit, outbox_row
+from hub.kafka import ensure_topics
+from hub.reliability.consumer import outbox_row
 from hub.reliability.deadletters import read_topic
 from hub.reliability.metrics import Metrics
-from hub.reliability.service import RuntimeOptions, ServiceRunner, ServiceSpec
+from hub.reliability.service import RuntimeOptions, ServiceRunner
 from hub.settings import Settings
-from schemas.addresses import AddressResolved, ResolveAddress
 from schemas.allocation import ParentAccepted, ParentDeclined, RunRound
 from schemas.base import Message
-from schemas.enrollment import CheckEnrollment, EnrollmentChecked
 from schemas.notifications import NotificationSent
-from schemas.topics import retry_topic
+from simulators.instant import stand_ins
 from simulators.municipality import SyntheticMunicipality
 from tests.conftest import eventually
 
@@ -55,43 +52,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-class StandIn(Handler[Any]):
-    """Answers VIIS checks and GIS resolutions of one municipality at once."""
-
-    def __init__(self, topic: str, municipality: str) -> None:
-        super().__init__(topic)
-        self.municipality = municipality
-
-    def apply(self, unit: Unit, message: Any, fetched: Any) -> None:
-        if message.municipality != self.municipality:
-            return
-        if isinstance(message, CheckEnrollment):
-            unit.emit(
-                EnrollmentChecked.new(
-                    producer="viis-adapter",
-                    caused_by=message,
-                    child_ref=message.child_ref,
-                    as_of=message.as_of,
-                    attending_institution_id=None,
-                )
-            )
-        elif isinstance(message, ResolveAddress):
-            n = int(message.address_code[-4:])
-            unit.emit(
-                AddressResolved.new(
-                    producer="gis-adapter",
-                    caused_by=message,
-                    subject_ref=message.subject_ref,
-                    address_code=message.address_code,
-                    full_address="Rīga",
-                    postcode="LV-1050",
-                    territory_code="0010000",
-                    lks92={"northing": 300_000 + n, "easting": 500_000 + n},
-                    wgs84={"latitude": 56.95, "longitude": 24.1},
-                )
-            )
 
 
 async def publish(bootstrap: str, messages: list[Message]) -> None:
@@ -116,23 +76,16 @@ async def test_round_cascades_restart_and_expiry_on_the_bus(  # noqa: PLR0915 - 
 ) -> None:
     bootstrap = kafka_settings.bootstrap_servers or ""
     town_code = f"t{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics(
-        [NewTopic(retry_topic(n), 3, 1) for n in (f"{town_code}-viis", f"{town_code}-gis")]
-    )
-    await admin.close()
     settings = kafka_settings.model_copy(
         update={"data_dir": tmp_path, "session_timeout": 6, "heartbeat_interval": 1}
     )
     clock = Clock()
-    stand_ins = [
-        ServiceSpec(f"{town_code}-viis", (StandIn("viis.enrollment.checks.v1", town_code),)),
-        ServiceSpec(f"{town_code}-gis", (StandIn("gis.address.requests.v1", town_code),)),
-    ]
+    helpers_specs = stand_ins(town_code, prefix=town_code)
+    await ensure_topics(settings, bootstrap, services=[s.name for s in helpers_specs])
     stop_all = asyncio.Event()
     helpers = [
-        asyncio.create_task(ServiceRunner(s, settings, bootstrap).run(stop_all)) for s in stand_ins
+        asyncio.create_task(ServiceRunner(s, settings, bootstrap).run(stop_all))
+        for s in helpers_specs
     ]
 
     port = free_port()

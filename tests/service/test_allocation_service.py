@@ -13,6 +13,7 @@ import random
 import sqlite3
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -26,12 +27,11 @@ from hub.demo import application_message, institution_message
 from hub.reliability.consumer import BatchProcessor, Incoming, Unit, outbox_row
 from hub.reliability.metrics import Metrics
 from hub.reliability.store import Store, Writes
-from schemas.addresses import AddressResolved, ResolveAddress
 from schemas.allocation import ParentAccepted, ParentDeclined, RunRound, StepTaken
 from schemas.base import Message
-from schemas.enrollment import CheckEnrollment, EnrollmentChecked
 from schemas.notifications import NotificationSent
 from schemas.topics import BY_NAME, topic_for
+from simulators.instant import answer
 from simulators.municipality import SyntheticMunicipality
 
 RIGA = load_rules("riga")
@@ -55,6 +55,7 @@ class Harness:
         self.inputs: dict[str, dict[str, bytes]] = {}
         """Every message handled, by topic and event_id: what the topics would hold."""
         self.offset = 0
+        self.answer: Callable[[Message], Message | None] = answer  # VIIS and GIS stand-ins
 
     async def feed(self, *messages: Message) -> list[Message]:
         """Handle ``messages``; answer enrichment requests at once; return all published."""
@@ -74,30 +75,6 @@ class Harness:
             ]
         self.published += out
         return out
-
-    def answer(self, message: Message) -> Message | None:
-        if isinstance(message, CheckEnrollment):
-            return EnrollmentChecked.new(
-                producer="viis-adapter",
-                caused_by=message,
-                child_ref=message.child_ref,
-                as_of=message.as_of,
-                attending_institution_id=None,
-            )
-        if isinstance(message, ResolveAddress):
-            n = int(message.address_code[-4:])
-            return AddressResolved.new(
-                producer="gis-adapter",
-                caused_by=message,
-                subject_ref=message.subject_ref,
-                address_code=message.address_code,
-                full_address="Rīga",
-                postcode="LV-1050",
-                territory_code="0010000",
-                lks92={"northing": 300_000 + n, "easting": 500_000 + n},
-                wgs84={"latitude": 56.95, "longitude": 24.1},
-            )
-        return None
 
     def tick(self) -> list[Message]:
         """Run the expiry timer once; returns what it would publish."""

@@ -1,0 +1,301 @@
+"""Cascade latency: from a parent's decline to the next offer, on the embedded broker.
+
+    .venv/bin/python bench/cascade.py [--children 6000] [--institutions 10] [--cascades 1000]
+
+Starts the embedded broker, the allocation service in its own process
+(``python -m hub run allocation``, as deployed) and the instant VIIS and GIS
+stand-ins; registers a synthetic municipality with more children than
+seats, and runs a round. Then parents decline live offers:
+
+- sequential: one decline at a time, each published only after the previous
+  one's effects arrived; the latency of a cascade is the time from handing
+  the ``ParentDeclined`` to the producer to reading, on
+  ``allocation.offers.v1``, the first ``OfferMade`` it caused. Declines of a
+  seat nobody waits for make no offer and are counted apart.
+- burst: ``--burst`` declines published at once, the same latency for each,
+  while the service works through them in batches.
+
+Figures are milliseconds: p50, p90, p99 and the worst case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from bench.calibration import python_speed
+from hub.demo import application_message, institution_message
+from hub.embedded import free_port
+from hub.kafka import ensure_topics, kafka_cluster
+from hub.reliability.consumer import outbox_row
+from hub.reliability.service import ServiceRunner
+from hub.settings import Settings
+from schemas.allocation import RunRound
+from schemas.base import Message
+from schemas.topics import OPERATOR
+from simulators.instant import stand_ins
+from simulators.municipality import SyntheticMunicipality
+from simulators.parents import Parents, Reaction
+
+TOWN = "riga"
+ROUND_DATE = date(2026, 9, 1)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def percentiles(values: list[float]) -> str:
+    ms = sorted(v * 1000 for v in values)
+    cut = statistics.quantiles(ms, n=100, method="inclusive")
+    return (
+        f"p50 {cut[49]:.1f} ms, p90 {cut[89]:.1f} ms, p99 {cut[98]:.1f} ms,"
+        f" max {ms[-1]:.1f} ms (mean {statistics.fmean(ms):.1f} ms)"
+    )
+
+
+async def publish(bootstrap: str, messages: list[Message]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        rows = [outbox_row(m) for m in messages]
+        sent = [
+            await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in rows
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+class Service:
+    """The allocation service in its own process, watched through its HTTP API."""
+
+    def __init__(self, bootstrap: str, data: Path, fetch_max_wait: float) -> None:
+        self.bootstrap, self.data, self.fetch_max_wait = bootstrap, data, fetch_max_wait
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/health"
+        self.http = httpx.AsyncClient()
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+        env |= {
+            "HUB_BOOTSTRAP_SERVERS": self.bootstrap,
+            "HUB_DATA_DIR": str(self.data),
+            "HUB_MUNICIPALITY": TOWN,
+            "HUB_ALLOCATION_API": f"127.0.0.1:{self.port}",
+            "HUB_LOG_LEVEL": "WARNING",
+            "HUB_FETCH_MAX_WAIT": str(self.fetch_max_wait),
+        }
+        with (self.data / "allocation.log").open("wb") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hub", "run", "allocation", env=env, stdout=log, stderr=log
+            )
+        await self.wait_for(lambda s: True, "starting", 60)
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            if await self.process.wait() != 0:
+                say(f"the allocation service did not stop cleanly; see {self.data}/allocation.log")
+
+    async def health(self) -> dict[str, Any] | None:
+        try:
+            response = await self.http.get(self.url, timeout=2)
+        except httpx.HTTPError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    async def wait_for(
+        self, ready: Callable[[dict[str, Any]], bool], what: str, timeout: float
+    ) -> dict[str, Any]:
+        """Poll the service's /health until ``ready`` holds; exits the benchmark on failure."""
+        deadline = time.monotonic() + timeout
+        shown = time.monotonic()
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.returncode is not None:
+                raise SystemExit(
+                    f"the allocation service exited ({self.process.returncode}) while {what};"
+                    f" see {self.data}/allocation.log"
+                )
+            state = await self.health()
+            if state is not None and ready(state):
+                return state
+            if state is not None and time.monotonic() - shown > 5:
+                shown = time.monotonic()
+                say(
+                    f"  … {what}: {state['children']:,} children,"
+                    f" {state['waiting_for_facts']:,} waiting for facts"
+                )
+            await asyncio.sleep(0.2)
+        raise SystemExit(f"timed out while {what}")
+
+
+async def register_and_round(
+    bootstrap: str, service: Service, parents: Parents, town: SyntheticMunicipality
+) -> None:
+    started = time.perf_counter()
+    await publish(bootstrap, [institution_message(TOWN, i) for i in town.institutions])
+    await publish(bootstrap, [application_message(TOWN, c) for c in town.children])
+    children = len(town.children)
+    await service.wait_for(
+        lambda s: s["children"] == children and s["waiting_for_facts"] == 0, "enriching", 600
+    )
+    say(
+        f"registered and enriched (VIIS and GIS on the bus)"
+        f" in {time.perf_counter() - started:.1f} s"
+    )
+    command = RunRound.new(
+        producer=OPERATOR,
+        municipality=TOWN,
+        round_id=uuid.uuid4(),
+        round_date=ROUND_DATE,
+        requested_by="bench",
+    )
+    started = time.perf_counter()
+    await publish(bootstrap, [command])
+    state = await service.wait_for(lambda s: s["round"] == str(command.round_id), "the round", 120)
+    await parents.wait_until(lambda: len(parents.live) >= state["live_offers"])
+    say(
+        f"round: {state['live_offers']:,} offers published and read in"
+        f" {time.perf_counter() - started:.2f} s"
+    )
+
+
+async def sequential(parents: Parents, count: int, rnd: random.Random) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    no_offer = refused = 0
+    while len(latencies) < count:
+        if not parents.live:
+            say("  no live offers left")
+            break
+        child = rnd.choice(sorted(parents.live))
+        try:
+            reaction = await parents.answer(child, "decline", timeout=5)
+        except TimeoutError:
+            refused += 1  # the offer closed meanwhile (superseded); the service refused it
+            continue
+        if reaction.first_offer_after is None:
+            no_offer += 1
+        else:
+            latencies.append(reaction.first_offer_after)
+            if len(latencies) % 200 == 0:
+                say(f"  {len(latencies):,}/{count:,} cascades")
+    if refused:
+        say(f"  {refused} declines of offers closed meanwhile were refused (not counted)")
+    return latencies, no_offer
+
+
+async def burst(parents: Parents, count: int, rnd: random.Random) -> tuple[list[float], float]:
+    children = rnd.sample(sorted(parents.live), min(count, len(parents.live)))
+    started = time.perf_counter()
+    reactions: list[Reaction] = [parents.send(child, "decline") for child in children]
+    settled: list[float] = []
+
+    async def settle(reaction: Reaction) -> None:
+        await parents.settle(reaction, timeout=10)
+        settled.append(time.perf_counter() - started)
+
+    outcomes = await asyncio.gather(*map(settle, reactions), return_exceptions=True)
+    if failed := sum(1 for o in outcomes if isinstance(o, BaseException)):
+        say(
+            f"  {failed} declines were refused: a cascade of the same burst had closed"
+            " their offer first (the child moved up)"
+        )
+    return [r.first_offer_after for r in reactions if r.first_offer_after is not None], max(
+        settled, default=0.0
+    )
+
+
+async def run(args: argparse.Namespace) -> None:
+    data = Path(tempfile.mkdtemp(prefix="hub-cascade-"))
+    settings = Settings(_env_file=None, data_dir=data, municipality=TOWN)
+    town = SyntheticMunicipality(
+        TOWN,
+        seed=args.seed,
+        children=args.children,
+        institutions=args.institutions,
+        admission_year=ROUND_DATE.year,
+    )
+    seats = sum(g.capacity for i in town.institutions for g in i.groups)
+    say(python_speed())
+    say(f"{args.children:,} children, {args.institutions} institutions, {seats:,} seats")
+    async with kafka_cluster(settings) as bootstrap:
+        helpers = stand_ins(TOWN)
+        await ensure_topics(settings, bootstrap, services=[h.name for h in helpers])
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(ServiceRunner(h, settings, bootstrap).run(stop)) for h in helpers
+        ]
+        service = Service(bootstrap, data, args.fetch_max_wait)
+        try:
+            await service.start()
+            say(
+                "allocation service running in its own process"
+                f" (HUB_FETCH_MAX_WAIT={args.fetch_max_wait})"
+            )
+            async with Parents(bootstrap, TOWN) as parents:
+                await register_and_round(bootstrap, service, parents, town)
+                rnd = random.Random(args.seed)
+                say(f"sequential declines until {args.cascades:,} cascades …")
+                started = time.perf_counter()
+                latencies, no_offer = await sequential(parents, args.cascades, rnd)
+                say(
+                    f"sequential: {len(latencies):,} cascades in"
+                    f" {time.perf_counter() - started:.1f} s ({no_offer} declines made no offer:"
+                    " nobody waited for the seat)"
+                )
+                say(f"  decline → next offer: {percentiles(latencies)}")
+                if args.burst:
+                    say(f"burst: {args.burst} declines published at once …")
+                    burst_latencies, elapsed = await burst(parents, args.burst, rnd)
+                    say(
+                        f"burst: {len(burst_latencies)} cascades; the last answer settled"
+                        f" {elapsed:.2f} s after the first decline was sent"
+                    )
+                    if len(burst_latencies) > 1:
+                        say(f"  decline → next offer: {percentiles(burst_latencies)}")
+        finally:
+            await service.stop()
+            stop.set()
+            await asyncio.gather(*tasks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--children", type=int, default=6000)
+    parser.add_argument("--institutions", type=int, default=10)
+    parser.add_argument("--cascades", type=int, default=1000)
+    parser.add_argument("--burst", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--fetch-max-wait",
+        type=float,
+        default=Settings.model_fields["fetch_max_wait"].default,
+        help="the service's HUB_FETCH_MAX_WAIT, seconds",
+    )
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

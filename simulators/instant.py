@@ -1,0 +1,73 @@
+"""Stand-ins for the VIIS and GIS adapters that answer every request at once.
+
+They close the allocation service's enrichment loop where the real
+adapters (and the systems behind them) are not wanted: the demo, the
+benchmarks and the tests. VIIS answers that the child attends nowhere yet;
+GIS places the address on a grid over Riga derived from its code, so
+distances differ from address to address but need no register.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub.reliability.consumer import Handler, Unit
+from hub.reliability.service import ServiceSpec
+from schemas.addresses import AddressResolved, ResolveAddress
+from schemas.base import Message
+from schemas.enrollment import CheckEnrollment, EnrollmentChecked
+from schemas.topics import GIS, VIIS
+
+# LKS-92 (EPSG:3059) near the centre of Riga, and a 10 km square around it.
+_NORTHING, _EASTING, _SPAN = 308_000, 506_000, 10_000
+
+
+def answer(message: Message) -> Message | None:
+    """The stand-ins' answer to an enrichment request (None for anything else)."""
+    if isinstance(message, CheckEnrollment):
+        return EnrollmentChecked.new(
+            producer=VIIS,
+            caused_by=message,
+            child_ref=message.child_ref,
+            as_of=message.as_of,
+            attending_institution_id=None,
+        )
+    if isinstance(message, ResolveAddress):
+        n = int(message.address_code)
+        northing = _NORTHING - _SPAN // 2 + n * 7_919 % _SPAN
+        easting = _EASTING - _SPAN // 2 + n * 104_729 % _SPAN
+        return AddressResolved.new(
+            producer=GIS,
+            caused_by=message,
+            subject_ref=message.subject_ref,
+            address_code=message.address_code,
+            full_address=f"Address {message.address_code}, Rīga",
+            postcode="LV-1050",
+            territory_code="0010000",
+            lks92={"northing": northing, "easting": easting},
+            wgs84={"latitude": 56.95, "longitude": 24.1},
+        )
+    return None
+
+
+class Answering(Handler[Any]):
+    """Answers the requests of one municipality on ``topic``."""
+
+    def __init__(self, topic: str, municipality: str) -> None:
+        super().__init__(topic)
+        self.municipality = municipality
+
+    def apply(self, unit: Unit, message: Any, fetched: Any) -> None:
+        if message.municipality == self.municipality and (reply := answer(message)) is not None:
+            unit.emit(reply)
+
+
+def stand_ins(municipality: str, prefix: str = "instant") -> list[ServiceSpec]:
+    """The VIIS and GIS stand-ins as services named ``<prefix>-viis`` and ``<prefix>-gis``.
+
+    Their retry topics (``retry_topic(name)``) must exist before they start.
+    """
+    return [
+        ServiceSpec(f"{prefix}-viis", (Answering("viis.enrollment.checks.v1", municipality),)),
+        ServiceSpec(f"{prefix}-gis", (Answering("gis.address.requests.v1", municipality),)),
+    ]
