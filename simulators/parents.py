@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from hub.reliability.consumer import outbox_row
 from schemas.allocation import (
+    OfferDeadlineSet,
     OfferDeclined,
     OfferExpired,
     OfferMade,
@@ -136,7 +137,7 @@ class Parents:
         if isinstance(message, OfferMade) and reaction.first_offer is None:
             reaction.first_offer, reaction.first_offer_after = message, now - reaction.sent
             reaction.offered.set()
-        if isinstance(message, (OfferDeclined, PlaceAccepted)):
+        if isinstance(message, (OfferDeclined, PlaceAccepted, OfferDeadlineSet)):
             reaction.confirmed.set()
 
     async def answer(
@@ -152,13 +153,22 @@ class Parents:
         """Publish the answer without waiting; :meth:`settle` waits for its effects."""
         offer = self.live[child_ref]
         kind = ParentAccepted if verdict == "accept" else ParentDeclined
-        message = kind.new(
-            producer=VPS,
-            municipality=self.municipality,
-            offer_id=offer.offer_id,
-            child_ref=child_ref,
-            responded_at=datetime.now(UTC),
+        return self.publish(
+            kind.new(
+                producer=VPS,
+                municipality=self.municipality,
+                offer_id=offer.offer_id,
+                child_ref=child_ref,
+                responded_at=datetime.now(UTC),
+            )
         )
+
+    def publish(self, message: Message) -> Reaction:
+        """Publish any message (a delivery receipt, say) and collect what it causes.
+
+        The service's verdict that :meth:`settle` waits for is the declined or
+        accepted offer for an answer and the deadline for a receipt.
+        """
         row = outbox_row(message)
         reaction = Reaction(message, time.perf_counter())
         self._waiting[message.event_id] = reaction

@@ -135,6 +135,12 @@ class ChildFile:
     residences: dict[str, ResidenceDeclared] = field(default_factory=dict)
     enrolled_at: str | None = None
     """``institution/group`` of an accepted place registered in VIIS."""
+    asked: str | None = None
+    """``correlation_id`` of the latest enrichment requests: answers to older ones are stale."""
+
+    def answers(self, message: Message) -> bool:
+        """Whether ``message`` answers the latest enrichment requests (not earlier ones)."""
+        return self.asked is None or str(message.correlation_id) == self.asked
 
     @property
     def missing(self) -> list[str]:
@@ -162,6 +168,7 @@ class ChildFile:
                 "address_failed": self.address_failed,
                 "residences": {k: js(v) for k, v in self.residences.items()},
                 "enrolled_at": self.enrolled_at,
+                "asked": self.asked,
             },
             sort_keys=True,
         )
@@ -184,6 +191,7 @@ class ChildFile:
                 k: ResidenceDeclared.model_validate(v) for k, v in data["residences"].items()
             },
             enrolled_at=data["enrolled_at"],
+            asked=data.get("asked"),
         )
 
 
@@ -504,7 +512,10 @@ class Outbox:
         app = file.application
         offer_id = stable_id(self.cause_id, child_ref, seat.institution_id, seat.group)
         assert state.allocator is not None and state.round_date is not None
-        rank = state.allocator.placement(child_ref).preference_rank
+        # The rank in the application as the parents made it (the engine's own list
+        # loses the institutions a parent declined).
+        listed = app.institutions
+        rank = listed.index(seat.institution_id) + 1 if seat.institution_id in listed else None
         pool = next(
             p for p in state.institutions[seat.institution_id].pools if p.group_code == seat.group
         )
@@ -657,7 +668,7 @@ class Applications(_On):
 
     @staticmethod
     def _enrich(out: Outbox, app: ApplicationSubmitted) -> None:
-        out.emit(
+        request = out.emit(
             CheckEnrollment,
             child_ref=app.child_ref,
             child_personal_code=app.child_personal_code,
@@ -665,6 +676,7 @@ class Applications(_On):
             as_of=local_date(out.now()),
         )
         out.emit(ResolveAddress, subject_ref=app.child_ref, address_code=app.residence_address_code)
+        out.state.children[app.child_ref].asked = str(request.correlation_id)
 
 
 class Institutions(_On):
@@ -724,6 +736,11 @@ class EnrollmentFacts(_On):
         file = out.state.children.get(message.child_ref)
         if file is None:
             raise PermanentError(f"no application for child {message.child_ref}")
+        if isinstance(message, (EnrollmentChecked, EnrollmentCheckFailed)) and not file.answers(
+            message
+        ):
+            log.info("stale VIIS answer ignored", extra={"child_ref": message.child_ref})
+            return
         if isinstance(message, EnrollmentChecked):
             file.enrollment, file.enrollment_failed = message, None
         elif isinstance(message, EnrollmentCheckFailed):
@@ -749,6 +766,9 @@ class Addresses(_On):
         file = state.children.get(message.subject_ref)
         if file is None:
             raise PermanentError(f"no child or institution {message.subject_ref}")
+        if not file.answers(message):
+            log.info("stale GIS answer ignored", extra={"child_ref": message.subject_ref})
+            return
         if isinstance(message, AddressResolved):
             file.address, file.address_failed = message, None
         else:

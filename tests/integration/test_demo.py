@@ -18,22 +18,29 @@ HUB = str(Path(sys.executable).with_name("hub"))
 CODE_SHAPE = re.compile(r"\d{6}-?\d{5}")
 
 
-async def test_demo_on_a_configured_cluster_consumes_everything(kafka_settings: Settings) -> None:
+async def test_demo_on_a_configured_cluster_runs_a_round_and_a_cascade(
+    kafka_settings: Settings,
+) -> None:
     lines: list[str] = []
-    result = await run_demo(kafka_settings, children=15, institutions=4, seed=3, out=lines.append)
-    assert result.published == 4 + 15
+    result = await run_demo(kafka_settings, out=lines.append)
+    assert result.published == 2 + 300
     assert result.consumed == result.published
-    assert len(result.view.applications) == 15
-    assert sum(result.view.first_choices.values()) == 15
+    assert len(result.view.applications) == 300
+    assert sum(result.view.first_choices.values()) == 300
+    admission = result.admission
+    assert admission.offers > 0 and admission.waiting > 0
+    assert admission.deadline_set and admission.accepted and admission.problems == []
+    assert admission.cascade_offers > 0 and admission.cascade_seconds is not None
     text = "\n".join(lines)
     assert "PASS" in text and "external cluster" in text
+    assert "was waiting" in text  # the freed seat went to a child in the queue
     assert not CODE_SHAPE.search(text)
 
 
 def test_hub_demo_command_starts_its_own_broker(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     result = subprocess.run(
-        [HUB, "demo", "--children", "6", "--institutions", "3"],
+        [HUB, "demo", "--children", "200", "--institutions", "1"],
         env=env | {"HUB_DATA_DIR": str(tmp_path)},
         capture_output=True,
         text=True,
@@ -42,6 +49,7 @@ def test_hub_demo_command_starts_its_own_broker(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "embedded broker (Tansu)" in result.stdout
-    assert "Consumed and validated 9 of 9 messages" in result.stdout
+    assert "Consumed and validated 201 of 201 messages" in result.stdout
+    assert "cascade: the next offer was read" in result.stdout
     assert "PASS" in result.stdout
     assert not CODE_SHAPE.search(result.stdout + result.stderr)

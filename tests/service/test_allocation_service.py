@@ -28,7 +28,9 @@ from hub.reliability.consumer import BatchProcessor, Incoming, Unit, outbox_row
 from hub.reliability.metrics import Metrics
 from hub.reliability.store import Store, Writes
 from schemas.allocation import ParentAccepted, ParentDeclined, RunRound, StepTaken
+from schemas.applications import ApplicationChanged
 from schemas.base import Message
+from schemas.enrollment import CheckEnrollment
 from schemas.notifications import NotificationSent
 from schemas.topics import BY_NAME, topic_for
 from simulators.instant import answer
@@ -182,6 +184,34 @@ async def test_an_application_waits_until_its_facts_are_in(harness: Harness) -> 
     assert (
         harness.state.allocator is not None and town.children[0].ref not in harness.state.allocator
     )
+
+
+async def test_enrichment_answers_are_matched_to_the_latest_request(harness: Harness) -> None:
+    town = SyntheticMunicipality("riga", seed=2, children=1, institutions=2, admission_year=2026)
+    await harness.feed(*(institution_message("riga", i) for i in town.institutions))
+    harness.answer = lambda message: None  # answers are fed by hand below
+    child = town.children[0]
+    first = await harness.feed(application_message("riga", child))
+    changed = ApplicationChanged.new(
+        producer="vps-adapter",
+        municipality="riga",
+        child_ref=child.ref,
+        application_id=child.application_id,
+        institutions=tuple(reversed(child.choices)),
+        desired_start_date=child.desired_start_date,
+        language=child.language,
+        changed_at=harness.now,
+    )
+    second = await harness.feed(changed)
+    old_check, new_check = (
+        next(m for m in out if isinstance(m, CheckEnrollment)) for out in (first, second)
+    )
+    assert old_check.correlation_id != new_check.correlation_id
+    file = harness.state.children[child.ref]
+    await harness.feed(answer(old_check))  # the answer to the first request comes late
+    assert file.enrollment is None and file.missing[0] == "viis"
+    await harness.feed(answer(new_check))
+    assert file.enrollment is not None and file.missing == ["gis"]
 
 
 async def test_declines_accepts_and_silences_cascade_and_keep_the_invariants(
