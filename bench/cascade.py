@@ -37,17 +37,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
-from aiokafka import AIOKafkaProducer
 
 from bench.calibration import python_speed
 from hub.demo import application_message, institution_message
 from hub.embedded import free_port
-from hub.kafka import ensure_topics, kafka_cluster
-from hub.reliability.consumer import outbox_row
+from hub.kafka import ensure_topics, kafka_cluster, publish_messages
 from hub.reliability.service import ServiceRunner
 from hub.settings import Settings
 from schemas.allocation import RunRound
-from schemas.base import Message
 from schemas.topics import OPERATOR
 from simulators.instant import stand_ins
 from simulators.municipality import SyntheticMunicipality
@@ -68,19 +65,6 @@ def percentiles(values: list[float]) -> str:
         f"p50 {cut[49]:.1f} ms, p90 {cut[89]:.1f} ms, p99 {cut[98]:.1f} ms,"
         f" max {ms[-1]:.1f} ms (mean {statistics.fmean(ms):.1f} ms)"
     )
-
-
-async def publish(bootstrap: str, messages: list[Message]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        rows = [outbox_row(m) for m in messages]
-        sent = [
-            await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in rows
-        ]
-        await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
 
 
 class Service:
@@ -153,8 +137,8 @@ async def register_and_round(
     bootstrap: str, service: Service, parents: Parents, town: SyntheticMunicipality
 ) -> None:
     started = time.perf_counter()
-    await publish(bootstrap, [institution_message(TOWN, i) for i in town.institutions])
-    await publish(bootstrap, [application_message(TOWN, c) for c in town.children])
+    await publish_messages(bootstrap, [institution_message(TOWN, i) for i in town.institutions])
+    await publish_messages(bootstrap, [application_message(TOWN, c) for c in town.children])
     children = len(town.children)
     await service.wait_for(
         lambda s: s["children"] == children and s["waiting_for_facts"] == 0, "enriching", 600
@@ -171,7 +155,7 @@ async def register_and_round(
         requested_by="bench",
     )
     started = time.perf_counter()
-    await publish(bootstrap, [command])
+    await publish_messages(bootstrap, [command])
     state = await service.wait_for(lambda s: s["round"] == str(command.round_id), "the round", 120)
     await parents.wait_until(lambda: len(parents.live) >= state["live_offers"])
     say(

@@ -473,10 +473,7 @@ async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
 async def _round_start(settings: Settings, args: argparse.Namespace) -> int:
     import uuid
 
-    from aiokafka import AIOKafkaProducer
-
-    from hub.kafka import client_options
-    from hub.reliability.consumer import outbox_row
+    from hub.kafka import client_options, publish_messages
     from schemas.allocation import RunRound
     from schemas.topics import OPERATOR
 
@@ -491,15 +488,7 @@ async def _round_start(settings: Settings, args: argparse.Namespace) -> int:
         round_date=args.date,
         requested_by=args.by,
     )
-    row = outbox_row(command)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", **client_options(settings)
-    )
-    await producer.start()
-    try:
-        await producer.send_and_wait(row.topic, row.value, key=row.key, headers=list(row.headers))
-    finally:
-        await producer.stop()
+    await publish_messages(settings.bootstrap_servers, [command], **client_options(settings))
     print(f"round {command.round_id} of {command.municipality} as of {args.date} requested")
     return 0
 

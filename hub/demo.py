@@ -29,7 +29,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from uuid import uuid4
 
-from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaMessage
 
 from hub.allocation.rules import load_rules
@@ -37,8 +36,7 @@ from hub.allocation.service import AllocationState, invariant_problems, service
 from hub.bus import Bus
 from hub.calendar import local_date
 from hub.errors import HubError
-from hub.kafka import build_broker, ensure_topics, kafka_cluster
-from hub.reliability.consumer import outbox_row
+from hub.kafka import build_broker, ensure_topics, kafka_cluster, publish_messages
 from hub.reliability.service import ServiceRunner, ServiceSpec
 from hub.settings import Settings
 from schemas.allocation import OfferDeadlineSet, PlaceAccepted, RunRound
@@ -342,7 +340,7 @@ async def _round(  # noqa: PLR0917
         requested_by="demo",
     )
     began = time.monotonic()
-    await _send(bootstrap, command)
+    await publish_messages(bootstrap, [command])
     await _until(lambda: state.round_id == str(command.round_id), timeout, "the round")
     await parents.wait_until(lambda: len(parents.live) >= len(state.live), timeout)
     assert state.allocator is not None
@@ -442,16 +440,6 @@ async def _accept(
             f"▶ the parents of {child_ref} accept {offer.institution_id}/{offer.group_code}:"
             " the place is theirs; the enrolment is sent to VIIS"
         )
-
-
-async def _send(bootstrap: str, message: Message) -> None:
-    row = outbox_row(message)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(row.topic, row.value, key=row.key, headers=list(row.headers))
-    finally:
-        await producer.stop()
 
 
 def _describe(message: Message) -> str:

@@ -6,12 +6,14 @@ Nothing here connects at import time; :func:`kafka_cluster` and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from faststream.kafka import KafkaBroker
@@ -20,7 +22,9 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 
 from hub.embedded import EmbeddedBroker, wait_for_kafka
 from hub.errors import BrokerStartError, BrokerUnavailable, TopicSetupError
+from hub.reliability.consumer import outbox_row
 from hub.settings import Settings
+from schemas.base import Message
 from schemas.topics import (
     DEAD_LETTERS,
     INFRASTRUCTURE_PARTITIONS,
@@ -173,3 +177,23 @@ async def ensure_topics(
             )
         report.append(status)
     return report
+
+
+async def publish_messages(bootstrap: str, messages: Iterable[Message], **options: Any) -> int:
+    """Publish catalogue messages on their topics, with their keys and headers; wait for all.
+
+    For tools, simulators and tests: a service publishes through its outbox instead.
+    Returns how many were published.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **options)
+    await producer.start()
+    try:
+        sent = []
+        for row in map(outbox_row, messages):
+            sent.append(
+                await producer.send(row.topic, row.value, key=row.key, headers=list(row.headers))
+            )
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    return len(sent)

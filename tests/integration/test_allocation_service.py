@@ -19,9 +19,7 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from hub.allocation.api import serving
 from hub.allocation.engine import Allocator
@@ -29,14 +27,12 @@ from hub.allocation.rules import load_rules
 from hub.allocation.service import LIVE, AllocationState, invariant_problems, service
 from hub.demo import application_message, institution_message
 from hub.embedded import free_port
-from hub.kafka import ensure_topics
-from hub.reliability.consumer import outbox_row
+from hub.kafka import ensure_topics, publish_messages
 from hub.reliability.deadletters import read_topic
 from hub.reliability.metrics import Metrics
 from hub.reliability.service import RuntimeOptions, ServiceRunner
 from hub.settings import Settings
-from schemas.allocation import ParentAccepted, ParentDeclined, RunRound
-from schemas.base import Message
+from schemas.allocation import ParentAccepted, ParentDeclined
 from schemas.notifications import NotificationSent
 from simulators.instant import stand_ins
 from simulators.municipality import SyntheticMunicipality
@@ -54,17 +50,23 @@ class Clock:
         return self.now
 
 
-async def publish(bootstrap: str, messages: list[Message]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        rows = [outbox_row(m) for m in messages]
-        sent = [
-            await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers)) for r in rows
-        ]
-        await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
+async def hub(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """Run the ``hub`` command; its exit status and what it printed (stdout, then stderr).
+
+    Logs go to stderr, so a ``--json`` answer is the stdout part alone.
+    """
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hub",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode() + err.decode()
 
 
 def check(state: AllocationState) -> None:
@@ -107,38 +109,43 @@ async def test_round_cascades_restart_and_expiry_on_the_bus(  # noqa: PLR0915 - 
     town = SyntheticMunicipality(
         town_code, seed=6, children=200, institutions=5, admission_year=2026
     )
-    await publish(bootstrap, [institution_message(town_code, i) for i in town.institutions])
-    await publish(bootstrap, [application_message(town_code, c) for c in town.children])
+    await publish_messages(
+        bootstrap, [institution_message(town_code, i) for i in town.institutions]
+    )
+    await publish_messages(bootstrap, [application_message(town_code, c) for c in town.children])
     await eventually(
         lambda: len(state.children) == 200 and all(not f.missing for f in state.children.values()),
         timeout=90,
         what="every application enriched",
     )
-    round_id = uuid.uuid4()
-    await publish(
-        bootstrap,
-        [
-            RunRound.new(
-                producer="operator",
-                municipality=town_code,
-                round_id=round_id,
-                round_date=date(2026, 9, 1),
-                requested_by="test",
-            )
-        ],
-    )
-    await eventually(lambda: state.round_id == str(round_id), timeout=30, what="the round")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env |= {
+        "HUB_BOOTSTRAP_SERVERS": bootstrap,
+        "HUB_DATA_DIR": str(tmp_path),
+        "HUB_MUNICIPALITY": town_code,
+        "HUB_RULES": "riga",
+        "HUB_ALLOCATION_API": f"127.0.0.1:{port}",
+    }
+    code, said = await hub(env, "round", "start", "--date", "2026-09-01", "--by", "test")
+    assert code == 0, said
+    round_id = said.split()[1]
+    assert said.startswith(f"round {round_id} of {town_code} as of 2026-09-01")
+    await eventually(lambda: state.round_id == round_id, timeout=30, what="the round")
     check(state)
     first_offers = len(state.live)
     assert first_offers > 0
 
-    async with httpx.AsyncClient() as http:
-        some_child = sorted(state.live)[0]
-        report = (await http.get(f"http://127.0.0.1:{port}/children/{some_child}")).json()
-        assert (
-            report["offer"]["institution_id"] == state.offers[state.live[some_child]].institution_id
-        )
-        assert "161175" not in json.dumps(report) and report["status"] == "queued"
+    some_child = sorted(state.live)[0]
+    code, said = await hub(env, "queue", some_child, "--json")
+    assert code == 0, said
+    report, _ = json.JSONDecoder().raw_decode(said)  # the JSON document comes first (stdout)
+    assert report["offer"]["institution_id"] == state.offers[state.live[some_child]].institution_id
+    assert "161175" not in said and report["status"] == "queued"
+    waiting = next(c for c in sorted(state.allocator.children()) if c not in state.live)  # type: ignore[union-attr]
+    code, said = await hub(env, "queue", waiting)
+    assert code == 0 and f"child {waiting}" in said, said
+    code, said = await hub(env, "queue", "CH-unknown")
+    assert code == 2 and "does not know child CH-unknown" in said
 
     rnd = random.Random(3)
 
@@ -148,7 +155,7 @@ async def test_round_cascades_restart_and_expiry_on_the_bus(  # noqa: PLR0915 - 
             child_ref, offer_id = rnd.choice(live)
             kind = ParentDeclined if rnd.random() < 0.6 else ParentAccepted
             closed = sum(1 for o in current.offers.values() if o.status != LIVE)
-            await publish(
+            await publish_messages(
                 bootstrap,
                 [
                     kind.new(
@@ -193,7 +200,7 @@ async def test_round_cascades_restart_and_expiry_on_the_bus(  # noqa: PLR0915 - 
         )
         for child_ref, offer_id in sorted(state.live.items())
     ]
-    await publish(bootstrap, receipts)
+    await publish_messages(bootstrap, receipts)
     await eventually(
         lambda: all(state.offers[o].respond_by for o in state.live.values()),
         timeout=30,
@@ -234,26 +241,8 @@ async def test_round_cascades_restart_and_expiry_on_the_bus(  # noqa: PLR0915 - 
     assert statuses["accepted"] > 0 and statuses["declined"] > 0 and statuses["expired"] > 0
 
     # The state rebuilt from the topics equals the live one, restart and expiries included.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
-    env |= {
-        "HUB_BOOTSTRAP_SERVERS": bootstrap,
-        "HUB_DATA_DIR": str(tmp_path),
-        "HUB_MUNICIPALITY": town_code,
-        "HUB_RULES": "riga",
-    }
-    rebuild = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hub",
-        "allocation",
-        "rebuild",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(rebuild.communicate(), 120)
-    report = out.decode()
-    assert rebuild.returncode == 0, report + err.decode()
+    code, report = await hub(env, "allocation", "rebuild")
+    assert code == 0, report
     assert "the rebuilt state equals the live one" in report
     assert "clock ticks" in report and " 0 clock ticks" not in report
     assert (tmp_path / "allocation.rebuilt.sqlite3").exists()
