@@ -22,25 +22,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx
 
 from bench.calibration import python_speed
 from hub.demo import application_message, institution_message
-from hub.embedded import free_port
 from hub.kafka import ensure_topics, kafka_cluster, publish_messages
 from hub.reliability.service import ServiceRunner
 from hub.settings import Settings
@@ -49,6 +44,7 @@ from schemas.topics import OPERATOR
 from simulators.instant import stand_ins
 from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Parents, Reaction
+from simulators.process import ServiceProcess, ServiceProcessError
 
 TOWN = "riga"
 ROUND_DATE = date(2026, 9, 1)
@@ -67,81 +63,21 @@ def percentiles(values: list[float]) -> str:
     )
 
 
-class Service:
-    """The allocation service in its own process, watched through its HTTP API."""
-
-    def __init__(self, bootstrap: str, data: Path, fetch_max_wait: float) -> None:
-        self.bootstrap, self.data, self.fetch_max_wait = bootstrap, data, fetch_max_wait
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/health"
-        self.http = httpx.AsyncClient()
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
-        env |= {
-            "HUB_BOOTSTRAP_SERVERS": self.bootstrap,
-            "HUB_DATA_DIR": str(self.data),
-            "HUB_MUNICIPALITY": TOWN,
-            "HUB_ALLOCATION_API": f"127.0.0.1:{self.port}",
-            "HUB_LOG_LEVEL": "WARNING",
-            "HUB_FETCH_MAX_WAIT": str(self.fetch_max_wait),
-        }
-        with (self.data / "allocation.log").open("wb") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "hub", "run", "allocation", env=env, stdout=log, stderr=log
-            )
-        await self.wait_for(lambda s: True, "starting", 60)
-
-    async def stop(self) -> None:
-        await self.http.aclose()
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            if await self.process.wait() != 0:
-                say(f"the allocation service did not stop cleanly; see {self.data}/allocation.log")
-
-    async def health(self) -> dict[str, Any] | None:
-        try:
-            response = await self.http.get(self.url, timeout=2)
-        except httpx.HTTPError:
-            return None
-        return response.json() if response.status_code == 200 else None
-
-    async def wait_for(
-        self, ready: Callable[[dict[str, Any]], bool], what: str, timeout: float
-    ) -> dict[str, Any]:
-        """Poll the service's /health until ``ready`` holds; exits the benchmark on failure."""
-        deadline = time.monotonic() + timeout
-        shown = time.monotonic()
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.returncode is not None:
-                raise SystemExit(
-                    f"the allocation service exited ({self.process.returncode}) while {what};"
-                    f" see {self.data}/allocation.log"
-                )
-            state = await self.health()
-            if state is not None and ready(state):
-                return state
-            if state is not None and time.monotonic() - shown > 5:
-                shown = time.monotonic()
-                say(
-                    f"  … {what}: {state['children']:,} children,"
-                    f" {state['waiting_for_facts']:,} waiting for facts"
-                )
-            await asyncio.sleep(0.2)
-        raise SystemExit(f"timed out while {what}")
-
-
 async def register_and_round(
-    bootstrap: str, service: Service, parents: Parents, town: SyntheticMunicipality
+    bootstrap: str, service: ServiceProcess, parents: Parents, town: SyntheticMunicipality
 ) -> None:
     started = time.perf_counter()
     await publish_messages(bootstrap, [institution_message(TOWN, i) for i in town.institutions])
     await publish_messages(bootstrap, [application_message(TOWN, c) for c in town.children])
     children = len(town.children)
     await service.wait_for(
-        lambda s: s["children"] == children and s["waiting_for_facts"] == 0, "enriching", 600
+        lambda s: s["children"] == children and s["waiting_for_facts"] == 0,
+        "enriching",
+        600,
+        progress=lambda s: say(
+            f"  … enriching: {s['children']:,} children,"
+            f" {s['waiting_for_facts']:,} waiting for facts"
+        ),
     )
     say(
         f"registered and enriched (VIIS and GIS on the bus)"
@@ -229,7 +165,7 @@ async def run(args: argparse.Namespace) -> None:
         tasks = [
             asyncio.create_task(ServiceRunner(h, settings, bootstrap).run(stop)) for h in helpers
         ]
-        service = Service(bootstrap, data, args.fetch_max_wait)
+        service = ServiceProcess(bootstrap, data, TOWN, fetch_max_wait=args.fetch_max_wait)
         try:
             await service.start()
             say(
@@ -257,8 +193,12 @@ async def run(args: argparse.Namespace) -> None:
                     )
                     if len(burst_latencies) > 1:
                         say(f"  decline → next offer: {percentiles(burst_latencies)}")
+        except ServiceProcessError as exc:
+            raise SystemExit(str(exc)) from None
         finally:
-            await service.stop()
+            if await service.stop():
+                say(f"the allocation service did not stop cleanly; see {service.log}")
+            await service.close()
             stop.set()
             await asyncio.gather(*tasks)
 

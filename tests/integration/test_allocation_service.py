@@ -4,6 +4,11 @@ A small municipality registers, is enriched, gets a round, and answers:
 accepts, declines and silences (expired by the clock). The service is
 restarted half-way. After every step the invariants hold, and at the end
 the offers equal the engine run on the same inputs.
+
+A second story runs the service in its own process and kills it (SIGKILL)
+while a burst of answers is being applied: after a restart, every answer
+was applied once or refused once, and the state rebuilt from the topics
+equals the store the killed process left behind.
 """
 
 from __future__ import annotations
@@ -18,24 +23,30 @@ import uuid
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hub.allocation.api import serving
 from hub.allocation.engine import Allocator
+from hub.allocation.rebuild import JOURNAL, journal_steps
 from hub.allocation.rules import load_rules
-from hub.allocation.service import LIVE, AllocationState, invariant_problems, service
+from hub.allocation.service import LIVE, SCHEMA, AllocationState, invariant_problems, service
 from hub.demo import application_message, institution_message
 from hub.embedded import free_port
 from hub.kafka import ensure_topics, publish_messages
-from hub.reliability.deadletters import read_topic
+from hub.reliability.deadletters import dead_letters, read_topic
 from hub.reliability.metrics import Metrics
 from hub.reliability.service import RuntimeOptions, ServiceRunner
+from hub.reliability.store import Store
 from hub.settings import Settings
-from schemas.allocation import ParentAccepted, ParentDeclined
+from schemas.allocation import ParentAccepted, ParentDeclined, RunRound
 from schemas.notifications import NotificationSent
+from schemas.topics import OPERATOR
 from simulators.instant import stand_ins
 from simulators.municipality import SyntheticMunicipality
+from simulators.parents import Parents
+from simulators.process import ServiceProcess
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.real_broker
@@ -246,3 +257,131 @@ async def test_round_cascades_restart_and_expiry_on_the_bus(  # noqa: PLR0915 - 
     assert "the rebuilt state equals the live one" in report
     assert "clock ticks" in report and " 0 clock ticks" not in report
     assert (tmp_path / "allocation.rebuilt.sqlite3").exists()
+
+
+async def test_a_killed_service_loses_and_duplicates_nothing(  # noqa: PLR0915 - one long story
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """SIGKILL the service while parents answer; after a restart every answer took effect once."""
+    bootstrap = kafka_settings.bootstrap_servers or ""
+    town_code = f"k{uuid.uuid4().hex[:8]}"
+    settings = kafka_settings.model_copy(update={"data_dir": tmp_path})
+    helpers_specs = stand_ins(town_code, prefix=town_code)
+    await ensure_topics(settings, bootstrap, services=[s.name for s in helpers_specs])
+    stop_all = asyncio.Event()
+    helpers = [
+        asyncio.create_task(ServiceRunner(s, settings, bootstrap).run(stop_all))
+        for s in helpers_specs
+    ]
+    # Small batches, so that the kill falls between committed batches and inside one.
+    process = ServiceProcess(
+        bootstrap,
+        tmp_path,
+        town_code,
+        rules="riga",
+        batch_size=4,
+        session_timeout=3,
+        heartbeat_interval=1,
+        log_level="INFO",
+    )
+    town = SyntheticMunicipality(
+        town_code, seed=11, children=150, institutions=4, admission_year=2026
+    )
+    try:
+        await process.start()
+        await publish_messages(
+            bootstrap, [institution_message(town_code, i) for i in town.institutions]
+        )
+        await publish_messages(
+            bootstrap, [application_message(town_code, c) for c in town.children]
+        )
+        await process.wait_for(
+            lambda s: s["children"] == 150 and s["waiting_for_facts"] == 0, "enriching", 120
+        )
+        command = RunRound.new(
+            producer=OPERATOR,
+            municipality=town_code,
+            round_id=uuid.uuid4(),
+            round_date=date(2026, 9, 1),
+            requested_by="test",
+        )
+        await publish_messages(bootstrap, [command])
+        health = await process.wait_for(
+            lambda s: s["round"] == str(command.round_id), "the round", 60
+        )
+        async with Parents(bootstrap, town_code) as parents:
+            await parents.wait_until(lambda: len(parents.live) >= health["live_offers"])
+            chosen = random.Random(5).sample(sorted(parents.live), 60)
+            answers: dict[str, str] = {}  # event_id → offer_id it answers
+
+            async def trickle() -> None:
+                for n, child_ref in enumerate(chosen):
+                    if child_ref not in parents.live:
+                        continue  # the child moved meanwhile
+                    reaction = parents.send(child_ref, "accept" if n % 3 == 0 else "decline")
+                    answers[str(reaction.answer.event_id)] = str(reaction.answer.offer_id)  # type: ignore[attr-defined]
+                    assert reaction.sending is not None
+                    await reaction.sending
+
+            sending = asyncio.create_task(trickle())
+
+            def answered(s: dict[str, Any]) -> int:
+                return int(s["offers"].get("declined", 0) + s["offers"].get("accepted", 0))
+
+            await process.wait_for(lambda s: answered(s) >= 10, "the first answers", 60)
+            await process.kill()  # most answers are still on their way or in a batch
+            await process.start()
+            await sending
+            assert len(answers) > 30
+
+            async def accounted() -> tuple[Counter[str], dict[str, str]]:
+                journal = await read_topic(bootstrap, JOURNAL.name)
+                steps = journal_steps((r.value for r in journal), town_code)
+                applied = Counter(str(s.causation_id) for s in steps if s.step == "message")
+                refused = {}
+                for letter in await dead_letters(bootstrap):
+                    if f'"municipality":"{town_code}"'.encode() in letter.value:
+                        refused[json.loads(letter.value)["event_id"]] = letter.error
+                return applied, refused
+
+            async with asyncio.timeout(60):
+                while True:
+                    applied, refused = await accounted()
+                    if all(a in applied or a in refused for a in answers):
+                        break
+                    await asyncio.sleep(0.5)
+        assert await process.stop() == 0
+    finally:
+        await process.close()
+        stop_all.set()
+        await asyncio.gather(*helpers)
+
+    # Nothing applied twice (an answer, an application, a fact, the command) ...
+    assert [event for event, times in applied.items() if times > 1] == []
+    # ... and every answer either took effect or was refused (its offer had moved on).
+    assert set(answers) <= set(applied) | set(refused)
+    assert not set(answers) & set(refused) & set(applied)
+    assert all("is already" in refused[a] for a in answers if a in refused)
+    assert sum(1 for a in answers if a in applied) > 30
+
+    # The store after the kill: invariants, offers as the engine has them, all published.
+    store = await Store.open(tmp_path / "allocation.sqlite3", schema=SCHEMA)
+    state = AllocationState(town_code, RULES, Clock())
+    try:
+        await state.load(store)
+    finally:
+        await store.close()
+    check(state)
+    for event_id, offer_id in answers.items():
+        if event_id in applied:
+            assert state.offers[offer_id].status in ("declined", "accepted")
+    assert state.allocator is not None
+    fresh = Allocator(state.allocator.instance, RULES, date(2026, 9, 1))
+    assert fresh.matching() == state.allocator.matching()
+    published = [json.loads(r.value) for r in await read_topic(bootstrap, "allocation.offers.v1")]
+    mine = [m for m in published if m["municipality"] == town_code]
+    assert {m["offer_id"] for m in mine if m["event_type"] == "OfferMade"} == set(state.offers)
+
+    code, report = await hub(process.env, "allocation", "rebuild")
+    assert code == 0, report
+    assert "the rebuilt state equals the live one" in report

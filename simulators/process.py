@@ -1,0 +1,116 @@
+"""The allocation service in a process of its own, watched through its HTTP API.
+
+Benchmarks and crash tests run ``hub run allocation`` as a child process so
+that it has its own interpreter (as in production) and can be killed with
+SIGKILL mid-batch. :class:`ServiceProcess` starts it with the settings it
+needs, polls ``/health`` until a condition holds, and stops or kills it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from hub.embedded import free_port
+
+
+class ServiceProcessError(RuntimeError):
+    """The service exited or did not reach the awaited state in time."""
+
+
+class ServiceProcess:
+    """``hub run allocation`` as a child process; its output goes to ``<data>/allocation.log``."""
+
+    def __init__(
+        self, bootstrap: str, data: Path, municipality: str, **settings: str | float
+    ) -> None:
+        """``settings`` are extra ``HUB_*`` settings by field name (``fetch_max_wait=0.01``)."""
+        self.data = data
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data / "allocation.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+        self.env |= {
+            "HUB_BOOTSTRAP_SERVERS": bootstrap,
+            "HUB_DATA_DIR": str(data),
+            "HUB_MUNICIPALITY": municipality,
+            "HUB_ALLOCATION_API": f"127.0.0.1:{self.port}",
+            "HUB_LOG_LEVEL": "WARNING",
+        }
+        self.env |= {f"HUB_{name.upper()}": str(value) for name, value in settings.items()}
+        self.process: asyncio.subprocess.Process | None = None
+        self._http = httpx.AsyncClient()
+
+    async def start(self, timeout: float = 60) -> None:
+        """Start the service and wait until its API answers."""
+        with self.log.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "hub",
+                "run",
+                "allocation",
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
+        await self.wait_for(lambda _: True, "starting", timeout)
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as when the machine loses power."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+
+    async def stop(self) -> int | None:
+        """SIGTERM and wait; the exit status (0 for a clean stop), None if it never ran."""
+        if self.process is None:
+            return None
+        if self.process.returncode is None:
+            self.process.terminate()
+        return await self.process.wait()
+
+    async def close(self) -> None:
+        await self.kill()
+        await self._http.aclose()
+
+    async def health(self) -> dict[str, Any] | None:
+        """The service's ``/health`` summary, or None while it does not answer."""
+        try:
+            response = await self._http.get(f"{self.url}/health", timeout=2)
+        except httpx.HTTPError:
+            return None
+        return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+
+    async def wait_for(
+        self,
+        ready: Callable[[dict[str, Any]], bool],
+        what: str,
+        timeout: float,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll ``/health`` until ``ready`` holds; ``progress`` sees the summary every 5 s."""
+        deadline = time.monotonic() + timeout
+        shown = time.monotonic()
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.returncode is not None:
+                code = None if self.process is None else self.process.returncode
+                raise ServiceProcessError(
+                    f"the allocation service exited ({code}) while {what}; see {self.log}"
+                )
+            state = await self.health()
+            if state is not None and ready(state):
+                return state
+            if state is not None and progress is not None and time.monotonic() - shown > 5:
+                shown = time.monotonic()
+                progress(state)
+            await asyncio.sleep(0.1)
+        raise ServiceProcessError(f"timed out after {timeout:.0f} s while {what}; see {self.log}")
