@@ -36,12 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.calibration import python_speed
 from hub.demo import application_message, institution_message
-from hub.kafka import ensure_topics, kafka_cluster, publish_messages
-from hub.reliability.service import ServiceRunner
+from hub.kafka import kafka_cluster, publish_messages
 from hub.settings import Settings
 from schemas.allocation import RunRound
 from schemas.topics import OPERATOR
-from simulators.instant import stand_ins
+from simulators.instant import running
 from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Parents, Reaction
 from simulators.process import ServiceProcess, ServiceProcessError
@@ -158,13 +157,7 @@ async def run(args: argparse.Namespace) -> None:
     seats = sum(g.capacity for i in town.institutions for g in i.groups)
     say(python_speed())
     say(f"{args.children:,} children, {args.institutions} institutions, {seats:,} seats")
-    async with kafka_cluster(settings) as bootstrap:
-        helpers = stand_ins(TOWN)
-        await ensure_topics(settings, bootstrap, services=[h.name for h in helpers])
-        stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(ServiceRunner(h, settings, bootstrap).run(stop)) for h in helpers
-        ]
+    async with kafka_cluster(settings) as bootstrap, running(settings, bootstrap, TOWN):
         service = ServiceProcess(bootstrap, data, TOWN, fetch_max_wait=args.fetch_max_wait)
         try:
             await service.start()
@@ -172,35 +165,39 @@ async def run(args: argparse.Namespace) -> None:
                 "allocation service running in its own process"
                 f" (HUB_FETCH_MAX_WAIT={args.fetch_max_wait})"
             )
-            async with Parents(bootstrap, TOWN) as parents:
-                await register_and_round(bootstrap, service, parents, town)
-                rnd = random.Random(args.seed)
-                say(f"sequential declines until {args.cascades:,} cascades …")
-                started = time.perf_counter()
-                latencies, no_offer = await sequential(parents, args.cascades, rnd)
-                say(
-                    f"sequential: {len(latencies):,} cascades in"
-                    f" {time.perf_counter() - started:.1f} s ({no_offer} declines made no offer:"
-                    " nobody waited for the seat)"
-                )
-                say(f"  decline → next offer: {percentiles(latencies)}")
-                if args.burst:
-                    say(f"burst: {args.burst} declines published at once …")
-                    burst_latencies, elapsed = await burst(parents, args.burst, rnd)
-                    say(
-                        f"burst: {len(burst_latencies)} cascades; the last answer settled"
-                        f" {elapsed:.2f} s after the first decline was sent"
-                    )
-                    if len(burst_latencies) > 1:
-                        say(f"  decline → next offer: {percentiles(burst_latencies)}")
+            await measure(bootstrap, service, town, args)
         except ServiceProcessError as exc:
             raise SystemExit(str(exc)) from None
         finally:
             if await service.stop():
                 say(f"the allocation service did not stop cleanly; see {service.log}")
             await service.close()
-            stop.set()
-            await asyncio.gather(*tasks)
+
+
+async def measure(
+    bootstrap: str, service: ServiceProcess, town: SyntheticMunicipality, args: argparse.Namespace
+) -> None:
+    async with Parents(bootstrap, TOWN) as parents:
+        await register_and_round(bootstrap, service, parents, town)
+        rnd = random.Random(args.seed)
+        say(f"sequential declines until {args.cascades:,} cascades …")
+        started = time.perf_counter()
+        latencies, no_offer = await sequential(parents, args.cascades, rnd)
+        say(
+            f"sequential: {len(latencies):,} cascades in"
+            f" {time.perf_counter() - started:.1f} s ({no_offer} declines made no offer:"
+            " nobody waited for the seat)"
+        )
+        say(f"  decline → next offer: {percentiles(latencies)}")
+        if args.burst:
+            say(f"burst: {args.burst} declines published at once …")
+            burst_latencies, elapsed = await burst(parents, args.burst, rnd)
+            say(
+                f"burst: {len(burst_latencies)} cascades; the last answer settled"
+                f" {elapsed:.2f} s after the first decline was sent"
+            )
+            if len(burst_latencies) > 1:
+                say(f"  decline → next offer: {percentiles(burst_latencies)}")
 
 
 def main() -> None:

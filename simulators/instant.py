@@ -9,10 +9,15 @@ distances differ from address to address but need no register.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
+from hub.kafka import ensure_topics
 from hub.reliability.consumer import Handler, Unit
-from hub.reliability.service import ServiceSpec
+from hub.reliability.service import ServiceRunner, ServiceSpec
+from hub.settings import Settings
 from schemas.addresses import AddressResolved, ResolveAddress
 from schemas.base import Message
 from schemas.enrollment import CheckEnrollment, EnrollmentChecked
@@ -71,3 +76,19 @@ def stand_ins(municipality: str, prefix: str = "instant") -> list[ServiceSpec]:
         ServiceSpec(f"{prefix}-viis", (Answering("viis.enrollment.checks.v1", municipality),)),
         ServiceSpec(f"{prefix}-gis", (Answering("gis.address.requests.v1", municipality),)),
     ]
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings, bootstrap: str, municipality: str, prefix: str = "instant"
+) -> AsyncIterator[list[ServiceSpec]]:
+    """Run the stand-ins (their retry topics created first) until the block ends."""
+    specs = stand_ins(municipality, prefix)
+    await ensure_topics(settings, bootstrap, services=[s.name for s in specs])
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(ServiceRunner(s, settings, bootstrap).run(stop)) for s in specs]
+    try:
+        yield specs
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)

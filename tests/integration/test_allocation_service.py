@@ -21,11 +21,13 @@ import random
 import sys
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from hub.allocation.api import serving
 from hub.allocation.engine import Allocator
@@ -34,7 +36,7 @@ from hub.allocation.rules import load_rules
 from hub.allocation.service import LIVE, SCHEMA, AllocationState, invariant_problems, service
 from hub.demo import application_message, institution_message
 from hub.embedded import free_port
-from hub.kafka import ensure_topics, publish_messages
+from hub.kafka import publish_messages
 from hub.reliability.deadletters import dead_letters, read_topic
 from hub.reliability.metrics import Metrics
 from hub.reliability.service import RuntimeOptions, ServiceRunner
@@ -43,7 +45,7 @@ from hub.settings import Settings
 from schemas.allocation import ParentAccepted, ParentDeclined, RunRound
 from schemas.notifications import NotificationSent
 from schemas.topics import OPERATOR
-from simulators.instant import stand_ins
+from simulators.instant import running
 from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Parents
 from simulators.process import ServiceProcess
@@ -80,26 +82,30 @@ async def hub(env: dict[str, str], *args: str) -> tuple[int, str]:
     return process.returncode, out.decode() + err.decode()
 
 
+@pytest_asyncio.fixture
+async def town(kafka_settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh municipality code, with VIIS and GIS stand-ins answering for it."""
+    code = f"t{uuid.uuid4().hex[:8]}"
+    bootstrap = kafka_settings.bootstrap_servers or ""
+    async with running(
+        kafka_settings.model_copy(update={"data_dir": tmp_path}), bootstrap, code, code
+    ):
+        yield code
+
+
 def check(state: AllocationState) -> None:
     assert invariant_problems(state) == []
 
 
 async def test_round_cascades_restart_and_expiry_on_the_bus(  # noqa: PLR0915 - one long story
-    kafka_settings: Settings, tmp_path: Path
+    kafka_settings: Settings, tmp_path: Path, town: str
 ) -> None:
     bootstrap = kafka_settings.bootstrap_servers or ""
-    town_code = f"t{uuid.uuid4().hex[:8]}"
+    town_code = town
     settings = kafka_settings.model_copy(
         update={"data_dir": tmp_path, "session_timeout": 6, "heartbeat_interval": 1}
     )
     clock = Clock()
-    helpers_specs = stand_ins(town_code, prefix=town_code)
-    await ensure_topics(settings, bootstrap, services=[s.name for s in helpers_specs])
-    stop_all = asyncio.Event()
-    helpers = [
-        asyncio.create_task(ServiceRunner(s, settings, bootstrap).run(stop_all))
-        for s in helpers_specs
-    ]
 
     port = free_port()
 
@@ -235,8 +241,6 @@ async def test_round_cascades_restart_and_expiry_on_the_bus(  # noqa: PLR0915 - 
     statuses = Counter(o.status for o in state.offers.values())
     stop.set()
     assert await asyncio.wait_for(task, 60)
-    stop_all.set()
-    await asyncio.gather(*helpers)
 
     published = [json.loads(r.value) for r in await read_topic(bootstrap, "allocation.offers.v1")]
     mine = [m for m in published if m["municipality"] == town_code]
@@ -260,19 +264,11 @@ async def test_round_cascades_restart_and_expiry_on_the_bus(  # noqa: PLR0915 - 
 
 
 async def test_a_killed_service_loses_and_duplicates_nothing(  # noqa: PLR0915 - one long story
-    kafka_settings: Settings, tmp_path: Path
+    kafka_settings: Settings, tmp_path: Path, town: str
 ) -> None:
     """SIGKILL the service while parents answer; after a restart every answer took effect once."""
     bootstrap = kafka_settings.bootstrap_servers or ""
-    town_code = f"k{uuid.uuid4().hex[:8]}"
-    settings = kafka_settings.model_copy(update={"data_dir": tmp_path})
-    helpers_specs = stand_ins(town_code, prefix=town_code)
-    await ensure_topics(settings, bootstrap, services=[s.name for s in helpers_specs])
-    stop_all = asyncio.Event()
-    helpers = [
-        asyncio.create_task(ServiceRunner(s, settings, bootstrap).run(stop_all))
-        for s in helpers_specs
-    ]
+    town_code = town
     # Small batches, so that the kill falls between committed batches and inside one.
     process = ServiceProcess(
         bootstrap,
@@ -353,8 +349,6 @@ async def test_a_killed_service_loses_and_duplicates_nothing(  # noqa: PLR0915 -
         assert await process.stop() == 0
     finally:
         await process.close()
-        stop_all.set()
-        await asyncio.gather(*helpers)
 
     # Nothing applied twice (an answer, an application, a fact, the command) ...
     assert [event for event, times in applied.items() if times > 1] == []
