@@ -998,8 +998,9 @@ def invariant_problems(state: AllocationState) -> list[str]:
 
     - a child has at most one live offer;
     - every offer is live, accepted, declined, expired or revoked;
-    - the live offers are exactly the engine's seats, so no seat is offered twice and the
-      live offers plus the places accepted in the round never exceed a group's capacity.
+    - the live offers are exactly the engine's seats, so no seat is offered twice;
+    - the live offers plus the places accepted in the round never exceed the seats the
+      institution declared for the group.
     """
     problems = []
     per_child = Counter(o.child_ref for o in state.offers.values() if o.status == LIVE)
@@ -1024,6 +1025,19 @@ def invariant_problems(state: AllocationState) -> list[str]:
         for (iid, group), n in per_group.items():
             if n > state.allocator.capacity(iid, group):
                 problems.append(f"group {iid}/{group} has {n} live offers for fewer seats")
+        # Against the seats the institution declared: live offers plus accepted places.
+        taken = per_group + Counter(
+            (o.institution_id, o.group_code)
+            for o in state.offers.values()
+            if o.status == "accepted" and o.round_id == state.round_id
+        )
+        for (iid, group), n in taken.items():
+            declared = {p.group_code: p.capacity for p in state.institutions[iid].pools}
+            if n > declared.get(group, 0):
+                problems.append(
+                    f"group {iid}/{group}: {n} live or accepted offers,"
+                    f" {declared.get(group, 0)} seats declared"
+                )
     return problems
 
 

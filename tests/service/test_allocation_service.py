@@ -8,6 +8,7 @@ hold, and a service rebuilt from its store must agree with the live one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sqlite3
@@ -244,6 +245,36 @@ async def test_declines_accepts_and_silences_cascade_and_keep_the_invariants(
     unit_out = harness.tick()
     assert any(m.event_type == "OfferExpired" for m in unit_out)
     assert sum(1 for o in state.offers.values() if o.status == "expired") > expired_before
+
+
+async def test_the_invariant_check_sees_offers_beyond_the_declared_seats(
+    harness: Harness,
+) -> None:
+    await registered(harness, children=60)
+    state = harness.state
+    await harness.feed(round_command())
+    offer = state.offers[sorted(state.live.values())[0]]
+    await harness.feed(harness.respond(ParentAccepted, offer.offer_id))
+    assert invariant_problems(state) == []
+    # The institution now declares fewer seats than the round has given away in the group.
+    inst = state.institutions[offer.institution_id]
+    state.institutions[offer.institution_id] = inst.model_copy(
+        update={
+            "pools": tuple(
+                p.model_copy(update={"capacity": 0}) if p.group_code == offer.group_code else p
+                for p in inst.pools
+            )
+        }
+    )
+    assert any(
+        f"{offer.institution_id}/{offer.group_code}:" in problem and "seats declared" in problem
+        for problem in invariant_problems(state)
+    )
+    # A second live offer for the same child is caught too.
+    other = state.offers[sorted(state.live.values())[0]]
+    twin = dataclasses.replace(other, offer_id=str(uuid.uuid4()))
+    state.offers[twin.offer_id] = twin
+    assert f"child {other.child_ref} has 2 live offers" in invariant_problems(state)
 
 
 async def test_a_service_rebuilt_from_its_store_agrees_with_the_live_one(
