@@ -1,15 +1,22 @@
 """A synthetic municipality: institutions and children with their families, from a seed.
 
 Deterministic: the same code, seed and sizes always give the same people,
-personal codes and choices, so tests and demo runs can be reproduced.
-Personal codes are valid (old format for children born before 2017-07-01,
-new format after) but belong to nobody: they are drawn at random.
+personal codes, addresses and choices, so tests and demo runs can be
+reproduced. Personal codes are valid (old format for children born before
+2017-07-01, new format after) but belong to nobody: they are drawn at random.
+
+Every address has a 9-digit code, a street and house number, a postcode and
+LKS-92 coordinates (northing, easting) inside the municipality's bounding
+box — or, for families declared elsewhere, inside a neighbouring one. Some
+children share a family (siblings, one of whom may already attend a
+pre-school), some guardians work at an institution (staff), and some
+children already attend one. Scale is the number of children: 50 to 30,000.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 from schemas.values import personal_code_check_digit
@@ -22,6 +29,84 @@ _GENITIVE = {
     "daugavpils": "Daugavpils",
     "jelgava": "Jelgavas",
 }
+
+
+# Bounding boxes in LKS-92 (EPSG:3059): northing from/to, easting from/to, metres.
+BOXES = {
+    "riga": (302_000, 322_000, 495_000, 520_000),
+    "liepaja": (302_000, 312_000, 310_000, 320_000),
+    "daugavpils": (168_000, 178_000, 650_000, 662_000),
+    "jelgava": (274_000, 282_000, 477_000, 487_000),
+}
+_DEFAULT_BOX = BOXES["riga"]
+# ATVK territory codes: the municipality's own, and one neighbour for residents elsewhere.
+TERRITORIES = {
+    "riga": ("0001000", "0807600"),
+    "liepaja": ("0017000", "0641000"),
+    "daugavpils": ("0005000", "0440200"),
+    "jelgava": ("0009000", "0540200"),
+}
+_TOWNS = {"riga": "Rīga", "liepaja": "Liepāja", "daugavpils": "Daugavpils", "jelgava": "Jelgava"}
+_POSTCODES = {"riga": (1001, 1099), "liepaja": (3401, 3499), "daugavpils": (5401, 5499)}
+_STREETS = (
+    "Brīvības iela",
+    "Krišjāņa Barona iela",
+    "Tērbatas iela",
+    "Lāčplēša iela",
+    "Ģertrūdes iela",
+    "Avotu iela",
+    "Stabu iela",
+    "Miera iela",
+    "Kr. Valdemāra iela",
+    "Dzirnavu iela",
+    "Maskavas iela",
+    "Ulmaņa gatve",
+    "Kurzemes prospekts",
+    "Slokas iela",
+    "Daugavgrīvas iela",
+    "Ropažu iela",
+    "Juglas iela",
+    "Salaspils iela",
+    "Lielvārdes iela",
+    "Zemitāna iela",
+)
+
+
+@dataclass(frozen=True)
+class Address:
+    """A building address as the address register knows it (status EKS)."""
+
+    code: str
+    street: str
+    house: str
+    town: str
+    postcode: str
+    territory_code: str
+    northing: float
+    """KOORD_X, LKS-92 metres north."""
+    easting: float
+    """KOORD_Y, LKS-92 metres east."""
+    in_municipality: bool
+
+    @property
+    def full(self) -> str:
+        return f"{self.street} {self.house}, {self.town}, {self.postcode}"
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A child who already attends a pre-school: the queue applicant or an older sibling."""
+
+    personal_code: str
+    birth_date: date
+    institution_id: str
+    group_code: str
+
+
+@dataclass(frozen=True)
+class StaffMember:
+    personal_code: str
+    institution_id: str
 
 
 @dataclass(frozen=True)
@@ -62,6 +147,12 @@ class Child:
     registered_at: datetime
     accepts_any_institution: bool
     large_family: bool
+    family: int = 0
+    """Children of one family share guardians and address."""
+    sibling_codes: tuple[str, ...] = ()
+    """Personal codes of siblings already attending a pre-school of the municipality."""
+    declared_here: bool = True
+    """Declared residence in the municipality (False: in a neighbouring one)."""
 
 
 def old_format_code(born: date, rng: random.Random) -> str:
@@ -102,6 +193,96 @@ class SyntheticMunicipality:
         rng = random.Random(f"{code}:{seed}")
         self.institutions = tuple(self._institution(i, rng) for i in range(1, institutions + 1))
         self.children = tuple(self._child(i, rng, max_choices) for i in range(1, children + 1))
+        # Families, residence, attendance and staff come from a stream of their own, so the
+        # children above stay what they were for a seed.
+        self._families(random.Random(f"{code}:{seed}:families"))
+        self.addresses = {a.code: a for a in self._addresses()}
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return BOXES.get(self.code, _DEFAULT_BOX)
+
+    @property
+    def territory(self) -> str:
+        return TERRITORIES.get(self.code, TERRITORIES["riga"])[0]
+
+    def _families(self, rng: random.Random) -> None:
+        """Make some children siblings, give some an attending sibling, find staff and attenders."""
+        children = list(self.children)
+        self.enrolments: dict[str, Enrolment] = {}
+        """Personal code → where that child attends now."""
+        self.staff: tuple[StaffMember, ...] = ()
+        staff: list[StaffMember] = []
+        family = 0
+        i = 0
+        while i < len(children):
+            family += 1
+            size = 1 if rng.random() < 0.8 else 2
+            head = children[i]
+            declared_here = rng.random() < 0.9
+            older: tuple[str, ...] = ()
+            if rng.random() < 0.25:
+                born = date(head.birth_date.year - rng.randint(1, 3), rng.randint(1, 12), 15)
+                code = personal_code_for(born, rng)
+                inst = rng.choice(self.institutions)
+                group = rng.choice(inst.groups)
+                self.enrolments[code] = Enrolment(code, born, inst.institution_id, group.code)
+                older = (code,)
+            if rng.random() < 0.05:
+                inst = rng.choice(self.institutions)
+                staff.extend(
+                    StaffMember(g.personal_code, inst.institution_id) for g in head.guardians[:1]
+                )
+            for j in range(i, min(i + size, len(children))):
+                child = children[j]
+                if j > i:  # a younger or older sibling in the same queue
+                    child = replace(child, guardians=head.guardians, address_code=head.address_code)
+                child = replace(
+                    child,
+                    family=family,
+                    sibling_codes=older,
+                    declared_here=declared_here,
+                    large_family=child.large_family or (size > 1 and bool(older)),
+                )
+                if rng.random() < 0.04:  # already attends, and asks for a better place
+                    inst = rng.choice(self.institutions)
+                    self.enrolments[child.personal_code] = Enrolment(
+                        child.personal_code,
+                        child.birth_date,
+                        inst.institution_id,
+                        rng.choice(inst.groups).code,
+                    )
+                children[j] = child
+            i += size
+        self.children = tuple(children)
+        self.staff = tuple(staff)
+
+    def _addresses(self) -> list[Address]:
+        """Every address the municipality's people and institutions use, from its code."""
+        outside = {c.address_code for c in self.children if not c.declared_here}
+        codes = sorted(
+            {i.address_code for i in self.institutions} | {c.address_code for c in self.children}
+        )
+        return [self.address(code, here=code not in outside) for code in codes]
+
+    def address(self, code: str, *, here: bool = True) -> Address:
+        """The address with this code (deterministic: the code seeds its details)."""
+        rng = random.Random(f"{self.code}:{self.seed}:address:{code}")
+        n_from, n_to, e_from, e_to = self.box
+        if not here:  # a neighbouring municipality: just east of the box
+            e_from, e_to = e_to + 2_000, e_to + 12_000
+        own, neighbour = TERRITORIES.get(self.code, TERRITORIES["riga"])
+        return Address(
+            code=code,
+            street=rng.choice(_STREETS),
+            house=str(rng.randint(1, 140)),
+            town=_TOWNS.get(self.code, self.code.capitalize()) if here else "Ķekava",
+            postcode=f"LV-{rng.randint(*_POSTCODES.get(self.code, (2000, 5799)))}",
+            territory_code=own if here else neighbour,
+            northing=round(rng.uniform(n_from, n_to), 2),
+            easting=round(rng.uniform(e_from, e_to), 2),
+            in_municipality=here,
+        )
 
     @property
     def name(self) -> str:

@@ -46,6 +46,11 @@ class InvalidResponse(TransientError):
     since a broken answer is often a passing fault of a proxy or a deployment."""
 
 
+class UnexpectedAnswer(PermanentError):
+    """The external system answered well-formed JSON that breaks its protocol (a missing or
+    wrong field); not retried: the message is dead-lettered with what was wrong."""
+
+
 class Refused(PermanentError):
     """The external system refused the request (HTTP 4xx other than 429); not retried."""
 
