@@ -30,6 +30,8 @@ from hub.reliability.consumer import (
     wait_until_due,
 )
 from hub.reliability.metrics import Metrics, serve
+from hub.reliability.poller import SCHEMA as POLL_SCHEMA
+from hub.reliability.poller import Poller, run_poller
 from hub.reliability.relay import OutboxRelay
 from hub.reliability.store import Store, Writes
 from hub.settings import Settings
@@ -64,6 +66,8 @@ class ServiceSpec:
     timers: Sequence[Timer] = ()
     tasks: Sequence[Callable[[asyncio.Event], Awaitable[None]]] = ()
     """Further coroutines to run until the stop event is set (an HTTP API, say)."""
+    pollers: Sequence[Poller] = ()
+    """Feeds of external systems to poll; positions are kept in the service's store."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class ServiceRunner:
         security = client_options(self.settings)
         store = self.store = await Store.open(
             self.settings.data_dir / f"{spec.name}.sqlite3",
-            schema=spec.schema,
+            schema=(*spec.schema, *(POLL_SCHEMA if spec.pollers else ())),
             synchronous=options.synchronous,
         )
         producer = AIOKafkaProducer(
@@ -203,6 +207,23 @@ class ServiceRunner:
                     for timer in spec.timers
                 ),
                 *(asyncio.create_task(task(stop)) for task in spec.tasks),
+                *(
+                    asyncio.create_task(
+                        run_poller(
+                            spec.name,
+                            poller,
+                            store,
+                            relay.hand_over,
+                            stop,
+                            clock=self.clock,
+                            on_items=lambda taken, _refused: self.metrics.handled.labels(
+                                spec.name
+                            ).inc(taken),
+                        ),
+                        name=f"{spec.name}-{poller.feed}",
+                    )
+                    for poller in spec.pollers
+                ),
             ]
             clean = await self._supervise(stop, workers, relay)
         finally:
@@ -212,6 +233,8 @@ class ServiceRunner:
             await store.close()
             for handler in spec.handlers:
                 await handler.close()
+            for poller in spec.pollers:
+                await poller.close()
             if server is not None:
                 server.shutdown()
                 server.server_close()

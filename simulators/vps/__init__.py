@@ -1,0 +1,1 @@
+"""VPS simulator: e-service, queue register and population register extract."""
