@@ -33,10 +33,36 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from hub import __version__
 from hub.errors import BrokerUnavailable, ConfigurationError, HubError
 from hub.observability import setup_logging
 from hub.settings import Settings, load_settings
+
+
+def _service_commands(commands: Any) -> None:
+    """``hub run`` and ``hub simulate``."""
+    run = commands.add_parser("run", help="run a service until Ctrl-C / SIGTERM")
+    run.add_argument(
+        "service",
+        choices=("allocation", "vps-adapter", "viis-adapter", "gis-adapter", "dvs-adapter"),
+        help="which service (adapters find their system at HUB_<SYSTEM>_URL)",
+    )
+    simulate = commands.add_parser(
+        "simulate", help="serve simulators of the external systems on loopback until Ctrl-C"
+    )
+    simulate.add_argument(
+        "system", choices=("vps", "viis", "gis", "dvs", "all"), help="which system, or all"
+    )
+    simulate.add_argument("--seed", type=int, help="synthetic municipality seed (HUB_SIM_SEED)")
+    simulate.add_argument("--children", type=int, help="children, 50–30000 (HUB_SIM_CHILDREN)")
+    simulate.add_argument(
+        "--fault-rate", type=float, help="share of requests faulted, 0–1 (HUB_SIM_FAULT_RATE)"
+    )
+    simulate.add_argument(
+        "--latency", type=float, help="seconds added per answer (HUB_SIM_LATENCY)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,8 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=("instance", "result"),
         help="print the JSON Schema of the instance or result format and exit",
     )
-    run = commands.add_parser("run", help="run a service until Ctrl-C / SIGTERM")
-    run.add_argument("service", choices=("allocation",), help="which service")
+    _service_commands(commands)
 
     allocation = commands.add_parser("allocation", help="the allocation service's state")
     allocation_commands = allocation.add_subparsers(
@@ -191,7 +216,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "dlq":
         return asyncio.run(_dlq(settings, args))
     if args.command == "run":
-        return asyncio.run(_run_allocation(settings))
+        if args.service == "allocation":
+            return asyncio.run(_run_allocation(settings))
+        return asyncio.run(_run_adapter(settings, args.service))
+    if args.command == "simulate":
+        return asyncio.run(_simulate(settings, args))
     if args.command == "allocation":
         return asyncio.run(_rebuild(settings, args))
     if args.command == "round":
@@ -423,6 +452,64 @@ async def _run_allocation(settings: Settings) -> int:
         )
         clean = await ServiceRunner(spec, settings, bootstrap).run(stop)
     return 0 if clean else 1
+
+
+async def _run_adapter(settings: Settings, name: str) -> int:
+    from hub.kafka import ensure_topics, kafka_cluster
+    from hub.reliability.service import ServiceRunner, stop_on_signals
+    from hub.wiring import adapter
+
+    spec = adapter(name, settings)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    async with kafka_cluster(settings) as bootstrap:
+        await ensure_topics(settings, bootstrap, services=[spec.name])
+        system = name.removesuffix("-adapter")
+        print(
+            f"{name} on {bootstrap}; {system.upper()} at {getattr(settings, f'{system}_url')}",
+            file=sys.stderr,
+        )
+        clean = await ServiceRunner(spec, settings, bootstrap).run(stop)
+    return 0 if clean else 1
+
+
+async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from hub.reliability.service import stop_on_signals
+    from hub.wiring import SYSTEMS, port_of, simulator_apps, url_setting
+    from simulators.serving import serving
+
+    overrides = {
+        "sim_seed": args.seed,
+        "sim_children": args.children,
+        "sim_fault_rate": args.fault_rate,
+        "sim_latency": args.latency,
+    }
+    try:
+        settings = Settings.model_validate(
+            settings.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConfigurationError(f"simulate: {error['loc'][0]}: {error['msg']}") from None
+    systems = SYSTEMS if args.system == "all" else (args.system,)
+    apps = simulator_apps(settings, systems)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    async with contextlib.AsyncExitStack() as stack:
+        for system in systems:
+            url = url_setting(system, settings)
+            served = await stack.enter_async_context(
+                serving(apps[system], port_of(url), name=system)
+            )
+            print(f"{system.upper():<5} {served.url}  (API: {served.url}/docs)", flush=True)
+        print(
+            f"synthetic {settings.municipality}: seed {settings.sim_seed},"
+            f" {settings.sim_children} children, {settings.sim_institutions} institutions;"
+            f" faults {settings.sim_fault_rate:.0%} of requests. Ctrl-C stops.",
+            flush=True,
+        )
+        await stop.wait()
+    return 0
 
 
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:

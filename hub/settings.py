@@ -114,6 +114,30 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Longest time spent retrying one call."
     )
 
+    # External systems: where the adapters find them (the simulators listen there too).
+    vps_url: str = Field(default="http://127.0.0.1:8101", description="VPS base URL.")
+    viis_url: str = Field(default="http://127.0.0.1:8102", description="VIIS base URL.")
+    gis_url: str = Field(default="http://127.0.0.1:8103", description="GIS / address register URL.")
+    dvs_url: str = Field(default="http://127.0.0.1:8104", description="DVS base URL.")
+    vps_poll_interval: float = Field(
+        default=1.0, gt=0, le=3600, description="Seconds between polls of an idle VPS feed."
+    )
+    # Simulators (hub simulate): the synthetic municipality and the injected faults.
+    sim_seed: int = Field(default=1, description="Seed of the synthetic municipality.")
+    sim_children: int = Field(
+        default=300, ge=50, le=30_000, description="Children of the synthetic municipality."
+    )
+    sim_institutions: int = Field(default=10, ge=1, le=400, description="Its institutions.")
+    sim_fault_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share of requests answered with a fault."
+    )
+    sim_latency: float = Field(default=0.0, ge=0, le=60, description="Seconds added per answer.")
+    dvs_number_prefix: str = Field(
+        default="PII",
+        pattern=r"^[A-Z0-9-]{1,12}$",
+        description="Prefix of DVS registration numbers (PREFIX/YEAR/SEQUENCE).",
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         uses_sasl = self.security_protocol.startswith("SASL")

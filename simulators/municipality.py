@@ -46,6 +46,13 @@ TERRITORIES = {
     "daugavpils": ("0005000", "0440200"),
     "jelgava": ("0009000", "0540200"),
 }
+# The neighbouring municipality where families declared elsewhere live: hub code, town.
+NEIGHBOURS = {
+    "riga": ("kekava", "Ķekava"),
+    "liepaja": ("dienvidkurzeme", "Grobiņa"),
+    "daugavpils": ("augsdaugava", "Višķi"),
+    "jelgava": ("jelgavas-novads", "Ozolnieki"),
+}
 _TOWNS = {"riga": "Rīga", "liepaja": "Liepāja", "daugavpils": "Daugavpils", "jelgava": "Jelgava"}
 _POSTCODES = {"riga": (1001, 1099), "liepaja": (3401, 3499), "daugavpils": (5401, 5499)}
 _STREETS = (
@@ -191,6 +198,7 @@ class SyntheticMunicipality:
         self.seed = seed
         self.admission_year = admission_year or date.today().year
         rng = random.Random(f"{code}:{seed}")
+        self._issued: set[str] = set()
         self.institutions = tuple(self._institution(i, rng) for i in range(1, institutions + 1))
         self.children = tuple(self._child(i, rng, max_choices) for i in range(1, children + 1))
         # Families, residence, attendance and staff come from a stream of their own, so the
@@ -201,6 +209,11 @@ class SyntheticMunicipality:
     @property
     def box(self) -> tuple[int, int, int, int]:
         return BOXES.get(self.code, _DEFAULT_BOX)
+
+    @property
+    def neighbour(self) -> tuple[str, str]:
+        """The neighbouring municipality's hub code and town name."""
+        return NEIGHBOURS.get(self.code, NEIGHBOURS["riga"])
 
     @property
     def territory(self) -> str:
@@ -223,7 +236,7 @@ class SyntheticMunicipality:
             older: tuple[str, ...] = ()
             if rng.random() < 0.25:
                 born = date(head.birth_date.year - rng.randint(1, 3), rng.randint(1, 12), 15)
-                code = personal_code_for(born, rng)
+                code = self._unique(born, rng)
                 inst = rng.choice(self.institutions)
                 group = rng.choice(inst.groups)
                 self.enrolments[code] = Enrolment(code, born, inst.institution_id, group.code)
@@ -276,7 +289,7 @@ class SyntheticMunicipality:
             code=code,
             street=rng.choice(_STREETS),
             house=str(rng.randint(1, 140)),
-            town=_TOWNS.get(self.code, self.code.capitalize()) if here else "Ķekava",
+            town=_TOWNS.get(self.code, self.code.capitalize()) if here else self.neighbour[1],
             postcode=f"LV-{rng.randint(*_POSTCODES.get(self.code, (2000, 5799)))}",
             territory_code=own if here else neighbour,
             northing=round(rng.uniform(n_from, n_to), 2),
@@ -289,7 +302,17 @@ class SyntheticMunicipality:
         return _GENITIVE.get(self.code, self.code.capitalize())
 
     def _address_code(self, rng: random.Random) -> str:
-        return f"1{rng.randrange(10**8):08d}"
+        """Nine digits whose first three are a type code 101–199."""
+        n = rng.randrange(10**8)
+        return f"1{n % 99 + 1:02d}{n // 99 % 10**6:06d}"
+
+    def _unique(self, born: date, rng: random.Random, *, old: bool = False) -> str:
+        """A personal code nobody else in the municipality has (drawn again on a clash)."""
+        while True:
+            code = old_format_code(born, rng) if old else personal_code_for(born, rng)
+            if code not in self._issued:
+                self._issued.add(code)
+                return code
 
     def _institution(self, number: int, rng: random.Random) -> Institution:
         groups = []
@@ -325,9 +348,10 @@ class SyntheticMunicipality:
         )
         guardians = tuple(
             Guardian(
-                personal_code=old_format_code(
+                personal_code=self._unique(
                     date(born.year - rng.randint(22, 42), rng.randint(1, 12), rng.randint(1, 28)),
                     rng,
+                    old=True,
                 ),
                 email=f"parent{number}-{g}@example.lv" if rng.random() < 0.9 else None,
                 phone=f"+3712{rng.randrange(10**7):07d}" if rng.random() < 0.8 else None,
@@ -343,7 +367,7 @@ class SyntheticMunicipality:
         return Child(
             ref=f"CH-{rng.getrandbits(48):012x}",
             application_id=f"APP-{self.admission_year}-{number:06d}",
-            personal_code=personal_code_for(born, rng),
+            personal_code=self._unique(born, rng),
             birth_date=born,
             guardians=guardians,
             address_code=self._address_code(rng),

@@ -52,11 +52,25 @@ class UnexpectedAnswer(PermanentError):
 
 
 class Refused(PermanentError):
-    """The external system refused the request (HTTP 4xx other than 429); not retried."""
+    """The external system refused the request (HTTP 4xx other than 429); not retried.
 
-    def __init__(self, message: str, *, status: int) -> None:
+    ``body`` is the answer's JSON (None if it had none): a protocol that refuses
+    with a reason (``{"error": "already_enrolled"}``) can turn it into an outcome;
+    ``error`` is that reason, read from ``error`` or FastAPI's ``detail.error``.
+    """
+
+    def __init__(self, message: str, *, status: int, body: Any = None) -> None:
         super().__init__(message)
         self.status = status
+        self.body = body
+
+    @property
+    def error(self) -> str | None:
+        body = self.body
+        if isinstance(body, dict) and isinstance(body.get("detail"), dict):
+            body = body["detail"]
+        reason = body.get("error") if isinstance(body, dict) else None
+        return reason if isinstance(reason, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,5 +227,11 @@ class HttpPort:
                 retry_after=_retry_after(response),
             )
         if status >= 400:
-            raise Refused(f"{self.system} refused {method} {shown} with {status}", status=status)
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            raise Refused(
+                f"{self.system} refused {method} {shown} with {status}", status=status, body=body
+            )
         return response

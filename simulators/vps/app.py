@@ -225,7 +225,7 @@ class Register:
             "subject": "child",
             "address_code": form.residence_address_code,
             "territory_code": address.territory_code,
-            "municipality": self.town.code if here else "kekava",
+            "municipality": self.town.code if here else self.town.neighbour[0],
             "declared_from": date(form.child_birth_date.year, 1, 1).isoformat(),
         }
 

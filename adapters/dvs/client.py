@@ -1,0 +1,145 @@
+"""The DVS's HTTP client: registers documents, idempotently by key.
+
+The DVS answers a registration with 201 (new) or 200 (the key was registered before, with
+the same body), and refuses one with 409 (the key names another document) or 422 (an
+unknown link, or the DVS rejects the document). Those refusals are outcomes of the
+protocol, returned as :class:`Rejection`; every other failure is an error of
+:mod:`hub.reliability.retry` (5xx, 429, timeouts and broken JSON are retried).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
+
+NUMBER_PATTERN = r"^[A-Z0-9-]+/\d{4}/\d+$"
+_OUTCOMES = frozenset({409, 422})
+"""Statuses of a registration that are answers (a refusal with its reason), not errors."""
+
+_M = TypeVar("_M", bound=BaseModel)
+RejectionReason = Literal["rejected", "idempotency_conflict", "unknown_link"]
+
+
+class NewDocument(BaseModel):
+    """A document to register, in the DVS's vocabulary."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal[
+        "incoming_application", "decision", "admission_list", "contract", "invitation", "other"
+    ]
+    title: str
+    author_unit: str
+    media_type: str
+    sha256: str
+    size: int
+    links: tuple[str, ...] = ()
+    """Registration numbers of related documents."""
+    reference: str | None = None
+
+
+class Registration(BaseModel):
+    """The DVS registered the document (now or at an earlier request with the same key)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    registration_number: str = Field(pattern=NUMBER_PATTERN, max_length=64)
+    registered_at: AwareDatetime
+    document_id: str = Field(min_length=1)
+
+
+class _Refusal(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    error: RejectionReason
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """The DVS refused the document; repeating the request cannot change that."""
+
+    reason: RejectionReason
+    detail: str
+    status: int
+
+
+def _validated(model: type[_M], payload: Any, what: str) -> _M:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "(body)" for e in exc.errors()})
+        raise UnexpectedAnswer(f"DVS answered {what} with wrong fields: {fields}") from None
+
+
+class DvsClient(HttpPort):
+    """Client of the DVS REST API (``POST /v1/documents``, ``GET /v1/documents/{number}``)."""
+
+    system = "DVS"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        policy: RetryPolicy | None = None,
+        on_retry: Callable[[BaseException], None] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            base_url, timeout=timeout, policy=policy, on_retry=on_retry, transport=transport
+        )
+
+    async def register(self, key: str, document: NewDocument) -> Registration | Rejection:
+        """Register ``document`` under the idempotency ``key``; retries transient failures.
+
+        Raises ``UnavailableError`` or ``InvalidResponse`` when the DVS stayed unavailable or
+        broken (transient), ``Refused`` for another 4xx and ``UnexpectedAnswer`` for an answer
+        of the wrong shape (permanent).
+        """
+        what = "POST /v1/documents"
+        body = document.model_dump(mode="json")
+
+        try:
+            answer = await self.json(
+                "POST", "/v1/documents", json=body, headers={"Idempotency-Key": key}
+            )
+        except Refused as refused:
+            if refused.status not in _OUTCOMES:
+                raise
+            rejected = _validated(_Refusal, refused.body, what)
+            detail = rejected.detail or rejected.error
+            return Rejection(rejected.error, detail[:300], refused.status)
+        return _validated(Registration, answer, what)
+
+    async def document(self, registration_number: str) -> dict[str, Any]:
+        """The registered document with that number (``Refused`` with 404 if there is none)."""
+        answer = await self.json("GET", f"/v1/documents/{quote(registration_number, safe='')}")
+        if not isinstance(answer, dict):
+            raise UnexpectedAnswer("DVS answered GET /v1/documents/… with no object")
+        return answer
+
+
+def client_from_url(
+    url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None
+) -> DvsClient:
+    """A :class:`DvsClient` for the DVS at ``url``."""
+    return DvsClient(url, timeout=timeout, policy=policy)
+
+
+__all__ = [
+    "NUMBER_PATTERN",
+    "DvsClient",
+    "NewDocument",
+    "Registration",
+    "Rejection",
+    "RejectionReason",
+    "client_from_url",
+]

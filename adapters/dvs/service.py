@@ -1,0 +1,128 @@
+"""The DVS adapter: registers the documents asked for on ``dvs.documents.requests.v1``.
+
+For each ``RegisterDocument`` it registers the document in the DVS under the idempotency key
+``document_key`` (so a redelivered request gets the same number) and publishes
+``DocumentRegistered`` or, when the DVS refuses it, ``DocumentRegistrationFailed``.
+
+The hub names related documents by ``document_key``, the DVS by registration number: the
+adapter keeps the numbers it obtained in its table ``dvs_registrations`` and translates.
+A related document not registered yet is a transient failure: the request is parked and
+tried again once the other one (often in flight on another partition) has its number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from adapters.dvs.client import DvsClient, NewDocument, Registration, Rejection
+from hub.errors import TransientError
+from hub.reliability.consumer import Handler, Unit
+from hub.reliability.service import ServiceSpec
+from hub.reliability.store import Store
+from schemas.documents import DocumentRegistered, DocumentRegistrationFailed, RegisterDocument
+from schemas.topics import BY_NAME, DVS
+
+REQUESTS = BY_NAME["dvs.documents.requests.v1"]
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS dvs_registrations ("
+    " document_key TEXT PRIMARY KEY,"
+    " registration_number TEXT NOT NULL,"
+    " registered_at TEXT NOT NULL)",
+)
+
+
+class RelatedNotRegistered(TransientError):
+    """A related document has no registration number yet; the request waits for it."""
+
+
+class Documents(Handler[RegisterDocument]):
+    """Registers each requested document in the DVS."""
+
+    def __init__(self, client: DvsClient) -> None:
+        super().__init__(REQUESTS)
+        self.client = client
+        self.store: Store | None = None
+        """Set by :meth:`attach` when the service starts; read for related documents."""
+
+    async def attach(self, store: Store) -> None:
+        self.store = store
+
+    async def links(self, keys: Sequence[str]) -> tuple[str, ...]:
+        """Registration numbers of the documents ``keys``, in their order."""
+        if not keys:
+            return ()
+        if self.store is None:
+            raise RuntimeError("the DVS handler has no store: run the service's on_start first")
+        marks = ",".join("?" * len(keys))
+        rows = await self.store.query(
+            "SELECT document_key, registration_number FROM dvs_registrations"
+            f" WHERE document_key IN ({marks})",
+            tuple(keys),
+        )
+        numbers = {key: number for key, number in rows}
+        missing = [key for key in keys if key not in numbers]
+        if missing:
+            raise RelatedNotRegistered(f"related documents not registered yet: {missing}")
+        return tuple(numbers[key] for key in keys)
+
+    async def fetch(self, message: RegisterDocument) -> Registration | Rejection:
+        document = NewDocument(
+            type=message.document_type,
+            title=message.title,
+            author_unit=message.author_unit,
+            media_type=message.media_type,
+            sha256=message.content_sha256,
+            size=message.content_size,
+            links=await self.links(message.related_document_keys),
+            reference=message.child_ref,
+        )
+        return await self.client.register(message.document_key, document)
+
+    def apply(self, unit: Unit, message: RegisterDocument, fetched: Any) -> None:
+        if isinstance(fetched, Registration):
+            unit.execute(
+                "INSERT INTO dvs_registrations (document_key, registration_number, registered_at)"
+                " VALUES (?, ?, ?) ON CONFLICT (document_key) DO UPDATE SET"
+                " registration_number = excluded.registration_number,"
+                " registered_at = excluded.registered_at",
+                (
+                    message.document_key,
+                    fetched.registration_number,
+                    fetched.registered_at.isoformat(),
+                ),
+            )
+            unit.emit(
+                DocumentRegistered.new(
+                    producer=DVS,
+                    caused_by=message,
+                    document_key=message.document_key,
+                    registration_number=fetched.registration_number,
+                    registered_at=fetched.registered_at,
+                )
+            )
+        elif isinstance(fetched, Rejection):
+            unit.emit(
+                DocumentRegistrationFailed.new(
+                    producer=DVS,
+                    caused_by=message,
+                    document_key=message.document_key,
+                    reason="rejected",
+                    detail=f"{fetched.reason} (HTTP {fetched.status}): {fetched.detail}"[:500],
+                    permanent=True,
+                )
+            )
+        else:
+            raise TypeError(f"unexpected outcome of a DVS registration: {type(fetched).__name__}")
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def service(client: DvsClient, name: str = DVS) -> ServiceSpec:
+    """The DVS adapter as a service of the hub's runtime."""
+    handler = Documents(client)
+    return ServiceSpec(name, (handler,), schema=SCHEMA, on_start=handler.attach)
+
+
+__all__ = ["SCHEMA", "Documents", "RelatedNotRegistered", "service"]

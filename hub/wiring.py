@@ -1,0 +1,109 @@
+"""Where the adapters and simulators are put together from settings (one place for wiring).
+
+``hub run ADAPTER`` asks :func:`adapter` for a service; ``hub simulate``,
+the demo and the tests ask :func:`simulator_apps` for the simulators' ASGI
+apps. Nothing here connects anywhere: it only builds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from hub.errors import ConfigurationError
+from hub.reliability.retry import RetryPolicy
+from hub.reliability.service import ServiceSpec
+from hub.settings import Settings
+
+ADAPTERS = ("vps-adapter", "viis-adapter", "gis-adapter", "dvs-adapter")
+SYSTEMS = ("vps", "viis", "gis", "dvs")
+
+
+def policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(attempts=settings.http_attempts, max_seconds=settings.http_max_seconds)
+
+
+def adapter(name: str, settings: Settings) -> ServiceSpec:
+    """The adapter service ``name`` (one of :data:`ADAPTERS`), its client pointed by settings."""
+    options: dict[str, Any] = {"timeout": settings.http_timeout, "policy": policy(settings)}
+    if name == "vps-adapter":
+        from adapters import vps
+
+        return vps.service(
+            vps.client_from_url(settings.vps_url, **options),
+            settings.municipality,
+            interval=settings.vps_poll_interval,
+        )
+    if name == "viis-adapter":
+        from adapters import viis
+
+        return viis.service(viis.client_from_url(settings.viis_url, **options))
+    if name == "gis-adapter":
+        from adapters import gis
+
+        return gis.service(gis.client_from_url(settings.gis_url, **options))
+    if name == "dvs-adapter":
+        from adapters import dvs
+
+        return dvs.service(dvs.client_from_url(settings.dvs_url, **options))
+    raise ConfigurationError(f"no adapter {name!r}; there are {', '.join(ADAPTERS)}")
+
+
+def url_setting(system: str, settings: Settings) -> str:
+    return str(getattr(settings, f"{system}_url"))
+
+
+def port_of(url: str) -> int:
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost") or parts.port is None:
+        raise ConfigurationError(
+            f"a simulator listens on loopback at an explicit port; {url!r} is not such a URL"
+        )
+    return parts.port
+
+
+def simulator_apps(
+    settings: Settings, systems: tuple[str, ...] = SYSTEMS, *, town: Any = None
+) -> dict[str, Any]:
+    """The simulators' ASGI apps for ``systems``, sharing one synthetic municipality."""
+    from simulators.faults import Faults
+    from simulators.municipality import SyntheticMunicipality
+
+    if town is None:
+        town = SyntheticMunicipality(
+            settings.municipality,
+            seed=settings.sim_seed,
+            children=settings.sim_children,
+            institutions=settings.sim_institutions,
+        )
+    apps: dict[str, Any] = {}
+    for number, system in enumerate(systems):
+        faults = Faults.spread(
+            settings.sim_fault_rate,
+            latency_seconds=settings.sim_latency,
+            timeout_seconds=settings.http_timeout + 1,  # just past the adapters' patience
+            seed=settings.sim_seed * 10 + number,
+        )
+        if system == "vps":
+            from simulators.vps.app import create_app as vps_app
+
+            apps[system] = vps_app(town, faults)
+        elif system == "viis":
+            from simulators.viis.app import create_app as viis_app
+
+            apps[system] = viis_app(town, faults)
+        elif system == "gis":
+            from simulators.gis.app import create_app as gis_app
+
+            apps[system] = gis_app(town, faults)
+        elif system == "dvs":
+            from simulators.dvs.app import NumberFormat
+            from simulators.dvs.app import create_app as dvs_app
+
+            apps[system] = dvs_app(NumberFormat(prefix=settings.dvs_number_prefix), faults=faults)
+        else:
+            raise ConfigurationError(f"no simulator {system!r}; there are {', '.join(SYSTEMS)}")
+    return apps
+
+
+__all__ = ["ADAPTERS", "SYSTEMS", "adapter", "policy", "port_of", "simulator_apps", "url_setting"]
