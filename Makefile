@@ -21,6 +21,7 @@ lint: $(VENV)/.installed-dev
 
 docs: $(VENV)/.installed-embedded
 	$(BIN)/hub asyncapi -o docs/asyncapi.yaml
+	$(BIN)/hub simulate all --openapi docs/simulators
 	$(BIN)/hub allocate --schema instance > docs/allocation-instance.schema.json
 	$(BIN)/hub allocate --schema result > docs/allocation-result.schema.json
 

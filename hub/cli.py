@@ -63,6 +63,12 @@ def _service_commands(commands: Any) -> None:
     simulate.add_argument(
         "--latency", type=float, help="seconds added per answer (HUB_SIM_LATENCY)"
     )
+    simulate.add_argument(
+        "--openapi",
+        type=Path,
+        metavar="DIR",
+        help="write each simulator's OpenAPI document to DIR/<system>.openapi.json and exit",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -475,7 +481,7 @@ async def _run_adapter(settings: Settings, name: str) -> int:
 
 async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     from hub.reliability.service import stop_on_signals
-    from hub.wiring import SYSTEMS, port_of, simulator_apps, url_setting
+    from hub.wiring import SYSTEMS, openapi_documents, port_of, simulator_apps, url_setting
     from simulators.serving import serving
 
     overrides = {
@@ -492,6 +498,13 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
         error = exc.errors()[0]
         raise ConfigurationError(f"simulate: {error['loc'][0]}: {error['msg']}") from None
     systems = SYSTEMS if args.system == "all" else (args.system,)
+    if args.openapi is not None:
+        args.openapi.mkdir(parents=True, exist_ok=True)
+        for system, text in openapi_documents(settings).items():
+            if system in systems:
+                (args.openapi / f"{system}.openapi.json").write_text(text, encoding="utf-8")
+                print(f"wrote {args.openapi / f'{system}.openapi.json'}")
+        return 0
     apps = simulator_apps(settings, systems)
     stop = asyncio.Event()
     stop_on_signals(stop)

@@ -7,6 +7,8 @@ apps. Nothing here connects anywhere: it only builds.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -106,4 +108,33 @@ def simulator_apps(
     return apps
 
 
-__all__ = ["ADAPTERS", "SYSTEMS", "adapter", "policy", "port_of", "simulator_apps", "url_setting"]
+OPENAPI_DIR = Path(__file__).resolve().parent.parent / "docs" / "simulators"
+
+
+def openapi_documents(settings: Settings) -> dict[str, str]:
+    """Each simulator's OpenAPI document as JSON text (``docs/simulators/<system>.openapi.json``).
+
+    Built from a small fixed municipality so the text does not depend on settings that
+    only change data (the API is the same at any scale).
+    """
+    from simulators.municipality import SyntheticMunicipality
+
+    town = SyntheticMunicipality("riga", seed=1, children=5, institutions=2, admission_year=2026)
+    apps = simulator_apps(settings, SYSTEMS, town=town)
+    return {
+        system: json.dumps(app.app.openapi(), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+        for system, app in apps.items()
+    }
+
+
+__all__ = [
+    "ADAPTERS",
+    "OPENAPI_DIR",
+    "SYSTEMS",
+    "adapter",
+    "openapi_documents",
+    "policy",
+    "port_of",
+    "simulator_apps",
+    "url_setting",
+]
