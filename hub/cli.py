@@ -406,6 +406,12 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     except KafkaError as exc:
         raise BrokerUnavailable(f"replay to {settings.bootstrap_servers} failed: {exc!r}") from None
     print(f"replayed {sent} dead letter(s); consumers skip any already applied", file=sys.stderr)
+    if skipped := len(chosen) - sent:
+        print(
+            f"{skipped} dead letter(s) came from a system's feed, not a topic: correct the entry"
+            " at the source system (it is read again only if the feed gives it again)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -463,7 +469,7 @@ async def _run_allocation(settings: Settings) -> int:
 async def _run_adapter(settings: Settings, name: str) -> int:
     from hub.kafka import ensure_topics, kafka_cluster
     from hub.reliability.service import ServiceRunner, stop_on_signals
-    from hub.wiring import adapter
+    from hub.wiring import adapter, url_setting
 
     spec = adapter(name, settings)
     stop = asyncio.Event()
@@ -472,7 +478,7 @@ async def _run_adapter(settings: Settings, name: str) -> int:
         await ensure_topics(settings, bootstrap, services=[spec.name])
         system = name.removesuffix("-adapter")
         print(
-            f"{name} on {bootstrap}; {system.upper()} at {getattr(settings, f'{system}_url')}",
+            f"{name} on {bootstrap}; {system.upper()} at {url_setting(system, settings)}",
             file=sys.stderr,
         )
         clean = await ServiceRunner(spec, settings, bootstrap).run(stop)

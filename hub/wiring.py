@@ -79,12 +79,14 @@ def simulator_apps(
             institutions=settings.sim_institutions,
         )
     apps: dict[str, Any] = {}
-    for number, system in enumerate(systems):
+    for system in systems:
+        if system not in SYSTEMS:
+            raise ConfigurationError(f"no simulator {system!r}; there are {', '.join(SYSTEMS)}")
         faults = Faults.spread(
             settings.sim_fault_rate,
             latency_seconds=settings.sim_latency,
             timeout_seconds=settings.http_timeout + 1,  # just past the adapters' patience
-            seed=settings.sim_seed * 10 + number,
+            seed=settings.sim_seed * 10 + SYSTEMS.index(system),  # the same for one or all
         )
         if system == "vps":
             from simulators.vps.app import create_app as vps_app
@@ -103,8 +105,6 @@ def simulator_apps(
             from simulators.dvs.app import create_app as dvs_app
 
             apps[system] = dvs_app(NumberFormat(prefix=settings.dvs_number_prefix), faults=faults)
-        else:
-            raise ConfigurationError(f"no simulator {system!r}; there are {', '.join(SYSTEMS)}")
     return apps
 
 

@@ -19,6 +19,7 @@ are never faulted):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -43,7 +44,8 @@ class Faults:
     latency_seconds: float = 0.0
     """Added to every answer (the ``latency`` fault waits this long too, at least 0.2 s)."""
     timeout_seconds: float = 30.0
-    """How long a ``timeout`` fault keeps the client waiting before it gives up answering."""
+    """How long a ``timeout`` fault holds the request before answering 504 (the client
+    should have given up by then); a stopping server releases it at once."""
     retry_after_seconds: int = 1
     seed: int = 0
 
@@ -80,6 +82,13 @@ class FaultInjection:
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.faults.seed)
+        self._released: asyncio.Event | None = None
+
+    def release(self) -> None:
+        """Let go of requests held by ``timeout`` faults (the server is stopping)."""
+        if self._released is None:
+            self._released = asyncio.Event()
+        self._released.set()
 
     def choose(self, asked: str | None) -> Fault:
         if asked is not None:
@@ -117,7 +126,10 @@ class FaultInjection:
                 [(b"retry-after", str(self.faults.retry_after_seconds).encode())],
             )
         elif fault == "timeout":
-            await asyncio.sleep(self.faults.timeout_seconds)
+            if self._released is None:
+                self._released = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), self.faults.timeout_seconds)
             await _answer(send, 504, b'{"error": "injected fault: answered too late"}')
         elif fault == "malformed":
             await _answer(send, 200, b'{"truncated": [1, 2')

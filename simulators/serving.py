@@ -50,8 +50,10 @@ async def serving(app: ASGIApp, port: int = 0, *, name: str = "simulator") -> As
     try:
         yield Served(name, f"http://{HOST}:{port}")
     finally:
+        release = getattr(app, "release", None)
+        if callable(release):
+            release()  # requests held by injected timeouts answer now, so none holds the stop
         server.should_exit = True
-        server.force_exit = True  # a request held by an injected timeout must not delay the stop
         await task
 
 

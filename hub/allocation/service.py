@@ -40,7 +40,7 @@ from hub.allocation.engine import Allocator, EngineError, Move, PoolRef
 from hub.allocation.formats import ChildEntry, InstitutionEntry
 from hub.allocation.model import Child, Facts, HeldPlace, Instance, Institution, Rules, SeatPool
 from hub.calendar import answer_deadline, deemed_notified, local_date
-from hub.errors import PermanentError
+from hub.errors import PermanentError, TransientError
 from hub.reliability.consumer import Handler, Unit
 from hub.reliability.service import ServiceSpec, Timer
 from hub.reliability.store import Store
@@ -726,7 +726,10 @@ class Residences(_On):
     def handle(self, out: Outbox, message: ResidenceDeclared) -> None:
         file = out.state.children.get(message.child_ref)
         if file is None:
-            raise PermanentError(f"no application for child {message.child_ref}")
+            # The register reports residence beside the application, on another topic: the
+            # application may simply not be here yet. Parked and tried again; dead-lettered
+            # only if it never comes.
+            raise TransientError(f"no application (yet) for child {message.child_ref}")
         file.residences[f"{message.subject}:{message.guardian_index or 0}"] = message
         out.state.save_child(out.unit, message.child_ref)
 

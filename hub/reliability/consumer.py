@@ -175,6 +175,12 @@ class Handler(Generic[M]):
     def apply(self, unit: Unit, message: M, fetched: Any) -> None:
         raise NotImplementedError
 
+    def given_up(self, message: M, error: BaseException) -> Sequence[Message]:
+        """Messages to publish when ``message`` is dead-lettered (retries exhausted, refused,
+        or a handler failure): a failure event, so that whoever asked is not left waiting.
+        Published in the transaction that records the dead letter."""
+        return ()
+
     async def close(self) -> None:
         """Release what the handler holds (its clients); called when the service stops."""
 
@@ -311,7 +317,7 @@ class BatchProcessor:
             except sqlite3.Error as exc:
                 log.exception("handler's changes cannot be stored", extra=_ids(item))
                 rows: list[OutboxRow] = []
-                self._bury(item.record, "handler_error", exc, rows)
+                self._bury(item.record, "handler_error", exc, rows, item)
                 committed += await self.store.commit(self.service, Writes(outbox=rows))
         return committed, handled
 
@@ -361,14 +367,14 @@ class BatchProcessor:
                 item.fetched = await item.handler.fetch(item.message)
                 return
             except TransientError as exc:
-                self._park_or_bury(item.record, exc, batch.failed)
+                self._park_or_bury(item.record, exc, batch.failed, item)
             except PermanentError as exc:
-                self._bury(item.record, "refused", exc, batch.failed)
+                self._bury(item.record, "refused", exc, batch.failed, item)
             except Exception as exc:  # a bug in a handler must not stop the service
                 log.exception(
                     "fetch failed", extra={"topic": item.handler.topic.name, **_ids(item)}
                 )
-                self._bury(item.record, "handler_error", exc, batch.failed)
+                self._bury(item.record, "handler_error", exc, batch.failed, item)
         item.ok = False
 
     def _apply(self, item: _Item, batch: Prepared) -> None:
@@ -376,22 +382,28 @@ class BatchProcessor:
         try:
             item.handler.apply(unit, item.message, item.fetched)
         except TransientError as exc:
-            self._park_or_bury(item.record, exc, batch.failed)
+            self._park_or_bury(item.record, exc, batch.failed, item)
         except PermanentError as exc:
-            self._bury(item.record, "refused", exc, batch.failed)
+            self._bury(item.record, "refused", exc, batch.failed, item)
         except Exception as exc:  # a bug in a handler must not stop the service
             log.exception("apply failed", extra={"topic": item.handler.topic.name, **_ids(item)})
-            self._bury(item.record, "handler_error", exc, batch.failed)
+            self._bury(item.record, "handler_error", exc, batch.failed, item)
         else:
             batch.applied.append((item, unit))
             return
         item.ok = False
 
-    def _park_or_bury(self, record: Incoming, error: BaseException, rows: list[OutboxRow]) -> None:
+    def _park_or_bury(
+        self,
+        record: Incoming,
+        error: BaseException,
+        rows: list[OutboxRow],
+        item: _Item | None = None,
+    ) -> None:
         now = self._clock()
         failure = record.failure(error, now, parked=self._parked(record))
         if failure.attempts >= self.schedule.max_attempts:
-            self._bury(record, "retries_exhausted", error, rows)
+            self._bury(record, "retries_exhausted", error, rows, item)
             return
         due = now + timedelta(seconds=self.schedule.delay(failure.attempts))
         rows.append(failure.park(self.service, record.key, record.value, record.headers, due))
@@ -399,12 +411,27 @@ class BatchProcessor:
         self._log("message parked", failure, attempts=failure.attempts)
 
     def _bury(
-        self, record: Incoming, reason: Reason, error: BaseException, rows: list[OutboxRow]
+        self,
+        record: Incoming,
+        reason: Reason,
+        error: BaseException,
+        rows: list[OutboxRow],
+        item: _Item | None = None,
     ) -> None:
         failure = record.failure(error, self._clock(), parked=self._parked(record))
         rows.append(failure.bury(self.service, reason, record.key, record.value, record.headers))
         self.metrics.dead_lettered.labels(self.service, reason).inc()
         self._log("message dead-lettered", failure, reason=reason)
+        if item is not None:
+            rows.extend(self._given_up(item, error))
+
+    @staticmethod
+    def _given_up(item: _Item, error: BaseException) -> list[OutboxRow]:
+        try:
+            return [outbox_row(m) for m in item.handler.given_up(item.message, error)]
+        except Exception:  # a failing hook must not lose the dead letter
+            log.exception("given_up failed", extra={"topic": item.handler.topic.name, **_ids(item)})
+            return []
 
     @staticmethod
     def _log(what: str, failure: Failure, **extra: Any) -> None:

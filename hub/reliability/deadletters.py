@@ -35,6 +35,8 @@ Reason = Literal["invalid_message", "refused", "retries_exhausted", "handler_err
 """
 
 DLQ_PREFIX = "dlq-"
+FEED_PREFIX = "feed:"
+"""Source of a dead letter that came from polling a system's feed, not from a topic."""
 RETRY_PREFIX = "retry-"
 DELIVERY_ID = "delivery-id"
 REPLAY_OF = "replay-of"
@@ -138,6 +140,11 @@ class DeadLetter:
     dead_at: datetime
     position: str
     """Where it is on the dead-letter topic: ``partition:offset``."""
+
+    @property
+    def replayable(self) -> bool:
+        """A feed entry has no topic to go back to: it is fixed at the source system."""
+        return bool(self.source_topic) and not self.source_topic.startswith(FEED_PREFIX)
 
     @classmethod
     def of(cls, record: ConsumerRecord[Any, Any]) -> DeadLetter:
@@ -255,7 +262,14 @@ def find(letters: Sequence[DeadLetter], prefix: str) -> DeadLetter:
 
 
 async def replay(letters: Sequence[DeadLetter], bootstrap: str, **client_options: Any) -> int:
-    """Republish each dead letter to its original topic, with its key and a new delivery id."""
+    """Republish each dead letter to its original topic, with its key and a new delivery id.
+
+    Letters that are not :attr:`~DeadLetter.replayable` are left out; returns how many were
+    sent.
+    """
+    letters = [d for d in letters if d.replayable]
+    if not letters:
+        return 0
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_options)
     try:
         await producer.start()

@@ -6,12 +6,14 @@ the client's retries) and what each item means (``apply``, pure, recording on
 a :class:`~hub.reliability.consumer.Unit`). The runner keeps the position in
 the service's store and commits it in the same transaction as the messages
 the items produce, so a crash repeats at most the last page and nothing is
-skipped; consumers de-duplicate the repeats by ``event_id``, which pollers
-derive from the item (a name-based UUID of the feed and the item's position).
+skipped; consumers de-duplicate the repeats by ``event_id``, which each
+poller derives from what identifies the item in its feed.
 
-An item that ``apply`` refuses (a :class:`~hub.errors.PermanentError`, a
-validation error) goes to the dead-letter topic with the reason and the
-position after it is committed: one bad item never stops the feed.
+An item that ``apply`` cannot turn into messages goes to the dead-letter
+topic (reason ``invalid_message``, or ``handler_error`` for an unexpected
+exception; source ``feed:<service>/<feed>`` with the item's position), and
+the position moves past it: one bad item never stops the feed. A poll that
+fails is logged and tried again with a growing pause (up to 30 s).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pydantic import ValidationError
 
 from hub.errors import PermanentError, TransientError
 from hub.reliability.consumer import Unit
-from hub.reliability.deadletters import Failure
+from hub.reliability.deadletters import FEED_PREFIX, Failure, Reason
 from hub.reliability.store import OutboxRow, Store, Writes
 from schemas.values import mask_personal_codes
 
@@ -91,10 +93,15 @@ def page_writes(service: str, poller: Poller, page: Page, now: datetime) -> tupl
         unit = Unit()
         try:
             poller.apply(unit, item)
-        except (PermanentError, ValidationError, ValueError) as error:
+        except Exception as error:
             refused += 1
+            reason: Reason = (
+                "invalid_message"
+                if isinstance(error, PermanentError | ValidationError | ValueError)
+                else "handler_error"
+            )
             failure = Failure(
-                f"{service}:{poller.feed}",
+                f"{FEED_PREFIX}{service}/{poller.feed}",
                 -1,
                 number,
                 attempts=1,
@@ -103,8 +110,9 @@ def page_writes(service: str, poller: Poller, page: Page, now: datetime) -> tupl
                 error_type=type(error).__name__,
                 error=mask_personal_codes(str(error)),
             )
-            row = failure.bury(service, "invalid_message", None, poller.describe(item), ())
-            writes.outbox.append(OutboxRow(row.topic, row.key, row.value, row.headers))
+            row = failure.bury(service, reason, None, poller.describe(item), ())
+            headers = (*row.headers, ("dlq-feed-position", page.position.encode()))
+            writes.outbox.append(OutboxRow(row.topic, row.key, row.value, headers))
             log.warning(
                 "feed item refused",
                 extra={"service": service, "feed": poller.feed, "error": failure.error[:200]},
@@ -137,27 +145,31 @@ async def run_poller(
     idle = poller.interval
     while not stop.is_set():
         try:
-            page = await poller.poll(await position(store, poller.feed))
-        except TransientError as error:  # the client has retried already: wait and try again
-            log.warning(
-                "feed unavailable",
-                extra={"service": service, "feed": poller.feed, "error": str(error)[:200]},
-            )
-            page, idle = None, min(idle * 2, 30.0)
-        except PermanentError as error:
-            log.error(
-                "feed refused the poll",
-                extra={"service": service, "feed": poller.feed, "error": str(error)[:200]},
+            before = await position(store, poller.feed)
+            page: Page | None = await poller.poll(before)
+        except (TransientError, PermanentError) as error:
+            # The client has retried a transient failure already; a permanent one (a reset
+            # feed, a refused poll) needs an operator: say so loudly and keep asking.
+            level = logging.WARNING if isinstance(error, TransientError) else logging.ERROR
+            log.log(
+                level,
+                "feed poll failed",
+                extra={
+                    "service": service,
+                    "feed": poller.feed,
+                    "error": mask_personal_codes(str(error))[:200],
+                },
             )
             page, idle = None, min(idle * 2, 30.0)
         if page is not None:
             idle = poller.interval
-            if page.items:
+            moved = page.position != before
+            if page.items or moved:
                 writes, refused = page_writes(service, poller, page, clock())
                 hand_over(await store.commit(service, writes))
                 on_items(len(page.items), refused)
-            if page.more:
-                continue
+            if page.more and page.items and moved:
+                continue  # more at once; a page that did not move waits like an idle one
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), idle)
 

@@ -1,8 +1,10 @@
 """Retrying calls to external systems, and the HTTP port every adapter's client builds on.
 
-What is retried: network errors, timeouts, HTTP 5xx and 429 (waiting at least
-what ``Retry-After`` asks), and answers that are not what the protocol
-promises. What is not: other 4xx answers, which repeating cannot fix. Retries
+What is retried: network errors, timeouts, HTTP 5xx, 408 and 429 (waiting at
+least what ``Retry-After`` asks), and answers that are broken on the way (a
+body that is not JSON, a status the call does not expect). What is not: other
+4xx answers, which repeating cannot fix, and well-formed JSON that breaks the
+protocol (:class:`UnexpectedAnswer`). Retries
 back off exponentially with jitter and stop at a number of attempts or a total
 time, whichever comes first; each is logged with its cause.
 """
@@ -10,13 +12,14 @@ time, whichever comes first; each is logged with its cause.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -31,6 +34,7 @@ from schemas.values import mask_personal_codes
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class UnavailableError(TransientError):
@@ -171,21 +175,45 @@ class HttpPort:
             base_url=base_url, timeout=httpx.Timeout(timeout), transport=transport
         )
         self.policy = policy or RetryPolicy()
-        self._on_retry = on_retry
+        self._listeners: list[Callable[[BaseException], None]] = [on_retry] if on_retry else []
+
+    def _on_retry(self, error: BaseException) -> None:
+        for listener in self._listeners:
+            listener(error)
+
+    def add_retry_listener(self, listener: Callable[[BaseException], None]) -> None:
+        """Call ``listener`` with the error of every retried call (metrics count them)."""
+        self._listeners.append(listener)
+
+    def parse(self, model: type[_Model], body: Any, what: str) -> _Model:
+        """``body`` as ``model``; :class:`UnexpectedAnswer` naming the wrong fields if not."""
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            fields = sorted({".".join(str(p) for p in e["loc"]) or "(body)" for e in exc.errors()})
+            raise UnexpectedAnswer(
+                f"{self.system} answered {mask_personal_codes(what)} with wrong fields: {fields}"
+            ) from None
 
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def __aenter__(self) -> HttpPort:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send a request, retrying transient failures; the response is 2xx or 3xx."""
+    async def request(
+        self, method: str, path: str, *, expect: Collection[int] = (), **kwargs: Any
+    ) -> httpx.Response:
+        """Send a request, retrying transient failures; the response is 2xx.
+
+        With ``expect``, another 2xx status is a broken answer (retried): a proxy
+        answering 200 for a call that creates nothing, say.
+        """
         return await self.policy.call(
-            lambda: self._once(method, path, **kwargs),
+            lambda: self._once(method, path, expect=expect, **kwargs),
             what=f"{self.system} {method} {mask_personal_codes(path)}",
             on_retry=self._on_retry,
         )
@@ -208,7 +236,9 @@ class HttpPort:
             on_retry=self._on_retry,
         )
 
-    async def _once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _once(
+        self, method: str, path: str, *, expect: Collection[int] = (), **kwargs: Any
+    ) -> httpx.Response:
         shown = mask_personal_codes(path)  # error texts end up in logs and dead letters
         try:
             response = await self._client.request(method, path, **kwargs)
@@ -216,12 +246,16 @@ class HttpPort:
             raise UnavailableError(
                 f"{self.system} did not answer {method} {shown} in time"
             ) from None
-        except httpx.TransportError as exc:
+        except httpx.DecodingError:
+            raise InvalidResponse(
+                f"{self.system} answered {method} {shown} with a body that does not decode"
+            ) from None
+        except (httpx.RequestError, httpx.TooManyRedirects) as exc:
             raise UnavailableError(
                 f"{self.system} unreachable for {method} {shown}: {type(exc).__name__}"
             ) from None
         status = response.status_code
-        if status == 429 or status >= 500:
+        if status in (408, 429) or status >= 500:
             raise UnavailableError(
                 f"{self.system} answered {status} to {method} {shown}",
                 retry_after=_retry_after(response),
@@ -234,4 +268,6 @@ class HttpPort:
             raise Refused(
                 f"{self.system} refused {method} {shown} with {status}", status=status, body=body
             )
+        if status >= 300 or (expect and status not in expect):
+            raise InvalidResponse(f"{self.system} answered {method} {shown} with {status}")
         return response

@@ -13,6 +13,8 @@ from hub.reliability.consumer import BatchProcessor, Handler, Incoming, RetrySch
 from hub.reliability.deadletters import header
 from hub.reliability.metrics import Metrics
 from hub.reliability.store import Store
+from schemas.addresses import AddressResolutionFailed
+from schemas.base import Message
 from schemas.residence import ResidenceDeclared
 from schemas.topics import BY_NAME, DEAD_LETTERS, retry_topic
 
@@ -240,3 +242,49 @@ async def test_emitted_messages_reach_the_outbox_with_catalogue_topic_key_and_he
     assert (row.topic, row.key) == (TOPIC.name, b"CH-0042")
     assert header(row.headers, "event-type") == "ResidenceDeclared"
     assert ResidenceDeclared.model_validate_json(row.value) == message
+
+
+class Answering(Residences):
+    """Residences that also tell the asker when it gives a message up."""
+
+    def given_up(self, message: ResidenceDeclared, error: BaseException) -> list[Message]:
+        return [
+            AddressResolutionFailed.new(
+                producer="gis-adapter",
+                caused_by=message,
+                subject_ref=message.child_ref,
+                address_code=message.address_code,
+                reason="unavailable" if isinstance(error, TransientError) else "unknown_address",
+                detail=str(error)[:100],
+                permanent=not isinstance(error, TransientError),
+            )
+        ]
+
+
+async def test_a_given_up_message_publishes_its_failure_event_with_the_dead_letter(
+    processor: BatchProcessor,
+) -> None:
+    processor.handlers[TOPIC.name] = Answering()
+    ok, refused = residence("CH-0001"), residence("CH-0002", address="100000002")
+    await processor.process(
+        [record(ok.model_dump_json().encode(), 0), record(refused.model_dump_json().encode(), 1)]
+    )
+    rows = await processor.store.pending(10)
+    assert [r.topic for r in rows] == [DEAD_LETTERS, "gis.address.resolved.v1"]
+    failed = AddressResolutionFailed.model_validate_json(rows[1].value)
+    assert failed.causation_id == refused.event_id and failed.permanent
+    assert failed.correlation_id == refused.correlation_id
+
+    # Retries exhausted: the failure event says so, and goes out with the last dead letter.
+    value = residence("CH-0003", address="100000001").model_dump_json().encode()
+    delivery = record(value, 5)
+    for n in range(3):
+        for row in await processor.store.pending(10):
+            await processor.store.mark_sent(row.id)
+        await processor.process([delivery])
+        parked = (await processor.store.pending(10))[0]
+        delivery = Incoming(parked.topic, 0, n, parked.key, parked.value, parked.headers)
+    rows = await processor.store.pending(10)
+    assert [r.topic for r in rows] == [DEAD_LETTERS, "gis.address.resolved.v1"]
+    exhausted = AddressResolutionFailed.model_validate_json(rows[1].value)
+    assert exhausted.reason == "unavailable" and not exhausted.permanent
