@@ -79,6 +79,10 @@ _STREETS = (
 )
 
 
+RESERVED_ADDRESS = "108000001"
+"""The GIS simulator's reference address (Krišjāņa Barona iela 1): never generated."""
+
+
 @dataclass(frozen=True)
 class Address:
     """A building address as the address register knows it (status EKS)."""
@@ -304,7 +308,8 @@ class SyntheticMunicipality:
     def _address_code(self, rng: random.Random) -> str:
         """Nine digits whose first three are a type code 101–199."""
         n = rng.randrange(10**8)
-        return f"1{n % 99 + 1:02d}{n // 99 % 10**6:06d}"
+        code = f"1{n % 99 + 1:02d}{n // 99 % 10**6:06d}"
+        return "108000002" if code == RESERVED_ADDRESS else code
 
     def _unique(self, born: date, rng: random.Random, *, old: bool = False) -> str:
         """A personal code nobody else in the municipality has (drawn again on a clash)."""

@@ -4,26 +4,26 @@ The DVS answers a registration with 201 (new) or 200 (the key was registered bef
 the same body), and refuses one with 409 (the key names another document) or 422 (an
 unknown link, or the DVS rejects the document). Those refusals are outcomes of the
 protocol, returned as :class:`Rejection`; every other failure is an error of
-:mod:`hub.reliability.retry` (5xx, 429, timeouts and broken JSON are retried).
+:mod:`hub.reliability.retry` (5xx, 429, timeouts, broken JSON and another 2xx are retried).
+A rejection's ``detail`` is the DVS's own text, with anything shaped like a personal code
+masked: it ends up in messages and logs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import quote
 
-import httpx
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
+from schemas.values import mask_personal_codes
 
 NUMBER_PATTERN = r"^[A-Z0-9-]+/\d{4}/\d+$"
 _OUTCOMES = frozenset({409, 422})
 """Statuses of a registration that are answers (a refusal with its reason), not errors."""
 
-_M = TypeVar("_M", bound=BaseModel)
 RejectionReason = Literal["rejected", "idempotency_conflict", "unknown_link"]
 
 
@@ -64,38 +64,20 @@ class _Refusal(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """The DVS refused the document; repeating the request cannot change that."""
+    """The DVS refused the document; repeating the request cannot change that.
+
+    ``detail`` is the DVS's explanation, personal codes masked.
+    """
 
     reason: RejectionReason
     detail: str
     status: int
 
 
-def _validated(model: type[_M], payload: Any, what: str) -> _M:
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) or "(body)" for e in exc.errors()})
-        raise UnexpectedAnswer(f"DVS answered {what} with wrong fields: {fields}") from None
-
-
 class DvsClient(HttpPort):
     """Client of the DVS REST API (``POST /v1/documents``, ``GET /v1/documents/{number}``)."""
 
     system = "DVS"
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout: float = 10.0,
-        policy: RetryPolicy | None = None,
-        on_retry: Callable[[BaseException], None] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(
-            base_url, timeout=timeout, policy=policy, on_retry=on_retry, transport=transport
-        )
 
     async def register(self, key: str, document: NewDocument) -> Registration | Rejection:
         """Register ``document`` under the idempotency ``key``; retries transient failures.
@@ -109,15 +91,19 @@ class DvsClient(HttpPort):
 
         try:
             answer = await self.json(
-                "POST", "/v1/documents", json=body, headers={"Idempotency-Key": key}
+                "POST",
+                "/v1/documents",
+                json=body,
+                headers={"Idempotency-Key": key},
+                expect=(201, 200),
             )
         except Refused as refused:
             if refused.status not in _OUTCOMES:
                 raise
-            rejected = _validated(_Refusal, refused.body, what)
-            detail = rejected.detail or rejected.error
+            rejected = self.parse(_Refusal, refused.body, what)
+            detail = mask_personal_codes(rejected.detail or rejected.error)
             return Rejection(rejected.error, detail[:300], refused.status)
-        return _validated(Registration, answer, what)
+        return self.parse(Registration, answer, what)
 
     async def document(self, registration_number: str) -> dict[str, Any]:
         """The registered document with that number (``Refused`` with 404 if there is none)."""

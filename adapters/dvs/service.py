@@ -8,20 +8,26 @@ The hub names related documents by ``document_key``, the DVS by registration num
 adapter keeps the numbers it obtained in its table ``dvs_registrations`` and translates.
 A related document not registered yet is a transient failure: the request is parked and
 tried again once the other one (often in flight on another partition) has its number.
+
+A request that is dead-lettered (retries exhausted, refused, a wrong answer) is answered
+``DocumentRegistrationFailed`` too, so whoever asked is not left waiting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from adapters.dvs.client import DvsClient, NewDocument, Registration, Rejection
 from hub.errors import TransientError
 from hub.reliability.consumer import Handler, Unit
+from hub.reliability.retry import InvalidResponse, Refused, UnexpectedAnswer
 from hub.reliability.service import ServiceSpec
 from hub.reliability.store import Store
+from schemas.base import Message
 from schemas.documents import DocumentRegistered, DocumentRegistrationFailed, RegisterDocument
 from schemas.topics import BY_NAME, DVS
+from schemas.values import mask_personal_codes
 
 REQUESTS = BY_NAME["dvs.documents.requests.v1"]
 SCHEMA = (
@@ -102,26 +108,49 @@ class Documents(Handler[RegisterDocument]):
                 )
             )
         elif isinstance(fetched, Rejection):
-            unit.emit(
-                DocumentRegistrationFailed.new(
-                    producer=DVS,
-                    caused_by=message,
-                    document_key=message.document_key,
-                    reason="rejected",
-                    detail=f"{fetched.reason} (HTTP {fetched.status}): {fetched.detail}"[:500],
-                    permanent=True,
-                )
-            )
+            detail = f"{fetched.reason} (HTTP {fetched.status}): {fetched.detail}"
+            unit.emit(_failed(message, "rejected", detail, permanent=True))
         else:
             raise TypeError(f"unexpected outcome of a DVS registration: {type(fetched).__name__}")
+
+    def given_up(self, message: RegisterDocument, error: BaseException) -> Sequence[Message]:
+        """``DocumentRegistrationFailed`` for a request that was dead-lettered."""
+        reason: Literal["rejected", "unavailable", "invalid_response"]
+        if isinstance(error, Refused):
+            reason = "rejected"
+        elif isinstance(error, (UnexpectedAnswer, InvalidResponse)):
+            reason = "invalid_response"
+        else:
+            reason = "unavailable"
+        detail = f"{type(error).__name__}: {error}"
+        return (_failed(message, reason, detail, permanent=not isinstance(error, TransientError)),)
 
     async def close(self) -> None:
         await self.client.close()
 
 
+def _failed(
+    message: RegisterDocument,
+    reason: Literal["rejected", "unavailable", "invalid_response"],
+    detail: str,
+    *,
+    permanent: bool,
+) -> DocumentRegistrationFailed:
+    return DocumentRegistrationFailed.new(
+        producer=DVS,
+        caused_by=message,
+        document_key=message.document_key,
+        reason=reason,
+        detail=mask_personal_codes(detail)[:500],  # the DVS's text may quote anything
+        permanent=permanent,
+    )
+
+
 def service(client: DvsClient, name: str = DVS) -> ServiceSpec:
     """The DVS adapter as a service of the hub's runtime."""
     handler = Documents(client)
+    # Late-bound: the runner sets the handler's retry counter after this.
+    client.add_retry_listener(lambda error: handler.count_retry(error))  # noqa: PLW0108
     return ServiceSpec(name, (handler,), schema=SCHEMA, on_start=handler.attach)
 
 

@@ -3,18 +3,20 @@
 Every answer is validated against the register's protocol: a wrong shape, an
 answer about another code, or a WGS84 point more than 1 m from the hub's own
 transform of the LKS-92 point raises :class:`UnexpectedAnswer` (permanent).
+Only a 404 that says ``unknown_address`` means the register does not know a code;
+any other 404 (a wrong base URL, say) is a :class:`Refused`, so a misconfiguration
+cannot make every address look unknown.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pyproj import Transformer
 
-from hub.reliability.retry import HttpPort, Refused, UnexpectedAnswer
+from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
 from schemas.geo import Lks92Point, Wgs84Point
 from schemas.values import AddressCode, InstitutionId, Postcode, TerritoryCode
 
@@ -24,7 +26,6 @@ TOLERANCE_METRES = 1.0
 _METRES_PER_DEGREE = 111_320.0  # along a meridian; enough for a 1 m consistency check
 # LKS-92 (EPSG:3059) to WGS84; with always_xy the order is (easting, northing) → (lon, lat).
 _TO_WGS84 = Transformer.from_crs(3059, 4326, always_xy=True)
-_Wire = TypeVar("_Wire", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -101,14 +102,17 @@ class GisClient(HttpPort):
         return self
 
     async def address(self, code: str) -> AddressRecord | None:
-        """The address with ``code``; None when the register does not know it (404)."""
+        """The address with ``code``; None when the register does not know it.
+
+        That is a 404 ``{"error": "unknown_address"}``; any other refusal is raised.
+        """
         try:
             body = await self.json("GET", f"/v1/addresses/{code}")
         except Refused as refused:
-            if refused.status == 404:
+            if refused.status == 404 and refused.error == "unknown_address":
                 return None
             raise
-        answer = self._parse(_AddressAnswer, body, "address")
+        answer = self.parse(_AddressAnswer, body, f"GET /v1/addresses/{code}")
         if answer.code != code:
             raise UnexpectedAnswer(f"GIS answered about another address than {code}")
         try:
@@ -143,32 +147,25 @@ class GisClient(HttpPort):
             f"/v1/addresses/{code}/distances",
             params={"institution_id": list(institution_ids)},
         )
-        answer = self._parse(_DistancesAnswer, body, "distances")
+        answer = self.parse(_DistancesAnswer, body, f"GET /v1/addresses/{code}/distances")
         found = {d.institution_id: d.metres for d in answer.distances}
         if answer.from_ != code or set(found) != set(institution_ids):
             raise UnexpectedAnswer(f"GIS answered distances for other places than asked ({code})")
         return found
 
-    def also_on_retry(self, callback: Callable[[BaseException], None]) -> None:
-        """Call ``callback`` too for every retried call (the runner counts retries)."""
-        before = self._on_retry
 
-        def both(error: BaseException) -> None:
-            if before is not None:
-                before(error)
-            callback(error)
-
-        self._on_retry = both
-
-    @staticmethod
-    def _parse(model: type[_Wire], body: Any, what: str) -> _Wire:
-        try:
-            return model.model_validate(body)
-        except ValidationError as error:
-            fields = sorted({".".join(map(str, e["loc"])) or "body" for e in error.errors()})
-            raise UnexpectedAnswer(
-                f"GIS answered {what} that break the protocol: {', '.join(fields)[:200]}"
-            ) from None
+def client_from_url(
+    url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None
+) -> GisClient:
+    """A register client for the base ``url``, with a per-request ``timeout`` in seconds."""
+    return GisClient(url, timeout=timeout, policy=policy)
 
 
-__all__ = ["CURRENT", "AddressRecord", "GisClient", "metres_apart", "to_wgs84"]
+__all__ = [
+    "CURRENT",
+    "AddressRecord",
+    "GisClient",
+    "client_from_url",
+    "metres_apart",
+    "to_wgs84",
+]

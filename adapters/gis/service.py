@@ -4,18 +4,27 @@ It consumes ``ResolveAddress`` from ``gis.address.requests.v1`` and answers on
 ``gis.address.resolved.v1`` with ``AddressResolved`` (a current address with
 its territory and coordinates) or ``AddressResolutionFailed`` (unknown or not
 current). Transient failures of the register propagate, so the runtime parks
-and retries the request; permanent ones are dead-lettered.
+and retries the request; permanent ones are dead-lettered. A request that is
+dead-lettered is answered ``AddressResolutionFailed`` too (``unavailable`` or
+``invalid_response``), so whoever asked is not left waiting.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from adapters.gis.client import AddressRecord, GisClient
+from hub.errors import TransientError
 from hub.reliability.consumer import Handler, Unit
+from hub.reliability.retry import InvalidResponse, UnexpectedAnswer
 from hub.reliability.service import ServiceSpec
 from schemas.addresses import AddressResolutionFailed, AddressResolved, ResolveAddress
+from schemas.base import Message
 from schemas.topics import GIS
+from schemas.values import mask_personal_codes
+
+Reason = Literal["unknown_address", "not_current", "unavailable", "invalid_response"]
 
 REQUESTS = "gis.address.requests.v1"
 
@@ -54,9 +63,22 @@ class ResolveAddresses(Handler[ResolveAddress]):
                 )
             )
 
+    def given_up(self, message: ResolveAddress, error: BaseException) -> Sequence[Message]:
+        """``AddressResolutionFailed`` for a request that was dead-lettered."""
+        broken = isinstance(error, (UnexpectedAnswer, InvalidResponse))
+        detail = f"{type(error).__name__}: {error}"
+        return (
+            self._failed(
+                message,
+                "invalid_response" if broken else "unavailable",
+                detail,
+                permanent=not isinstance(error, TransientError),
+            ),
+        )
+
     @staticmethod
     def _failed(
-        message: ResolveAddress, reason: Literal["unknown_address", "not_current"], detail: str
+        message: ResolveAddress, reason: Reason, detail: str, *, permanent: bool = True
     ) -> AddressResolutionFailed:
         return AddressResolutionFailed.new(
             producer=GIS,
@@ -64,8 +86,8 @@ class ResolveAddresses(Handler[ResolveAddress]):
             subject_ref=message.subject_ref,
             address_code=message.address_code,
             reason=reason,
-            detail=detail,
-            permanent=True,
+            detail=mask_personal_codes(detail)[:500],
+            permanent=permanent,
         )
 
     async def close(self) -> None:
@@ -76,7 +98,7 @@ def service(client: GisClient, name: str = GIS) -> ServiceSpec:
     """The GIS adapter as a service; it owns ``client`` and closes it when it stops."""
     handler = ResolveAddresses(client)
     # Late-bound: the runner sets the handler's retry counter after this.
-    client.also_on_retry(lambda error: handler.count_retry(error))  # noqa: PLW0108
+    client.add_retry_listener(lambda error: handler.count_retry(error))  # noqa: PLW0108
     return ServiceSpec(name, (handler,))
 
 

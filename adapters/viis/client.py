@@ -10,28 +10,21 @@ the wrong shape is not (:class:`UnexpectedAnswer`). VIIS refusing an enrolment
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal, TypeVar
+from typing import Literal
 from uuid import UUID
 
-import httpx
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from hub.reliability.retry import (
-    HttpPort,
-    Refused,
-    RetryPolicy,
-    UnexpectedAnswer,
-)
+from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
 from schemas.values import GroupCode, InstitutionId, PersonalCode, mask_personal_codes
 
 SEARCH = "/v1/attendance/search"
 ENROLMENTS = "/v1/enrolments"
 RefusalReason = Literal["already_enrolled", "unknown_institution"]
 _REFUSALS: dict[int, RefusalReason] = {404: "unknown_institution", 409: "already_enrolled"}
-_M = TypeVar("_M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,18 +74,6 @@ class _EnrolmentAnswer(_Answer):
     registered_at: AwareDatetime
 
 
-def _parse(model: type[_M], body: Any, what: str) -> _M:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['type']}" for e in exc.errors()[:5]
-        )
-        raise UnexpectedAnswer(
-            mask_personal_codes(f"VIIS answered {what} with an unexpected body ({problems})")
-        ) from None
-
-
 def _code(value: PersonalCode | str) -> PersonalCode:
     return value if isinstance(value, PersonalCode) else PersonalCode(value)
 
@@ -101,11 +82,6 @@ class ViisClient(HttpPort):
     """VIIS over HTTP, with the timeouts and retries of :class:`HttpPort`."""
 
     system = "VIIS"
-
-    def report_retries(self, callback: Callable[[BaseException], None]) -> None:
-        """Call ``callback`` for every retried call (unless a callback was given already)."""
-        if self._on_retry is None:
-            self._on_retry = callback
 
     async def attendance(
         self, personal_codes: Iterable[PersonalCode | str], as_of: date
@@ -119,7 +95,7 @@ class ViisClient(HttpPort):
             SEARCH,
             json={"personal_codes": [c.reveal() for c in codes], "as_of": as_of.isoformat()},
         )
-        answer = _parse(_AttendanceAnswer, body, f"POST {SEARCH}")
+        answer = self.parse(_AttendanceAnswer, body, f"POST {SEARCH}")
         found = {
             r.personal_code: Attendance(r.institution_id, r.group_code)
             if r.institution_id
@@ -141,7 +117,11 @@ class ViisClient(HttpPort):
         start_date: date,
         request_id: UUID | str,
     ) -> EnrolmentOutcome:
-        """Record an enrolment; retrying with the same ``request_id`` cannot enrol twice."""
+        """Record an enrolment; retrying with the same ``request_id`` cannot enrol twice.
+
+        VIIS answers 201 for a new enrolment and 200 for a ``request_id`` it has seen;
+        another 2xx is a broken answer (:class:`InvalidResponse`, retried).
+        """
         body = {
             "personal_code": _code(personal_code).reveal(),
             "institution_id": institution_id,
@@ -150,7 +130,7 @@ class ViisClient(HttpPort):
             "request_id": str(request_id),
         }
         try:
-            answer = await self.json("POST", ENROLMENTS, json=body)
+            answer = await self.json("POST", ENROLMENTS, json=body, expect=(201, 200))
         except Refused as refused:
             reason = _REFUSALS.get(refused.status)
             if reason is None or refused.error != reason:
@@ -160,20 +140,15 @@ class ViisClient(HttpPort):
             else:
                 detail = "VIIS: the child is already enrolled"
             return EnrolmentRefusal(reason, mask_personal_codes(detail))
-        enrolled = _parse(_EnrolmentAnswer, answer, f"POST {ENROLMENTS}")
+        enrolled = self.parse(_EnrolmentAnswer, answer, f"POST {ENROLMENTS}")
         return Enrolled(enrolled.enrolment_id, enrolled.registered_at)
 
 
 def client_from_url(
-    url: str,
-    *,
-    timeout: float = 5.0,
-    policy: RetryPolicy | None = None,
-    on_retry: Callable[[BaseException], None] | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
+    url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None
 ) -> ViisClient:
     """A VIIS client for the register at ``url``."""
-    return ViisClient(url, timeout=timeout, policy=policy, on_retry=on_retry, transport=transport)
+    return ViisClient(url, timeout=timeout, policy=policy)
 
 
 __all__ = [

@@ -3,14 +3,19 @@
 Two handlers, both thin: ``fetch`` asks VIIS (with the client's retries) and
 ``apply`` turns the answer into the fact published on ``viis.enrollment.facts.v1``.
 Errors are not caught here: transient ones park the message for a later retry,
-permanent ones dead-letter it. An enrolment request carries its message's
-``event_id`` as VIIS's ``request_id``, so a redelivered or retried message
-cannot enrol a child twice.
+permanent ones dead-letter it. An enrolment request carries its offer's id as
+VIIS's ``request_id``, so a redelivered, retried or re-issued request for one
+offer gets the same enrolment rather than a false ``already_enrolled``.
+
+A check that is dead-lettered (retries exhausted, refused, a wrong answer) is
+answered with ``EnrollmentCheckFailed``, so the allocation service is not left
+waiting for it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TypeVar
 
 from adapters.viis.client import (
@@ -20,18 +25,22 @@ from adapters.viis.client import (
     EnrolmentRefusal,
     ViisClient,
 )
+from hub.errors import TransientError
 from hub.reliability.consumer import Handler, Unit
+from hub.reliability.retry import InvalidResponse, Refused, UnexpectedAnswer
 from hub.reliability.service import ServiceSpec
 from schemas.base import Message
 from schemas.enrollment import (
     CheckEnrollment,
     EnrollmentChecked,
+    EnrollmentCheckFailed,
     EnrollmentRefused,
     EnrollmentRegistered,
+    FailureReason,
     RegisterEnrollment,
 )
 from schemas.topics import VIIS
-from schemas.values import PersonalCode
+from schemas.values import PersonalCode, mask_personal_codes
 
 log = logging.getLogger(__name__)
 CHECKS = "viis.enrollment.checks.v1"
@@ -93,6 +102,28 @@ class EnrollmentChecks(_ViisHandler[CheckEnrollment]):
             )
         )
 
+    def given_up(self, message: CheckEnrollment, error: BaseException) -> Sequence[Message]:
+        """``EnrollmentCheckFailed`` for a check that was dead-lettered."""
+        if not self.ours(message):
+            return ()
+        reason: FailureReason
+        if isinstance(error, Refused):
+            reason = "refused"
+        elif isinstance(error, (UnexpectedAnswer, InvalidResponse)):
+            reason = "invalid_response"
+        else:
+            reason = "unavailable"
+        return (
+            EnrollmentCheckFailed.new(
+                producer=VIIS,
+                caused_by=message,
+                child_ref=message.child_ref,
+                reason=reason,
+                detail=mask_personal_codes(f"{type(error).__name__}: {error}")[:500],
+                permanent=not isinstance(error, TransientError),
+            ),
+        )
+
 
 class EnrollmentRegistrations(_ViisHandler[RegisterEnrollment]):
     """``RegisterEnrollment`` → ``EnrollmentRegistered`` or ``EnrollmentRefused``."""
@@ -105,7 +136,7 @@ class EnrollmentRegistrations(_ViisHandler[RegisterEnrollment]):
             message.institution_id,
             message.group_code,
             message.start_date,
-            request_id=message.event_id,
+            request_id=message.offer_id,
         )
 
     def apply(
@@ -144,7 +175,7 @@ def service(
     checks = EnrollmentChecks(CHECKS, client, municipality)
     registrations = EnrollmentRegistrations(REGISTRATIONS, client, municipality)
     # The runner sets one retry counter on every handler after this; look it up late.
-    client.report_retries(lambda error: checks.count_retry(error))  # noqa: PLW0108
+    client.add_retry_listener(lambda error: checks.count_retry(error))  # noqa: PLW0108
     return ServiceSpec(name, (checks, registrations))
 
 

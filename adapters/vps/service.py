@@ -1,11 +1,21 @@
-"""The VPS adapter: polls the VPS event feed onto the topics, and shows offers to parents.
+"""The VPS adapter: polls the VPS event feed onto the topics, and shows offers and admission
+rounds to parents in the e-service.
 
 Polling was chosen over push because VPS offers no callbacks to external
-systems; the feed position is kept in the adapter's store and committed with
-the messages each page produced (see :mod:`hub.reliability.poller`), so a
-restart neither skips nor loses an entry. Every message's ``event_id`` is
-derived from the municipality and the entry's number, so an entry read twice
-is published with the same id and consumers skip the repeat.
+systems. The feed position is stored as ``<feed id>:<number of the last entry
+read>`` in the adapter's store and committed with the messages each page
+produced (see :mod:`hub.reliability.poller`), so a restart neither skips nor
+loses an entry. A position without a feed id (``17``, as stored before feed
+ids existed) is taken to belong to the feed VPS serves now, with a warning.
+Every message's ``event_id`` is a name-based UUID of the municipality, the
+feed id and the entry's number, so an entry read twice is published with the
+same id and consumers skip the repeat.
+
+A feed that was reset (VPS answers with another feed id than the stored one,
+or has fewer entries than already read) stops the poll with
+:class:`~adapters.vps.client.FeedReset`, a permanent error the poller logs
+at every attempt: nothing is skipped or read twice silently; an operator
+reviews the position (and what the new feed repeats) and sets it again.
 
 Feed entries → messages:
 - ``institution.registered`` → ``InstitutionRegistered``
@@ -14,20 +24,43 @@ Feed entries → messages:
 - ``offer.answered`` → ``ParentAccepted`` or ``ParentDeclined``
 - ``residence.declared`` → ``ResidenceDeclared``
 
-An entry that does not make a valid message is dead-lettered with the reason;
-the feed goes on. VPS child ids become ``child_ref`` = ``CH-<id>``.
+The client checks only the page and each entry's number; every entry is
+checked on its own when it is turned into a message (its ``type``, ``at`` and
+the fields of ``data`` for that type, JSON types included). An entry that
+does not make a valid message is dead-lettered with the reason; the feed goes
+on. VPS child ids become ``child_ref`` = ``CH-<id>``.
+
+Topics → e-service (one client for both handlers):
+- ``allocation.offers.v1``: ``OfferMade`` shows the offer (an offer VPS has
+  closed already stays closed: nothing to do); ``OfferDeadlineSet`` sets its
+  answer-by date; ``OfferDeclined`` / ``OfferExpired`` / ``OfferRevoked`` /
+  ``PlaceAccepted`` close it with that status. A deadline or close for an
+  offer VPS does not know yet is a transient error (its ``OfferMade`` may be
+  parked behind it), so the message is tried again later.
+- ``allocation.rounds.v1``: ``RoundCompleted`` hands the round's summary
+  (offers made, children unplaced, fill per institution) to the e-service,
+  which publishes the admission list.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
 
-from adapters.vps.client import FeedEvent, VpsClient
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.vps.client import FeedReset, VpsClient
+from hub.errors import PermanentError
 from hub.reliability.consumer import Handler, Unit
 from hub.reliability.poller import Page, Poller
 from hub.reliability.service import ServiceSpec
 from schemas.allocation import (
+    OfferDeadlineSet,
     OfferDeclined,
     OfferExpired,
     OfferMade,
@@ -35,6 +68,7 @@ from schemas.allocation import (
     ParentAccepted,
     ParentDeclined,
     PlaceAccepted,
+    RoundCompleted,
 )
 from schemas.applications import (
     ApplicationChanged,
@@ -47,6 +81,8 @@ from schemas.institutions import InstitutionRegistered, SeatPool
 from schemas.residence import ResidenceDeclared
 from schemas.topics import VPS
 
+log = logging.getLogger(__name__)
+
 _IDS = uuid.UUID("6f1d3c1e-2b7a-4d0e-9a57-3f0c7d2e8b41")
 _STATUS = {
     OfferDeclined: "declined",
@@ -54,6 +90,108 @@ _STATUS = {
     OfferRevoked: "revoked",
     PlaceAccepted: "accepted",
 }
+
+EntryType = Literal[
+    "institution.registered",
+    "application.submitted",
+    "application.changed",
+    "application.withdrawn",
+    "offer.answered",
+    "residence.declared",
+]
+
+
+class FeedEvent(BaseModel):
+    """One entry of the VPS feed; ``data`` is checked per ``type`` by :func:`message_for`."""
+
+    seq: int
+    type: EntryType
+    at: datetime
+    data: dict[str, Any]
+
+
+# --- what ``data`` holds for each entry type (JSON types checked; extra fields ignored) ----
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Group(_Data):
+    code: str
+    language: str
+    min_age_months: int
+    birth_year: int | None = None
+    capacity: int
+
+
+class _Institution(_Data):
+    institution_id: str
+    name: str
+    address_code: str
+    groups: list[_Group]
+
+
+class _Guardian(_Data):
+    personal_code: str
+    email: str | None = None
+    phone: str | None = None
+
+
+class _Claims(_Data):
+    large_family: bool = False
+    sibling_personal_codes: list[str] = Field(default_factory=list)
+    parent_staff_at: list[str] = Field(default_factory=list)
+
+
+class _Submitted(_Data):
+    application_id: str
+    child_id: str
+    child_personal_code: str
+    child_birth_date: date
+    guardians: list[_Guardian]
+    residence_address_code: str
+    institutions: list[str]
+    desired_start_date: date
+    language: str
+    accepts_any_institution: bool = False
+    registered_at: datetime
+    claims: _Claims = Field(default_factory=_Claims)
+    channel: Literal["e_service", "client_service_centre"] = "e_service"
+    power_of_attorney: str | None = None
+
+
+class _Changed(_Data):
+    application_id: str
+    child_id: str
+    institutions: list[str]
+    desired_start_date: date
+    language: str
+    accepts_any_institution: bool = False
+    changed_at: datetime
+
+
+class _Withdrawn(_Data):
+    application_id: str
+    child_id: str
+    reason: str
+    withdrawn_at: datetime
+
+
+class _Answered(_Data):
+    offer_id: str
+    child_id: str
+    verdict: Literal["accept", "decline"]
+    answered_at: datetime
+
+
+class _Residence(_Data):
+    child_id: str
+    subject: str
+    address_code: str
+    territory_code: str
+    municipality: str
+    declared_from: date
 
 
 def child_ref(child_id: str) -> str:
@@ -64,102 +202,151 @@ def vps_child_id(ref: str) -> str:
     return ref.removeprefix("CH-")
 
 
-def message_for(entry: FeedEvent, municipality: str) -> Message:
-    """The hub message of a feed entry; ``ValidationError`` or ``ValueError`` if there is none."""
-    d = entry.data
+def _institution(d: _Institution, envelope: dict[str, Any]) -> Message:
+    return InstitutionRegistered.new(
+        **envelope,
+        institution_id=d.institution_id,
+        name=d.name,
+        address_code=d.address_code,
+        pools=tuple(
+            SeatPool(
+                group_code=g.code,
+                language=g.language,
+                min_age_months=g.min_age_months,
+                birth_year_from=g.birth_year,
+                birth_year_to=g.birth_year,
+                capacity=g.capacity,
+            )
+            for g in d.groups
+        ),
+    )
+
+
+def _submitted(d: _Submitted, envelope: dict[str, Any]) -> Message:
+    return ApplicationSubmitted.new(
+        **envelope,
+        application_id=d.application_id,
+        child_ref=child_ref(d.child_id),
+        child_personal_code=d.child_personal_code,
+        child_birth_date=d.child_birth_date,
+        guardians=tuple(
+            Guardian(personal_code=g.personal_code, email=g.email, phone=g.phone)
+            for g in d.guardians
+        ),
+        residence_address_code=d.residence_address_code,
+        institutions=tuple(d.institutions),
+        desired_start_date=d.desired_start_date,
+        language=d.language,
+        accepts_any_institution=d.accepts_any_institution,
+        registered_at=d.registered_at,
+        claims={
+            "large_family": d.claims.large_family,
+            "sibling_personal_codes": tuple(d.claims.sibling_personal_codes),
+            "parent_staff_at": tuple(d.claims.parent_staff_at),
+        },
+        submitted_via=d.channel,
+        power_of_attorney_ref=d.power_of_attorney,
+    )
+
+
+def _changed(d: _Changed, envelope: dict[str, Any]) -> Message:
+    return ApplicationChanged.new(
+        **envelope,
+        application_id=d.application_id,
+        child_ref=child_ref(d.child_id),
+        institutions=tuple(d.institutions),
+        desired_start_date=d.desired_start_date,
+        language=d.language,
+        accepts_any_institution=d.accepts_any_institution,
+        changed_at=d.changed_at,
+    )
+
+
+def _withdrawn(d: _Withdrawn, envelope: dict[str, Any]) -> Message:
+    return ApplicationWithdrawn.new(
+        **envelope,
+        application_id=d.application_id,
+        child_ref=child_ref(d.child_id),
+        reason=d.reason,
+        withdrawn_at=d.withdrawn_at,
+    )
+
+
+def _answered(d: _Answered, envelope: dict[str, Any]) -> Message:
+    kind = ParentAccepted if d.verdict == "accept" else ParentDeclined
+    return kind.new(
+        **envelope,
+        offer_id=d.offer_id,
+        child_ref=child_ref(d.child_id),
+        responded_at=d.answered_at,
+    )
+
+
+def _residence(d: _Residence, envelope: dict[str, Any]) -> Message:
+    return ResidenceDeclared.new(
+        **envelope,
+        child_ref=child_ref(d.child_id),
+        subject=d.subject,
+        address_code=d.address_code,
+        territory_code=d.territory_code,
+        declared_municipality=d.municipality,
+        declared_from=d.declared_from,
+    )
+
+
+_MAPPINGS: dict[str, tuple[type[_Data], Callable[[Any, dict[str, Any]], Message]]] = {
+    "institution.registered": (_Institution, _institution),
+    "application.submitted": (_Submitted, _submitted),
+    "application.changed": (_Changed, _changed),
+    "application.withdrawn": (_Withdrawn, _withdrawn),
+    "offer.answered": (_Answered, _answered),
+    "residence.declared": (_Residence, _residence),
+}
+
+
+def event_id(municipality: str, feed: str, seq: int) -> uuid.UUID:
+    """The ``event_id`` of the message made from entry ``seq`` of feed ``feed``."""
+    return uuid.uuid5(_IDS, f"{municipality}:{feed}:{seq}")
+
+
+def message_for(entry: FeedEvent | Mapping[str, Any], municipality: str, feed: str) -> Message:
+    """The hub message of one entry of feed ``feed`` (the entry as VPS sent it, or parsed).
+
+    Raises ``pydantic.ValidationError`` (a ``ValueError``) when the entry or its ``data``
+    does not make a message: a missing field, a wrong JSON type, a value the message refuses.
+    """
+    event = entry if isinstance(entry, FeedEvent) else FeedEvent.model_validate(entry)
+    model, build = _MAPPINGS[event.type]
+    data = model.model_validate(event.data)
     envelope: dict[str, Any] = {
         "producer": VPS,
         "municipality": municipality,
-        "event_id": uuid.uuid5(_IDS, f"{municipality}:{entry.seq}"),
+        "event_id": event_id(municipality, feed, event.seq),
     }
-    if entry.type == "institution.registered":
-        return InstitutionRegistered.new(
-            **envelope,
-            institution_id=d.get("institution_id"),
-            name=d.get("name"),
-            address_code=d.get("address_code"),
-            pools=tuple(
-                SeatPool(
-                    group_code=g.get("code"),
-                    language=g.get("language"),
-                    min_age_months=g.get("min_age_months"),
-                    birth_year_from=g.get("birth_year"),
-                    birth_year_to=g.get("birth_year"),
-                    capacity=g.get("capacity"),
-                )
-                for g in d.get("groups") or ()
-            ),
-        )
-    ref = child_ref(str(d.get("child_id")))
-    if entry.type == "application.submitted":
-        claims = d.get("claims") or {}
-        return ApplicationSubmitted.new(
-            **envelope,
-            application_id=d.get("application_id"),
-            child_ref=ref,
-            child_personal_code=d.get("child_personal_code"),
-            child_birth_date=d.get("child_birth_date"),
-            guardians=tuple(
-                Guardian(
-                    personal_code=g.get("personal_code"), email=g.get("email"), phone=g.get("phone")
-                )
-                for g in d.get("guardians") or ()
-            ),
-            residence_address_code=d.get("residence_address_code"),
-            institutions=tuple(d.get("institutions") or ()),
-            desired_start_date=d.get("desired_start_date"),
-            language=d.get("language"),
-            accepts_any_institution=bool(d.get("accepts_any_institution")),
-            registered_at=d.get("registered_at"),
-            claims={
-                "large_family": bool(claims.get("large_family")),
-                "sibling_personal_codes": tuple(claims.get("sibling_personal_codes") or ()),
-                "parent_staff_at": tuple(claims.get("parent_staff_at") or ()),
-            },
-            submitted_via=d.get("channel") or "e_service",
-            power_of_attorney_ref=d.get("power_of_attorney"),
-        )
-    if entry.type == "application.changed":
-        return ApplicationChanged.new(
-            **envelope,
-            application_id=d.get("application_id"),
-            child_ref=ref,
-            institutions=tuple(d.get("institutions") or ()),
-            desired_start_date=d.get("desired_start_date"),
-            language=d.get("language"),
-            accepts_any_institution=bool(d.get("accepts_any_institution")),
-            changed_at=d.get("changed_at"),
-        )
-    if entry.type == "application.withdrawn":
-        return ApplicationWithdrawn.new(
-            **envelope,
-            application_id=d.get("application_id"),
-            child_ref=ref,
-            reason=d.get("reason"),
-            withdrawn_at=d.get("withdrawn_at"),
-        )
-    if entry.type == "offer.answered":
-        kind = {"accept": ParentAccepted, "decline": ParentDeclined}.get(str(d.get("verdict")))
-        if kind is None:
-            raise ValueError(f"offer answer with verdict {d.get('verdict')!r}")
-        return kind.new(
-            **envelope, offer_id=d.get("offer_id"), child_ref=ref, responded_at=d.get("answered_at")
-        )
-    if entry.type == "residence.declared":
-        return ResidenceDeclared.new(
-            **envelope,
-            child_ref=ref,
-            subject=d.get("subject"),
-            address_code=d.get("address_code"),
-            territory_code=d.get("territory_code"),
-            declared_municipality=d.get("municipality"),
-            declared_from=d.get("declared_from"),
-        )
-    raise ValueError(f"unknown VPS feed entry type {entry.type!r}")
+    return build(data, envelope)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """One feed entry as VPS sent it, with the id of the feed it came from."""
+
+    feed: str
+    raw: dict[str, Any]
+
+
+def parse_position(position: str | None) -> tuple[str | None, int]:
+    """``"<feed id>:<seq>"`` → (feed id, seq); None → (None, 0); a bare number (stored before
+    feed ids) → (None, number). A :class:`PermanentError` for anything else."""
+    if position is None:
+        return None, 0
+    feed, sep, seq = position.rpartition(":")
+    if not seq.isdigit() or (sep and not feed):
+        raise PermanentError(f"stored VPS feed position {position!r} is not '<feed id>:<number>'")
+    return (feed if sep else None), int(seq)
 
 
 class VpsFeed(Poller):
-    """Reads the VPS feed a page at a time; the position is the last entry's number."""
+    """Reads the VPS feed a page at a time; the position is ``<feed id>:<last entry read>``."""
 
     feed = "vps-events"
 
@@ -170,23 +357,48 @@ class VpsFeed(Poller):
         self.interval = interval
 
     async def poll(self, position: str | None) -> Page:
-        after = int(position or 0)
+        stored, after = parse_position(position)
         page = await self.client.events(after, self.page_size)
-        last = page.events[-1].seq if page.events else after
-        return Page(page.events, str(last), more=last < page.last)
+        if stored is not None and page.feed != stored:
+            raise FeedReset(
+                f"VPS feed was reset: the position is entry {after} of feed {stored}, but VPS"
+                f" now serves feed {page.feed} ({page.last} entries); review the position"
+                f" '{self.feed}' before polling goes on (entries may be missing or repeated)"
+            )
+        if page.last < after:
+            raise FeedReset(
+                f"VPS feed was reset: the position is entry {after} of feed {page.feed}, but"
+                f" the feed has only {page.last} entries; review the position '{self.feed}'"
+                " before polling goes on (entries may be missing or repeated)"
+            )
+        if stored is None and position is not None:
+            log.warning(
+                "VPS feed position without a feed id taken to be in the current feed",
+                extra={"feed": page.feed, "after": after},
+            )
+        last = page.events[-1]["seq"] if page.events else after
+        return Page(
+            [FeedEntry(page.feed, raw) for raw in page.events],
+            f"{page.feed}:{last}",
+            more=last < page.last,
+        )
 
-    def apply(self, unit: Unit, item: FeedEvent) -> None:
-        unit.emit(message_for(item, self.municipality))
+    def apply(self, unit: Unit, item: FeedEntry) -> None:
+        unit.emit(message_for(item.raw, self.municipality, item.feed))
 
     def describe(self, item: Any) -> bytes:
-        return item.model_dump_json().encode() if isinstance(item, FeedEvent) else b""
+        raw = item.raw if isinstance(item, FeedEntry) else item
+        try:
+            return json.dumps(raw, default=str, ensure_ascii=False).encode()
+        except (TypeError, ValueError):
+            return repr(raw).encode()
 
     async def close(self) -> None:
         await self.client.close()
 
 
 class Offers(Handler[Message]):
-    """Shows each offer, and each change of its status, to the parents in the e-service."""
+    """Shows each offer, its deadline and its closing to the parents in the e-service."""
 
     def __init__(self, client: VpsClient) -> None:
         super().__init__("allocation.offers.v1")
@@ -204,12 +416,50 @@ class Offers(Handler[Message]):
                     "respond_by": message.respond_by.isoformat() if message.respond_by else None,
                 },
             )
+        elif isinstance(message, OfferDeadlineSet):
+            await self.client.set_deadline(str(message.offer_id), message.respond_by)
         elif type(message) in _STATUS:
             await self.client.close_offer(str(message.offer_id), _STATUS[type(message)])  # type: ignore[attr-defined]
-        return None  # deadlines and the like: nothing the e-service shows
+        return None
 
     def apply(self, unit: Unit, message: Message, fetched: Any) -> None:
         """Nothing to record: the call was the effect."""
+
+
+class Rounds(Handler[Message]):
+    """Hands each admission round's summary to the e-service for the admission list."""
+
+    def __init__(self, client: VpsClient) -> None:
+        super().__init__("allocation.rounds.v1")
+        self.client = client
+
+    async def fetch(self, message: Message) -> Any:
+        if isinstance(message, RoundCompleted):
+            await self.client.publish_round(str(message.round_id), round_summary(message))
+        return None
+
+    def apply(self, unit: Unit, message: Message, fetched: Any) -> None:
+        """Nothing to record: the call was the effect."""
+
+
+def round_summary(message: RoundCompleted) -> dict[str, Any]:
+    """The body of ``PUT /v1/rounds/{round_id}``."""
+    return {
+        "round_date": message.round_date.isoformat(),
+        "applications_considered": message.applications_considered,
+        "offers_made": message.offers_made,
+        "children_unplaced": message.children_unplaced,
+        "lottery_seed": message.lottery_seed,
+        "institutions": [
+            {
+                "institution_id": f.institution_id,
+                "capacity": f.capacity,
+                "offered": f.offered,
+                "accepted": f.accepted,
+            }
+            for f in message.institutions
+        ],
+    }
 
 
 def service(
@@ -220,6 +470,9 @@ def service(
     feed_client: VpsClient | None = None,
     interval: float = 0.5,
 ) -> ServiceSpec:
-    """The VPS adapter: the feed poller and the offers handler (clients may be one)."""
+    """The VPS adapter: the feed poller, and the offers and rounds handlers (clients may be
+    one). Retries of the handlers' client are counted in the service's metrics."""
     feed = VpsFeed(feed_client or client, municipality, interval=interval)
-    return ServiceSpec(name, (Offers(client),), pollers=(feed,))
+    offers, rounds = Offers(client), Rounds(client)
+    client.add_retry_listener(lambda error: offers.count_retry(error))  # noqa: PLW0108
+    return ServiceSpec(name, (offers, rounds), pollers=(feed,))

@@ -13,7 +13,8 @@ No public API of a municipal DVS is documented, so this one is a plausible REST 
 - ``GET /v1/documents/{registration_number}`` returns a registered document (404 if none).
   The number's slashes may be written as they are or URL-encoded (``%2F``):
   ``/v1/documents/PII/2026/000123`` and ``/v1/documents/PII%2F2026%2F000123`` are the same.
-- ``GET /v1/documents`` lists all registered documents; ``GET /health`` says it is up.
+- ``GET /v1/documents`` lists all registered documents; ``GET /health`` says it is up
+  (``{"status": "ok", "system": "DVS", "documents": n}``).
 
 Magic input, for tests and demos: ``author_unit == "REJECT"`` answers 422
 ``{"error": "rejected"}`` (a permanent refusal) and ``author_unit == "BROKEN"`` always answers
@@ -34,19 +35,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Header, Request, Response
+from fastapi import Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from simulators.api import NO_FAULTS, ErrorBody, error, simulator
 from simulators.faults import FaultInjection, Faults
 
 REJECT = "REJECT"
 """``author_unit`` that the DVS refuses permanently (422 ``rejected``)."""
 BROKEN = "BROKEN"
 """``author_unit`` that makes the DVS fail with 500, every time."""
-
-NO_FAULTS = Faults()
 
 DocumentType = Literal[
     "incoming_application", "decision", "admission_list", "contract", "invitation", "other"
@@ -104,18 +104,6 @@ class DocumentList(BaseModel):
     documents: list[Document]
 
 
-class ErrorBody(BaseModel):
-    error: str = Field(
-        examples=["idempotency_conflict", "unknown_link", "rejected", "invalid_request"]
-    )
-    detail: str | None = None
-
-
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
-    documents: int
-
-
 @dataclass
 class Registry:
     """The documents registered, by number and by idempotency key."""
@@ -142,10 +130,6 @@ class Registry:
         return document
 
 
-def _error(status: int, error: str, detail: str | None = None) -> JSONResponse:
-    return JSONResponse(ErrorBody(error=error, detail=detail).model_dump(), status_code=status)
-
-
 def _registered(document: Document, status: int) -> JSONResponse:
     answer = Registered.model_validate(document.model_dump())
     return JSONResponse(answer.model_dump(mode="json"), status_code=status)
@@ -158,21 +142,18 @@ def create_app(
 ) -> FaultInjection:
     """The DVS simulator, wrapped in fault injection; its FastAPI app is ``.app``."""
     registry = Registry(numbers, clock)
-    app = FastAPI(
-        title="DVS simulator",
-        version="1.0",
-        description="Document management system: registers documents and assigns numbers.",
+    app = simulator(
+        "DVS simulator",
+        "Document management system: registers documents and assigns numbers.",
+        "DVS",
+        counts=lambda: {"documents": len(registry.documents)},
     )
     app.state.registry = registry
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         fields = sorted({".".join(str(p) for p in e["loc"][1:]) for e in exc.errors()})
-        return _error(400, "invalid_request", "invalid fields: " + ", ".join(fields))
-
-    @app.get("/health")
-    async def health() -> Health:
-        return Health(documents=len(registry.documents))
+        return error(400, "invalid_request", "invalid fields: " + ", ".join(fields))
 
     @app.post(
         "/v1/documents",
@@ -194,20 +175,20 @@ def create_app(
         ] = None,
     ) -> Response:
         if not idempotency_key:
-            return _error(400, "missing_idempotency_key", "the Idempotency-Key header is required")
+            return error(400, "missing_idempotency_key", "the Idempotency-Key header is required")
         if body.author_unit == BROKEN:
-            return _error(500, "internal_error", "the DVS failed (magic author_unit BROKEN)")
+            return error(500, "internal_error", "the DVS failed (magic author_unit BROKEN)")
         earlier = registry.by_key.get(idempotency_key)
         if earlier is not None:
             sent, number = earlier
             if sent != body:
-                return _error(409, "idempotency_conflict", "the key names another document")
+                return error(409, "idempotency_conflict", "the key names another document")
             return _registered(registry.documents[number], 200)
         if body.author_unit == REJECT:
-            return _error(422, "rejected", "the DVS refused the document")
+            return error(422, "rejected", "the DVS refused the document")
         unknown = [link for link in body.links if link not in registry.documents]
         if unknown:
-            return _error(422, "unknown_link", "no document " + ", ".join(unknown))
+            return error(422, "unknown_link", "no document " + ", ".join(unknown))
         document = registry.register(body)
         registry.by_key[idempotency_key] = (body, document.registration_number)
         return _registered(document, 201)
@@ -225,7 +206,7 @@ def create_app(
     async def document(registration_number: str) -> Any:
         found = registry.documents.get(registration_number)
         if found is None:
-            return _error(404, "not_found", "no document with that number")
+            return error(404, "not_found", "no document with that number")
         return found
 
     return FaultInjection(app, faults)

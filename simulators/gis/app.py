@@ -1,12 +1,13 @@
 """HTTP simulator of the GIS / address register (VZD VARIS).
 
 It knows every address of a :class:`~simulators.municipality.SyntheticMunicipality`
-plus one fixed reference address, code ``100000001``: Krišjāņa Barona iela 1,
-Rīga, LV-1050 at LKS-92 N 311789.9 / E 507150.9 (56.949673 N, 24.117556 E).
+plus one fixed reference address, code ``108000001`` (type 108, a building):
+Krišjāņa Barona iela 1, Rīga, LV-1050 at LKS-92 N 311789.9 / E 507150.9
+(56.949673 N, 24.117556 E).
 
 Endpoints:
 
-- ``GET /health``;
+- ``GET /health``: ``{"status": "ok", "system": "GIS", "addresses": n}``;
 - ``GET /v1/addresses/{code}``: the address with its status, postcode, ATVK
   territory, LKS-92 point (``koord_x`` is the northing, ``koord_y`` the
   easting, as in the register) and the same point in WGS84, computed with
@@ -33,16 +34,17 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, Path, Query
+from fastapi import Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pyproj import Transformer
 
+from simulators.api import NO_FAULTS, ErrorBody, error, simulator
 from simulators.faults import FaultInjection, Faults
 from simulators.municipality import Address, SyntheticMunicipality
 
 REFERENCE = Address(
-    code="100000001",
+    code="108000001",
     street="Krišjāņa Barona iela",
     house="1",
     town="Rīga",
@@ -69,7 +71,6 @@ _DELETED = Address(
     in_municipality=True,
 )
 # LKS-92 (EPSG:3059) to WGS84; with always_xy the order is (easting, northing) → (lon, lat).
-NO_FAULTS = Faults()
 _TO_WGS84 = Transformer.from_crs(3059, 4326, always_xy=True)
 
 Code = Annotated[str, Path(pattern=r"^\d{9}$", description="Nine-digit address code.")]
@@ -107,19 +108,6 @@ class DistancesOut(BaseModel):
     distances: list[Distance]
 
 
-class ErrorOut(BaseModel):
-    error: str = Field(description="What went wrong: unknown_address, unknown_institution, …")
-
-
-class Health(BaseModel):
-    status: Literal["ok"] = "ok"
-    addresses: int
-
-
-def _error(status: int, error: str) -> JSONResponse:
-    return JSONResponse(ErrorOut(error=error).model_dump(), status_code=status)
-
-
 def _answer(address: Address, status: Literal["EKS", "DEL"]) -> AddressOut:
     lon, lat = _TO_WGS84.transform(address.easting, address.northing)
     return AddressOut(
@@ -137,22 +125,19 @@ def create_app(town: SyntheticMunicipality, faults: Faults = NO_FAULTS) -> Fault
     """The simulator of ``town``'s address register, wrapped in fault injection."""
     addresses = {**town.addresses, REFERENCE.code: REFERENCE, DELETED_CODE: _DELETED}
     institutions = {i.institution_id: i.address_code for i in town.institutions}
-    app = FastAPI(
-        title="GIS / address register simulator",
-        version="1.0.0",
-        description=(__doc__ or "").split("\n\n")[0],
+    app = simulator(
+        "GIS / address register simulator",
+        (__doc__ or "").split("\n\n")[0],
+        "GIS",
+        counts=lambda: {"addresses": len(addresses)},
     )
-    missing = {404: {"model": ErrorOut}, 500: {"model": ErrorOut}}
+    missing = {404: {"model": ErrorBody}, 500: {"model": ErrorBody}}
 
     def find(code: str) -> Address | JSONResponse:
         if code == FAILING_CODE:
-            return _error(500, "internal_error")
+            return error(500, "internal_error")
         address = addresses.get(code)
-        return address if address is not None else _error(404, "unknown_address")
-
-    @app.get("/health")
-    async def health() -> Health:
-        return Health(addresses=len(addresses))
+        return address if address is not None else error(404, "unknown_address")
 
     @app.get("/v1/addresses/{code}", response_model=AddressOut, responses=missing)
     async def address(code: Code) -> AddressOut | JSONResponse:
@@ -175,7 +160,7 @@ def create_app(town: SyntheticMunicipality, faults: Faults = NO_FAULTS) -> Fault
             return found
         wanted = institution_id or list(institutions)
         if any(i not in institutions for i in wanted):
-            return _error(404, "unknown_institution")
+            return error(404, "unknown_institution")
         rows = []
         for iid in wanted:
             there = addresses[institutions[iid]]

@@ -7,7 +7,7 @@ who already attend a pre-school (``town.enrolments``) and the institutions
 
 Endpoints (JSON; the protocol is versioned under ``/v1``):
 
-- ``GET /health`` — ``{"status": "ok"}``; never faulted.
+- ``GET /health`` — ``{"status": "ok", "system": "VIIS"}``; never faulted.
 - ``POST /v1/attendance/search`` — body ``{"personal_codes": [...], "as_of": "YYYY-MM-DD"}``;
   answers ``{"results": [{"personal_code", "institution_id", "group_code"}]}``, one result
   per code asked, in the order asked. A code the register does not know attends nowhere
@@ -37,18 +37,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from simulators.api import NO_FAULTS, ErrorBody, error, simulator
 from simulators.faults import FaultInjection, Faults
 from simulators.municipality import SyntheticMunicipality
 
 BROKEN_INSTITUTION = "PII-999"
 """Magic institution id: enrolling there always answers 500."""
-NO_FAULTS = Faults()
 
 PersonalCodeText = Annotated[
     str,
@@ -96,10 +95,6 @@ class EnrolmentAnswer(_Model):
     registered_at: datetime = Field(description="When the register recorded it (UTC).")
 
 
-class ErrorAnswer(_Model):
-    error: str = Field(description="unknown_institution, already_enrolled or internal_error.")
-
-
 @dataclass(frozen=True)
 class _Record:
     enrolment_id: str
@@ -142,18 +137,18 @@ class Register:
             return None
         return record
 
-    def enrol(self, request: EnrolmentRequest) -> tuple[int, dict[str, Any]]:
-        """Status and body of the answer to ``request``."""
+    def enrol(self, request: EnrolmentRequest) -> JSONResponse:
+        """The answer to ``request``."""
         if request.institution_id == BROKEN_INSTITUTION:
-            return 500, {"error": "internal_error"}
+            return error(500, "internal_error")
         earlier = self.by_request.get(request.request_id)
         if earlier is not None:
-            return 200, _answer(earlier)
+            return _answer(earlier, 200)
         if request.institution_id not in self.institutions:
-            return 404, {"error": "unknown_institution"}
+            return error(404, "unknown_institution")
         child = _digits(request.personal_code)
         if child in self.by_child:
-            return 409, {"error": "already_enrolled"}
+            return error(409, "already_enrolled")
         record = _Record(
             self._next_id(),
             request.institution_id,
@@ -163,28 +158,23 @@ class Register:
             request.request_id,
         )
         self.by_child[child] = self.by_request[request.request_id] = record
-        return 201, _answer(record)
+        return _answer(record, 201)
 
 
-def _answer(record: _Record) -> dict[str, Any]:
-    return EnrolmentAnswer(
-        enrolment_id=record.enrolment_id, registered_at=record.registered_at
-    ).model_dump(mode="json")
+def _answer(record: _Record, status: int) -> JSONResponse:
+    answer = EnrolmentAnswer(enrolment_id=record.enrolment_id, registered_at=record.registered_at)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=status)
 
 
 def create_app(town: SyntheticMunicipality, faults: Faults = NO_FAULTS) -> FaultInjection:
     """The VIIS simulator for ``town``, wrapped in fault injection."""
     register = Register(town)
-    app = FastAPI(
-        title="VIIS simulator",
-        version="1.0.0",
-        description="Attendance and enrolments of the state education register (simulated).",
+    app = simulator(
+        "VIIS simulator",
+        "Attendance and enrolments of the state education register (simulated).",
+        "VIIS",
     )
     app.state.register = register
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.post("/v1/attendance/search", response_model=AttendanceAnswer)
     async def search_attendance(search: AttendanceSearch) -> AttendanceAnswer:
@@ -207,15 +197,14 @@ def create_app(town: SyntheticMunicipality, faults: Faults = NO_FAULTS) -> Fault
         response_model=EnrolmentAnswer,
         responses={
             200: {"model": EnrolmentAnswer, "description": "A repeated request_id: the same."},
-            404: {"model": ErrorAnswer, "description": "unknown_institution"},
-            409: {"model": ErrorAnswer, "description": "already_enrolled"},
-            500: {"model": ErrorAnswer, "description": "internal_error (institution PII-999)"},
+            404: {"model": ErrorBody, "description": "unknown_institution"},
+            409: {"model": ErrorBody, "description": "already_enrolled"},
+            500: {"model": ErrorBody, "description": "internal_error (institution PII-999)"},
         },
     )
     async def enrol(request: EnrolmentRequest) -> JSONResponse:
         """Record that the child starts at an institution."""
-        status, body = register.enrol(request)
-        return JSONResponse(body, status_code=status)
+        return register.enrol(request)
 
     return FaultInjection(app, faults)
 

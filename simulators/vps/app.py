@@ -6,11 +6,35 @@ attorney) submit, change and withdraw applications, and answer offers. The
 population register records declared residence and its changes. Everything
 that happens is appended to one **event feed** (``GET /v1/events?after=N``),
 numbered from 1, which the VPS adapter polls; the feed starts with the
-municipality's institutions. The adapter pushes offers back with
-``PUT /v1/offers/{offer_id}`` so that parents can see and answer them.
+municipality's institutions. The feed lives in memory only: every start of
+the simulator begins a new feed with a new random id (12 hex digits), which
+every page carries as ``feed`` so that a reader can tell a reset feed from
+the one it was reading.
 
-Children get a VPS id (12 hex digits) on their first application; personal
-codes travel only in request and feed bodies, never in URLs.
+What the hub pushes back, so that parents can see it:
+- ``PUT /v1/offers/{offer_id}`` shows an offer; showing a live offer again
+  replaces it (the call is idempotent). An offer that is closed (any status
+  but ``live``) is never reopened: the call answers 409 ``closed`` and the
+  offer stays as it was.
+- ``PUT /v1/offers/{offer_id}/status`` sets the offer's status to accepted,
+  declined, expired or revoked; ``PUT /v1/offers/{offer_id}/deadline`` sets
+  ``respond_by``, the date by which it must be answered. Both answer 404
+  ``unknown_offer`` for an offer that was not shown yet.
+- ``PUT /v1/rounds/{round_id}`` stores the summary of an admission round
+  (applications considered, offers made, children left unplaced, lottery
+  seed, fill per institution), replacing an earlier one of the same round;
+  it is what the e-service publishes the admission list from.
+  ``GET /v1/rounds/{round_id}`` reads it back (404 ``unknown_round``).
+
+Children get a VPS id (12 hex digits) on their first application, drawn from
+a generator seeded with the municipality's code and seed (the same sequence
+of ids in every run) and not derived from the personal code, so the id says
+nothing about the child. It is remembered per personal code, written either
+``DDMMYY-NNNNN`` or ``DDMMYYNNNNN`` (one child, one id: a second application
+answers 409 ``already_queued`` while the first is active). Personal codes
+(the child's, the guardians', the siblings', the population register's) are
+validated (422 if invalid) and stored as ``DDMMYY-NNNNN``; they travel only
+in request and feed bodies, never in URLs.
 
 Magic inputs (to reach every branch of the adapter):
 - a guardian e-mail ``broken@example.lv`` makes the feed entry of that
@@ -22,7 +46,8 @@ Fault injection: see :mod:`simulators.faults` (header ``X-Simulate-Fault``).
 
 from __future__ import annotations
 
-import hashlib
+import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -47,8 +72,8 @@ EventType = Literal[
 
 
 def _code(value: str) -> str:
-    PersonalCode(value)  # raises ValueError for an invalid code (422)
-    return value
+    """The code as ``DDMMYY-NNNNN``; ValueError (422) for an invalid one."""
+    return PersonalCode(value).reveal()
 
 
 ValidCode = Annotated[str, AfterValidator(_code)]
@@ -62,8 +87,8 @@ class GuardianIn(BaseModel):
 
 class Claims(BaseModel):
     large_family: bool = False
-    sibling_personal_codes: list[str] = Field(default_factory=list)
-    parent_staff_at: list[str] = Field(default_factory=list)
+    sibling_personal_codes: list[ValidCode] = Field(default_factory=list, max_length=12)
+    parent_staff_at: list[str] = Field(default_factory=list, max_length=10)
 
 
 class ApplicationIn(BaseModel):
@@ -117,6 +142,28 @@ class StatusIn(BaseModel):
     status: Literal["accepted", "declined", "expired", "revoked"]
 
 
+class DeadlineIn(BaseModel):
+    respond_by: date = Field(description="Last day the parents may accept or decline.")
+
+
+class InstitutionFillIn(BaseModel):
+    institution_id: str
+    capacity: int = Field(ge=0, description="Seats for new children in all groups.")
+    offered: int = Field(ge=0, description="Seats under a live offer.")
+    accepted: int = Field(ge=0, description="Seats taken by accepted offers.")
+
+
+class RoundIn(BaseModel):
+    """The summary of an admission round, from which the admission list is published."""
+
+    round_date: date
+    applications_considered: int = Field(ge=0)
+    offers_made: int = Field(ge=0)
+    children_unplaced: int = Field(ge=0)
+    lottery_seed: int = Field(description="Published seed of the tie-break lottery.")
+    institutions: list[InstitutionFillIn] = Field(default_factory=list)
+
+
 class AnswerIn(BaseModel):
     verdict: Literal["accept", "decline"]
 
@@ -137,6 +184,7 @@ class FeedEvent(BaseModel):
 
 
 class Feed(BaseModel):
+    feed: str = Field(description="Id of this feed; a new one at every start of the register.")
     events: list[FeedEvent]
     last: int = Field(description="Number of the newest event in the feed.")
 
@@ -150,14 +198,17 @@ class Register:
     events: list[FeedEvent] = field(default_factory=list)
     applications: dict[str, dict[str, Any]] = field(default_factory=dict)
     child_ids: dict[str, str] = field(default_factory=dict)
-    """Personal code → VPS child id."""
+    """Personal code (``DDMMYY-NNNNN``) → VPS child id."""
     offers: dict[str, OfferIn] = field(default_factory=dict)
     answered: dict[str, str] = field(default_factory=dict)
+    rounds: dict[str, RoundIn] = field(default_factory=dict)
+    feed_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __post_init__(self) -> None:
+        self._ids = random.Random(f"{self.town.code}:{self.town.seed}:child-ids")
         self.institutions = {i.institution_id: i for i in self.town.institutions}
         self.declared_elsewhere = {
-            c.personal_code for c in self.town.children if not c.declared_here
+            _code(c.personal_code) for c in self.town.children if not c.declared_here
         }
         for inst in self.town.institutions:
             self.append(
@@ -185,10 +236,28 @@ class Register:
         return event
 
     def child_id(self, personal_code: str) -> str:
-        if personal_code not in self.child_ids:
-            digest = hashlib.sha256(f"{self.town.code}:{personal_code}".encode()).hexdigest()
-            self.child_ids[personal_code] = digest[:12]
-        return self.child_ids[personal_code]
+        """The child's VPS id, issued at the first application: random, not derived from the
+        code (a hash of a personal code is reversed by trying every code)."""
+        code = _code(personal_code)
+        if code not in self.child_ids:
+            issued = set(self.child_ids.values())
+            new = f"{self._ids.getrandbits(48):012x}"
+            while new in issued:
+                new = f"{self._ids.getrandbits(48):012x}"
+            self.child_ids[code] = new
+        return self.child_ids[code]
+
+    def offer(self, offer_id: str) -> OfferIn:
+        found = self.offers.get(offer_id)
+        if found is None:
+            raise HTTPException(404, {"error": "unknown_offer"})
+        return found
+
+    def show(self, offer_id: str, offer: OfferIn) -> None:
+        shown = self.offers.get(offer_id)
+        if shown is not None and shown.status != "live":
+            raise HTTPException(409, {"error": "closed", "status": shown.status})
+        self.offers[offer_id] = offer
 
     def submit(self, form: ApplicationIn) -> Accepted:
         if form.language == "xx":
@@ -218,7 +287,7 @@ class Register:
         return Accepted(application_id=application_id, child_id=child_id, registered_at=now)
 
     def _residence(self, form: ApplicationIn, child_id: str) -> dict[str, Any]:
-        here = form.child_personal_code not in self.declared_elsewhere
+        here = _code(form.child_personal_code) not in self.declared_elsewhere
         address = self.town.address(form.residence_address_code, here=here)
         return {
             "child_id": child_id,
@@ -321,23 +390,40 @@ def create_app(
 
     @app.put("/v1/offers/{offer_id}", status_code=204)
     async def show_offer(offer_id: str, offer: OfferIn) -> None:
-        """The hub shows an offer (or its new status) to the parents."""
-        register.offers[offer_id] = offer
+        """The hub shows an offer to the parents (again: idempotent). A closed offer is not
+        reopened: 409 ``closed``, and it stays closed."""
+        register.show(offer_id, offer)
 
     @app.put("/v1/offers/{offer_id}/status", status_code=204)
     async def offer_status(offer_id: str, body: StatusIn) -> None:
-        """The hub closes an offer: the parents see it accepted, declined, expired or revoked."""
-        offer = register.offers.get(offer_id)
-        if offer is None:
-            raise HTTPException(404, {"error": "unknown_offer"})
+        """The hub closes an offer: the parents see it accepted, declined, expired or revoked.
+        404 ``unknown_offer`` if it was not shown yet."""
+        offer = register.offer(offer_id)
         register.offers[offer_id] = offer.model_copy(update={"status": body.status})
+
+    @app.put("/v1/offers/{offer_id}/deadline", status_code=204)
+    async def offer_deadline(offer_id: str, body: DeadlineIn) -> None:
+        """The hub sets the date by which the parents must answer (once they are deemed
+        notified). 404 ``unknown_offer`` if the offer was not shown yet."""
+        offer = register.offer(offer_id)
+        register.offers[offer_id] = offer.model_copy(update={"respond_by": body.respond_by})
 
     @app.get("/v1/offers/{offer_id}")
     async def get_offer(offer_id: str) -> OfferIn:
-        offer = register.offers.get(offer_id)
-        if offer is None:
-            raise HTTPException(404, {"error": "unknown_offer"})
-        return offer
+        return register.offer(offer_id)
+
+    @app.put("/v1/rounds/{round_id}", status_code=204)
+    async def publish_round(round_id: str, body: RoundIn) -> None:
+        """The hub reports an admission round's summary; the e-service publishes the admission
+        list from it. Idempotent: the same round reported again replaces the summary."""
+        register.rounds[round_id] = body
+
+    @app.get("/v1/rounds/{round_id}")
+    async def get_round(round_id: str) -> RoundIn:
+        found = register.rounds.get(round_id)
+        if found is None:
+            raise HTTPException(404, {"error": "unknown_round"})
+        return found
 
     @app.post("/v1/offers/{offer_id}/answer", status_code=204)
     async def answer(offer_id: str, body: AnswerIn) -> None:
@@ -347,7 +433,7 @@ def create_app(
     @app.post("/v1/residence", status_code=204)
     async def declare(body: ResidenceIn) -> None:
         """The population register records a (changed) declared residence of a queued child."""
-        child_id = register.child_ids.get(body.personal_code)
+        child_id = register.child_ids.get(body.personal_code)  # normalised by ValidCode
         if child_id is None:
             raise HTTPException(404, {"error": "unknown_person"})
         register.append(
@@ -364,8 +450,12 @@ def create_app(
 
     @app.get("/v1/events")
     async def events(after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> Feed:
-        """What happened after event number ``after``, oldest first."""
-        return Feed(events=register.events[after : after + limit], last=len(register.events))
+        """What happened after event number ``after``, oldest first, with the feed's id."""
+        return Feed(
+            feed=register.feed_id,
+            events=register.events[after : after + limit],
+            last=len(register.events),
+        )
 
     return FaultInjection(app, faults or Faults())
 

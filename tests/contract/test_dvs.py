@@ -13,9 +13,15 @@ import httpx
 import pytest
 
 from adapters.dvs import DvsClient, NewDocument, Registration, Rejection, client_from_url, service
-from adapters.dvs.service import RelatedNotRegistered
+from adapters.dvs.service import Documents, RelatedNotRegistered
 from hub.reliability.consumer import Unit
-from hub.reliability.retry import InvalidResponse, RetryPolicy, UnavailableError, UnexpectedAnswer
+from hub.reliability.retry import (
+    InvalidResponse,
+    Refused,
+    RetryPolicy,
+    UnavailableError,
+    UnexpectedAnswer,
+)
 from hub.reliability.store import Store, Writes
 from schemas.documents import DocumentRegistered, DocumentRegistrationFailed, RegisterDocument
 from schemas.topics import ALLOCATION, BY_NAME, DVS
@@ -112,6 +118,10 @@ async def test_numbers_follow_the_format_and_restart_each_year(dvs: Dvs, client:
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     assert openapi.json()["info"]["title"] == "DVS simulator"
     assert "/v1/documents" in openapi.json()["paths"]
+    assert "ErrorBody" in openapi.json()["components"]["schemas"]
+    async with httpx.AsyncClient(base_url=dvs.url) as http:
+        health = (await http.get("/health")).json()
+    assert health == {"status": "ok", "system": "DVS", "documents": 3}
 
 
 async def test_same_key_same_document_is_one_registration(dvs: Dvs, client: DvsClient) -> None:
@@ -258,6 +268,52 @@ async def test_wrong_shape_is_unexpected_and_not_retried(answer: httpx.Response)
     assert seen[0].headers["Idempotency-Key"] == "doc-0001"
 
 
+async def test_a_registration_answered_with_another_2xx_is_broken_and_retried() -> None:
+    answer = {
+        "registration_number": "RD/2026/1",
+        "registered_at": "2026-05-04T09:30:00Z",
+        "document_id": "d",
+    }
+    port, seen = mocked(httpx.Response(202, json=answer))
+    async with port:
+        with pytest.raises(InvalidResponse, match="202"):
+            await port.register("doc-0001", document(1))
+    assert len(seen) == FAST.attempts
+
+
+async def test_a_rejection_detail_has_its_personal_codes_masked() -> None:
+    body = {"error": "rejected", "detail": "child 161175-19997 is not resident"}
+    port, _ = mocked(httpx.Response(422, json=body))
+    async with port:
+        outcome = await port.register("doc-0001", document(1))
+    assert isinstance(outcome, Rejection)
+    assert outcome.detail == "child ******-***** is not resident"
+
+
+def test_a_rejection_is_published_with_its_personal_codes_masked() -> None:
+    # Even a Rejection that was not masked on the way in (built by hand here).
+    [handler] = service(DvsClient("http://dvs.test")).handlers
+    message = request("decision:riga:refused")
+    unit = Unit()
+    handler.apply(unit, message, Rejection("rejected", "child 161175-19997 unknown", 422))
+    [row] = unit.outbox
+    failed = BY_NAME["dvs.documents.registered.v1"].parse(row.value)
+    assert isinstance(failed, DocumentRegistrationFailed)
+    assert b"161175-19997" not in row.value and b"16117519997" not in row.value
+    assert failed.detail == "rejected (HTTP 422): child ******-***** unknown"
+
+
+async def test_the_service_counts_retries_with_the_runners_counter() -> None:
+    port, seen = mocked(httpx.Response(503, json={}))
+    [handler] = service(port).handlers
+    counted: list[BaseException] = []
+    handler.count_retry = counted.append  # what the runner does once the service starts
+    async with port:
+        with pytest.raises(UnavailableError):
+            await handler.fetch(request("doc-0001"))
+    assert len(seen) == FAST.attempts and len(counted) == FAST.attempts - 1
+
+
 async def test_mocked_registration_is_read() -> None:
     port, _ = mocked(
         httpx.Response(
@@ -353,3 +409,36 @@ async def test_handler_links_documents_by_their_registration_numbers(
         assert len(await dvs.listed()) == 2
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "permanent"),
+    [
+        (UnavailableError("DVS answered 503"), "unavailable", False),
+        (RelatedNotRegistered("related documents not registered yet"), "unavailable", False),
+        (InvalidResponse("DVS answered with no JSON"), "invalid_response", False),
+        (UnexpectedAnswer("DVS answered with wrong fields"), "invalid_response", True),
+        (Refused("DVS refused with 400", status=400), "rejected", True),
+    ],
+    ids=["unavailable", "related", "broken", "wrong-shape", "refused"],
+)
+def test_a_request_given_up_publishes_registration_failed(
+    error: BaseException, reason: str, permanent: bool
+) -> None:
+    handler = Documents(DvsClient("http://dvs.test"))
+    message = request("decision:riga:CH-5f2a9c1b7d0e")
+    [failed] = handler.given_up(message, error)
+    assert isinstance(failed, DocumentRegistrationFailed)
+    assert (failed.reason, failed.permanent) == (reason, permanent)
+    assert failed.document_key == message.document_key
+    assert failed.causation_id == message.event_id
+    assert failed.correlation_id == message.correlation_id and failed.producer == DVS
+    assert str(error) in failed.detail
+
+
+def test_a_request_given_up_masks_personal_codes() -> None:
+    handler = Documents(DvsClient("http://dvs.test"))
+    error = UnexpectedAnswer("DVS answered about 161175-19997 " + "x" * 600)
+    [failed] = handler.given_up(request("doc-0001"), error)
+    assert "161175-19997" not in failed.model_dump_json()
+    assert "******-*****" in failed.detail and len(failed.detail) == 500

@@ -148,7 +148,7 @@ async def test_code_that_is_not_nine_digits_is_refused(url: str) -> None:
         schema = (await http.get("/openapi.json")).json()
     assert schema["info"]["title"] == "GIS / address register simulator"
     assert "/v1/addresses/{code}/distances" in schema["paths"]
-    assert {"AddressOut", "DistancesOut", "ErrorOut"} <= set(schema["components"]["schemas"])
+    assert {"AddressOut", "DistancesOut", "ErrorBody"} <= set(schema["components"]["schemas"])
 
 
 async def test_distances_to_institutions(
@@ -202,7 +202,9 @@ async def test_every_fault_is_transient(
         with pytest.raises(error) as caught:
             await client.address(REFERENCE.code)
         async with httpx.AsyncClient(base_url=served.url) as http:  # never faulted
-            assert (await http.get("/health")).status_code == 200
+            health = await http.get("/health")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "system": "GIS", "addresses": len(town.addresses) + 2}
     assert isinstance(caught.value, TransientError)
     assert len(retried) == FAST.attempts - 1
     assert sum(n for fault, n in app.injected.items() if fault != "none") == FAST.attempts
@@ -276,6 +278,36 @@ async def test_answer_that_breaks_the_protocol_is_unexpected(body: Any) -> None:
     assert len(seen) == 1  # not retried
 
 
+async def test_a_404_that_is_not_unknown_address_is_refused() -> None:
+    """A wrong base URL answers 404 for everything: that must not make addresses unknown."""
+    client, seen = mocked(lambda _request: httpx.Response(404, json={"detail": "Not Found"}))
+    async with client:
+        with pytest.raises(Refused) as caught:
+            await client.address(REFERENCE.code)
+        (handler,) = service(client).handlers
+        with pytest.raises(Refused):  # dead-lettered, not published as unknown_address
+            await handler.fetch(request(REFERENCE.code))
+    assert caught.value.status == 404 and caught.value.error is None
+    assert len(seen) == 2  # permanent: not retried
+
+
+async def test_a_404_unknown_address_is_none() -> None:
+    client, _ = mocked(lambda _request: httpx.Response(404, json={"error": "unknown_address"}))
+    async with client:
+        assert await client.address(UNKNOWN) is None
+
+
+async def test_the_service_counts_retries_with_the_runners_counter() -> None:
+    client, seen = mocked(lambda _request: httpx.Response(503, json={}))
+    (handler,) = service(client).handlers
+    counted: list[BaseException] = []
+    handler.count_retry = counted.append  # what the runner does once the service starts
+    async with client:
+        with pytest.raises(UnavailableError):
+            await handler.fetch(request(REFERENCE.code))
+    assert len(seen) == FAST.attempts and len(counted) == FAST.attempts - 1
+
+
 async def test_consistent_mocked_answer_is_accepted() -> None:
     client, _ = mocked(lambda _request: httpx.Response(200, json=reference_answer()))
     async with client:
@@ -298,3 +330,38 @@ async def test_distances_that_break_the_protocol_are_unexpected() -> None:
     async with client:
         with pytest.raises(UnexpectedAnswer):
             await client.distances(REFERENCE.code, ["PII-001", "PII-002"])
+
+
+# --------------------------------------------------------------------------- given up
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "permanent"),
+    [
+        (UnavailableError("GIS answered 503"), "unavailable", False),
+        (InvalidResponse("GIS answered with no JSON"), "invalid_response", False),
+        (UnexpectedAnswer("GIS answered with wrong fields"), "invalid_response", True),
+        (Refused("GIS refused with 404", status=404), "unavailable", True),
+    ],
+    ids=["unavailable", "broken", "wrong-shape", "refused"],
+)
+def test_a_request_given_up_publishes_resolution_failed(
+    error: BaseException, reason: str, permanent: bool
+) -> None:
+    (handler,) = service(GisClient("http://gis.test")).handlers
+    message = request(REFERENCE.code)
+    (failed,) = handler.given_up(message, error)
+    assert isinstance(failed, AddressResolutionFailed)
+    assert (failed.reason, failed.permanent) == (reason, permanent)
+    assert failed.address_code == REFERENCE.code and failed.subject_ref == message.subject_ref
+    assert failed.causation_id == message.event_id
+    assert failed.correlation_id == message.correlation_id and failed.producer == GIS
+    assert str(error) in failed.detail
+
+
+def test_a_request_given_up_masks_personal_codes() -> None:
+    (handler,) = service(GisClient("http://gis.test")).handlers
+    error = UnexpectedAnswer("GIS answered for 161175-19997 " + "x" * 600)
+    (failed,) = handler.given_up(request(REFERENCE.code), error)
+    assert "161175-19997" not in failed.model_dump_json()
+    assert "******-*****" in failed.detail and len(failed.detail) == 500

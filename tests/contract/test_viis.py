@@ -14,13 +14,14 @@ import re
 from collections.abc import AsyncIterator, Callable
 from datetime import date
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
 
 from adapters.viis import Enrolled, EnrolmentRefusal, ViisClient, client_from_url, service
 from adapters.viis.service import EnrollmentChecks, EnrollmentRegistrations
+from hub.errors import PermanentError
 from hub.reliability.consumer import Unit
 from hub.reliability.retry import (
     InvalidResponse,
@@ -30,7 +31,7 @@ from hub.reliability.retry import (
     UnexpectedAnswer,
 )
 from schemas.base import Message
-from schemas.enrollment import CheckEnrollment, RegisterEnrollment
+from schemas.enrollment import CheckEnrollment, EnrollmentCheckFailed, RegisterEnrollment
 from schemas.topics import ALLOCATION, VIIS
 from schemas.values import PersonalCode
 from simulators.faults import FaultInjection, Faults
@@ -103,9 +104,9 @@ async def viis(
     """The simulator served on loopback, and a client pointed at it."""
     app = create_app(TOWN, faults)
     async with serving(app, name="viis") as served:
-        client = client_from_url(
-            served.url, timeout=timeout, policy=_fast(attempts), on_retry=on_retry
-        )
+        client = client_from_url(served.url, timeout=timeout, policy=_fast(attempts))
+        if on_retry is not None:
+            client.add_retry_listener(on_retry)
         try:
             yield client, app
         finally:
@@ -123,13 +124,15 @@ def _check(child: Child, municipality: str = "riga") -> CheckEnrollment:
     )
 
 
-def _register(child: Child, institution_id: str | None = None) -> RegisterEnrollment:
+def _register(
+    child: Child, institution_id: str | None = None, offer_id: UUID | None = None
+) -> RegisterEnrollment:
     return RegisterEnrollment.new(
         producer=ALLOCATION,
         municipality="riga",
         child_ref=child.ref,
         child_personal_code=child.personal_code,
-        offer_id=uuid4(),
+        offer_id=offer_id or uuid4(),
         institution_id=institution_id or _institution(),
         group_code=_group(),
         start_date=START,
@@ -298,10 +301,12 @@ async def test_health_and_openapi_are_never_faulted() -> None:
         health = await http.get("/health")
         spec = (await http.get("/openapi.json")).json()
         search = await http.post("/v1/attendance/search", json={"personal_codes": []})
-    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert health.status_code == 200 and health.json() == {"status": "ok", "system": "VIIS"}
     assert spec["info"]["title"] == "VIIS simulator"
     assert {"/v1/attendance/search", "/v1/enrolments"} <= set(spec["paths"])
-    assert {"AttendanceSearch", "EnrolmentRequest"} <= set(spec["components"]["schemas"])
+    assert {"AttendanceSearch", "EnrolmentRequest", "ErrorBody"} <= set(
+        spec["components"]["schemas"]
+    )
     assert search.status_code == 503
 
 
@@ -316,7 +321,7 @@ def _mock(status: int, body: Any) -> tuple[ViisClient, list[httpx.Request]]:
         return httpx.Response(status, json=body)
 
     transport = httpx.MockTransport(answer)
-    return client_from_url("http://viis.test", policy=_fast(), transport=transport), seen
+    return ViisClient("http://viis.test", policy=_fast(), transport=transport), seen
 
 
 @pytest.mark.parametrize(
@@ -373,6 +378,21 @@ async def test_other_client_errors_are_refused_not_published(status: int, body: 
     assert_no_personal_code(raised.value)
 
 
+async def test_an_enrolment_answered_with_another_2xx_is_broken_and_retried() -> None:
+    client, seen = _mock(202, {"enrolment_id": "VIIS-1", "registered_at": "2026-05-01T10:00:00Z"})
+    with pytest.raises(InvalidResponse, match="202"):
+        await client.enrol(_free().personal_code, _institution(), _group(), START, uuid4())
+    await client.close()
+    assert len(seen) == 3  # transient: every attempt
+
+
+async def test_an_enrolment_answered_200_is_the_earlier_one() -> None:
+    client, _ = _mock(200, {"enrolment_id": "VIIS-1", "registered_at": "2026-05-01T10:00:00Z"})
+    outcome = await client.enrol(_free().personal_code, _institution(), _group(), START, uuid4())
+    await client.close()
+    assert isinstance(outcome, Enrolled) and outcome.enrolment_id == "VIIS-1"
+
+
 async def test_personal_codes_travel_only_in_bodies() -> None:
     client, seen = _mock(201, {"enrolment_id": "VIIS-1", "registered_at": "2026-05-01T10:00:00Z"})
     child = _free()
@@ -419,21 +439,39 @@ async def test_check_of_an_attending_child_names_the_institution_and_group() -> 
 async def test_registration_publishes_registered_then_refused() -> None:
     child = _free()
     first, second = _register(child), _register(child)
+    # The allocation service asks again for the same offer: a new message, the same offer id.
+    reissued = _register(child, offer_id=first.offer_id)
+    assert reissued.event_id != first.event_id
+    messages = (first, first, reissued, second)
     async with viis() as (client, _):
         registrations = EnrollmentRegistrations("viis.enrollment.registrations.v1", client, None)
-        units = [Unit(), Unit(), Unit()]
-        # The first message twice (a redelivery): one enrolment, published alike.
-        for unit, message in zip(units, (first, first, second), strict=True):
+        units = [Unit() for _ in messages]
+        # The first message twice (a redelivery), then re-issued: one enrolment, published alike.
+        for unit, message in zip(units, messages, strict=True):
             registrations.apply(unit, message, await registrations.fetch(message))
-    registered, redelivered, refused = (
-        _emitted(u, m) for u, m in zip(units, (first, first, second), strict=True)
+    registered, redelivered, again, refused = (
+        _emitted(u, m) for u, m in zip(units, messages, strict=True)
     )
-    assert registered["event_type"] == redelivered["event_type"] == "EnrollmentRegistered"
-    assert registered["viis_enrollment_id"] == redelivered["viis_enrollment_id"]
-    assert registered["offer_id"] == str(first.offer_id)
+    assert {registered["event_type"], redelivered["event_type"], again["event_type"]} == {
+        "EnrollmentRegistered"
+    }
+    assert (
+        registered["viis_enrollment_id"]
+        == redelivered["viis_enrollment_id"]
+        == again["viis_enrollment_id"]
+    )
+    assert registered["offer_id"] == again["offer_id"] == str(first.offer_id)
     assert registered["institution_id"] == _institution()
     assert refused["event_type"] == "EnrollmentRefused"
     assert refused["reason"] == "already_enrolled" and refused["offer_id"] == str(second.offer_id)
+
+
+async def test_the_enrolment_request_id_is_the_offer_id() -> None:
+    client, seen = _mock(201, {"enrolment_id": "VIIS-1", "registered_at": "2026-05-01T10:00:00Z"})
+    message = _register(_free())
+    await service(client).handlers[1].fetch(message)
+    await client.close()
+    assert json.loads(seen[0].content)["request_id"] == str(message.offer_id)
 
 
 async def test_registration_at_an_unknown_institution_publishes_refused() -> None:
@@ -474,3 +512,62 @@ async def test_messages_of_another_municipality_are_skipped() -> None:
         assert unit.outbox == []
     assert seen == []
     await client.close()
+
+
+async def test_the_service_counts_retries_with_the_runners_counter() -> None:
+    client, seen = _mock(503, {})
+    spec = service(client)
+    counted: list[BaseException] = []
+    for handler in spec.handlers:  # what the runner does once the service starts
+        handler.count_retry = counted.append
+    with pytest.raises(UnavailableError):
+        await spec.handlers[1].fetch(_register(_free()))
+    await client.close()
+    assert len(seen) == 3 and len(counted) == 2
+    assert all(isinstance(e, UnavailableError) for e in counted)
+
+
+# --------------------------------------------------------------------------- given up
+
+
+def _given_up(error: BaseException, municipality: str = "riga") -> list[EnrollmentCheckFailed]:
+    client, _ = _mock(500, {})
+    checks = service(client, municipality).handlers[0]
+    message = _check(_with_siblings())
+    emitted = list(checks.given_up(message, error))
+    for failed in emitted:
+        assert isinstance(failed, EnrollmentCheckFailed)
+        assert failed.causation_id == message.event_id
+        assert failed.correlation_id == message.correlation_id
+        assert failed.child_ref == message.child_ref and failed.producer == VIIS
+    return emitted  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "permanent"),
+    [
+        (UnavailableError("VIIS answered 503"), "unavailable", False),
+        (InvalidResponse("VIIS answered with no JSON"), "invalid_response", False),
+        (UnexpectedAnswer("VIIS answered with wrong fields"), "invalid_response", True),
+        (Refused("VIIS refused with 403", status=403), "refused", True),
+        (PermanentError("something else"), "unavailable", True),
+    ],
+    ids=["unavailable", "broken", "wrong-shape", "refused", "other"],
+)
+def test_a_check_given_up_publishes_check_failed(
+    error: BaseException, reason: str, permanent: bool
+) -> None:
+    (failed,) = _given_up(error)
+    assert (failed.reason, failed.permanent) == (reason, permanent)
+    assert type(error).__name__ in failed.detail and str(error) in failed.detail
+
+
+def test_a_check_given_up_masks_personal_codes() -> None:
+    (failed,) = _given_up(UnexpectedAnswer("VIIS answered about 161175-19997 " + "x" * 600))
+    assert "161175-19997" not in failed.detail and "******-*****" in failed.detail
+    assert len(failed.detail) == 500
+    assert not any(code in failed.model_dump_json() for code in _every_code())
+
+
+def test_a_check_of_another_municipality_given_up_publishes_nothing() -> None:
+    assert _given_up(UnavailableError("down"), municipality="liepaja") == []

@@ -12,6 +12,7 @@ import pytest
 from pyproj import Transformer
 
 from schemas.values import PersonalCode, PersonalCodeChecksumWarning
+from simulators.gis import DELETED_CODE, REFERENCE
 from simulators.municipality import BOXES, NEW_FORMAT_SINCE, SyntheticMunicipality
 
 YEAR = 2026
@@ -102,6 +103,14 @@ def test_every_address_is_known_and_has_a_nine_digit_code(town: SyntheticMunicip
         assert re.fullmatch(r"LV-\d{4}", address.postcode)
         assert address.full.startswith(f"{address.street} {address.house}, ")
         assert town.address(code, here=address.in_municipality) == address
+
+
+def test_address_codes_carry_a_type_code_from_101_to_199(town: SyntheticMunicipality) -> None:
+    # DOMAIN.md: the first three digits are the type code, 101–199; 108 is a building.
+    for code in [*town.addresses, REFERENCE.code, DELETED_CODE]:
+        assert re.fullmatch(r"\d{9}", code) and 101 <= int(code[:3]) <= 199, code
+    assert REFERENCE.code == "108000001"
+    assert REFERENCE.code not in town.addresses  # the simulator's fixed address stays apart
 
 
 @pytest.mark.parametrize("code", sorted(BOXES))

@@ -1,0 +1,57 @@
+"""What the HTTP simulators share: the error body, the app with its health route, no faults.
+
+Every simulator answers a refusal with the same body, ``{"error": reason}`` plus an
+optional ``detail`` (:class:`ErrorBody`, built by :func:`error`), and says it is up at
+``GET /health`` with ``{"status": "ok", "system": …}`` (:func:`simulator`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from simulators.faults import Faults
+
+NO_FAULTS = Faults()
+"""A simulator that fails only where its protocol says it does."""
+
+
+class ErrorBody(BaseModel):
+    """Why a request was refused or failed."""
+
+    error: str = Field(description="Machine-readable reason, e.g. unknown_address.")
+    detail: str | None = Field(default=None, description="Human-readable explanation.")
+
+
+def error(status: int, error: str, detail: str | None = None) -> JSONResponse:
+    """An answer with ``status`` and an :class:`ErrorBody` (``detail`` left out when None)."""
+    body = ErrorBody(error=error, detail=detail).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status)
+
+
+def simulator(
+    title: str,
+    description: str,
+    system: str,
+    *,
+    counts: Callable[[], Mapping[str, int]] | None = None,
+) -> FastAPI:
+    """A simulator's FastAPI app, with ``GET /health`` answering ``{"status": "ok", "system"}``.
+
+    ``counts``, when given, adds what the simulator holds (``{"documents": 3}``) to the
+    health answer.
+    """
+    app = FastAPI(title=title, version="1.0.0", description=description)
+
+    @app.get("/health", summary="Whether the simulator is up; never faulted.")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "system": system, **(counts() if counts is not None else {})}
+
+    return app
+
+
+__all__ = ["NO_FAULTS", "ErrorBody", "error", "simulator"]
