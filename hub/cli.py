@@ -46,14 +46,23 @@ def _service_commands(commands: Any) -> None:
     run = commands.add_parser("run", help="run a service until Ctrl-C / SIGTERM")
     run.add_argument(
         "service",
-        choices=("allocation", "vps-adapter", "viis-adapter", "gis-adapter", "dvs-adapter"),
+        choices=(
+            "allocation",
+            "vps-adapter",
+            "viis-adapter",
+            "gis-adapter",
+            "dvs-adapter",
+            "notify-adapter",
+        ),
         help="which service (adapters find their system at HUB_<SYSTEM>_URL)",
     )
     simulate = commands.add_parser(
         "simulate", help="serve simulators of the external systems on loopback until Ctrl-C"
     )
     simulate.add_argument(
-        "system", choices=("vps", "viis", "gis", "dvs", "all"), help="which system, or all"
+        "system",
+        choices=("vps", "viis", "gis", "dvs", "eadrese", "sms", "letter", "smtp", "all"),
+        help="which system, or all",
     )
     simulate.add_argument("--seed", type=int, help="synthetic municipality seed (HUB_SIM_SEED)")
     simulate.add_argument("--children", type=int, help="children, 50–30000 (HUB_SIM_CHILDREN)")
@@ -477,10 +486,12 @@ async def _run_adapter(settings: Settings, name: str) -> int:
     async with kafka_cluster(settings) as bootstrap:
         await ensure_topics(settings, bootstrap, services=[spec.name])
         system = name.removesuffix("-adapter")
-        print(
-            f"{name} on {bootstrap}; {system.upper()} at {url_setting(system, settings)}",
-            file=sys.stderr,
+        where = (
+            "e-adrese, SMTP, SMS and post as configured"
+            if system == "notify"
+            else f"{system.upper()} at {url_setting(system, settings)}"
         )
+        print(f"{name} on {bootstrap}; {where}", file=sys.stderr)
         clean = await ServiceRunner(spec, settings, bootstrap).run(stop)
     return 0 if clean else 1
 
@@ -504,6 +515,8 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
         error = exc.errors()[0]
         raise ConfigurationError(f"simulate: {error['loc'][0]}: {error['msg']}") from None
     systems = SYSTEMS if args.system == "all" else (args.system,)
+    with_smtp = args.system in ("all", "smtp")
+    systems = tuple(s for s in systems if s != "smtp")
     if args.openapi is not None:
         args.openapi.mkdir(parents=True, exist_ok=True)
         for system, text in openapi_documents(settings).items():
@@ -520,7 +533,18 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
             served = await stack.enter_async_context(
                 serving(apps[system], port_of(url), name=system)
             )
-            print(f"{system.upper():<5} {served.url}  (API: {served.url}/docs)", flush=True)
+            print(f"{system.upper():<7} {served.url}  (API: {served.url}/docs)", flush=True)
+        if with_smtp:
+            from simulators.smtp import create_server
+
+            smtp = await stack.enter_async_context(
+                create_server(
+                    port=settings.smtp_port,
+                    fault_rate=settings.sim_fault_rate,
+                    seed=settings.sim_seed,
+                )
+            )
+            print(f"{'SMTP':<7} smtp://{smtp.host}:{smtp.port}", flush=True)
         print(
             f"synthetic {settings.municipality}: seed {settings.sim_seed},"
             f" {settings.sim_children} children, {settings.sim_institutions} institutions;"

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
 
     # Reliability: batches, retries, parking, shutdown, metrics.
     batch_size: int = Field(default=500, ge=1, le=10_000, description="Records per batch.")
+    fetch_concurrency: int = Field(
+        default=16, ge=1, le=1000, description="Calls to external systems in flight per service."
+    )
     max_attempts: int = Field(
         default=5, ge=1, le=50, description="Handling attempts before a message is dead-lettered."
     )
@@ -122,6 +125,33 @@ class Settings(BaseSettings):
     vps_poll_interval: float = Field(
         default=1.0, gt=0, le=3600, description="Seconds between polls of an idle VPS feed."
     )
+    # Notifications: where the channels are, how fast they may be used, when to escalate.
+    eadrese_url: str = Field(default="http://127.0.0.1:8105", description="e-adrese base URL.")
+    sms_url: str = Field(default="http://127.0.0.1:8106", description="SMS gateway base URL.")
+    letter_url: str = Field(default="http://127.0.0.1:8107", description="Print-and-post URL.")
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP server for e-mail.")
+    smtp_port: int = Field(default=8025, ge=1, le=65535, description="SMTP port.")
+    smtp_sender: str = Field(
+        default="pii@pasvaldiba.example.lv", description="From address of notification e-mail."
+    )
+    notify_callback: str = Field(
+        default="127.0.0.1:8711",
+        description="host:port where the notification service takes SMS delivery reports.",
+    )
+    notify_portal_url: str = Field(
+        default="https://e-pakalpojumi.example.lv/pii",
+        description="Parents' e-service, linked from offers (to accept or decline).",
+    )
+    notify_escalate_after: float = Field(
+        default=172_800.0,
+        gt=0,
+        description="Seconds without an electronic confirmation before a registered letter.",
+    )
+    notify_rate_eadrese: int = Field(default=600, ge=1, description="e-adrese messages a minute.")
+    notify_rate_email: int = Field(default=600, ge=1, description="E-mails a minute.")
+    notify_rate_sms: int = Field(default=300, ge=1, description="SMS a minute.")
+    notify_rate_letter: int = Field(default=120, ge=1, description="Letters a minute.")
+
     # Simulators (hub simulate): the synthetic municipality and the injected faults.
     sim_seed: int = Field(default=1, description="Seed of the synthetic municipality.")
     sim_children: int = Field(

@@ -17,8 +17,12 @@ from hub.reliability.retry import RetryPolicy
 from hub.reliability.service import ServiceSpec
 from hub.settings import Settings
 
-ADAPTERS = ("vps-adapter", "viis-adapter", "gis-adapter", "dvs-adapter")
-SYSTEMS = ("vps", "viis", "gis", "dvs")
+REGISTER_ADAPTERS = ("vps-adapter", "viis-adapter", "gis-adapter", "dvs-adapter")
+ADAPTERS = (*REGISTER_ADAPTERS, "notify-adapter")
+REGISTERS = ("vps", "viis", "gis", "dvs")
+CHANNELS = ("eadrese", "sms", "letter")
+SYSTEMS = (*REGISTERS, *CHANNELS)
+"""Systems with an HTTP simulator; the SMTP server simulator is served beside them."""
 
 
 def policy(settings: Settings) -> RetryPolicy:
@@ -48,7 +52,54 @@ def adapter(name: str, settings: Settings) -> ServiceSpec:
         from adapters import dvs
 
         return dvs.service(dvs.client_from_url(settings.dvs_url, **options))
+    if name == "notify-adapter":
+        return notify_service(settings)[0]
     raise ConfigurationError(f"no adapter {name!r}; there are {', '.join(ADAPTERS)}")
+
+
+def notify_service(settings: Settings, **overrides: Any) -> tuple[ServiceSpec, Any]:
+    """The notification service, its channels pointed by settings; and its state."""
+    from datetime import timedelta
+
+    from adapters.notify import eadrese, letter, sms
+    from adapters.notify.email import EmailClient
+    from adapters.notify.service import Channels, service
+    from adapters.notify.service import Settings as NotifySettings
+
+    options: dict[str, Any] = {"timeout": settings.http_timeout, "policy": policy(settings)}
+    host, _, port = settings.notify_callback.rpartition(":")
+    channels = Channels(
+        eadrese=eadrese.client_from_url(settings.eadrese_url, **options),
+        email=EmailClient(
+            settings.smtp_host,
+            settings.smtp_port,
+            sender=settings.smtp_sender,
+            timeout=settings.http_timeout,
+            policy=policy(settings),
+        ),
+        sms=sms.client_from_url(settings.sms_url, **options),
+        letter=letter.client_from_url(settings.letter_url, **options),
+        callback_url=f"http://{settings.notify_callback}/sms/reports",
+        rates={
+            "e_adrese": settings.notify_rate_eadrese,
+            "email": settings.notify_rate_email,
+            "sms": settings.notify_rate_sms,
+            "letter": settings.notify_rate_letter,
+        },
+    )
+    config = NotifySettings(
+        portal_url=settings.notify_portal_url,
+        sender=f"{settings.municipality.capitalize()} pašvaldība",
+        escalate_after=timedelta(seconds=settings.notify_escalate_after),
+    )
+    return service(
+        channels,
+        config=config,
+        callback=(host or "127.0.0.1", int(port)),
+        parse_report=sms.parse_report,
+        escalation_interval=min(30.0, settings.notify_escalate_after / 4),
+        **overrides,
+    )
 
 
 def url_setting(system: str, settings: Settings) -> str:
@@ -105,6 +156,20 @@ def simulator_apps(
             from simulators.dvs.app import create_app as dvs_app
 
             apps[system] = dvs_app(NumberFormat(prefix=settings.dvs_number_prefix), faults=faults)
+        elif system == "eadrese":
+            from simulators.eadrese.app import create_app as eadrese_app
+
+            # About half the guardians have activated an e-adrese.
+            guardians = {g.personal_code for c in town.children for g in c.guardians}
+            apps[system] = eadrese_app(active=sorted(guardians)[::2], faults=faults)
+        elif system == "sms":
+            from simulators.sms.app import create_app as sms_app
+
+            apps[system] = sms_app(faults, rate_per_second=200, seed=settings.sim_seed)
+        elif system == "letter":
+            from simulators.letter.app import create_app as letter_app
+
+            apps[system] = letter_app(faults, post_after=2.0)
     return apps
 
 
@@ -129,7 +194,10 @@ def openapi_documents(settings: Settings) -> dict[str, str]:
 
 __all__ = [
     "ADAPTERS",
+    "CHANNELS",
     "OPENAPI_DIR",
+    "REGISTERS",
+    "REGISTER_ADAPTERS",
     "SYSTEMS",
     "adapter",
     "openapi_documents",

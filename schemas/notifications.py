@@ -59,6 +59,10 @@ class SendNotification(Command):
     variables: dict[str, str] = Field(
         default_factory=dict, description="Template values; never a personal code."
     )
+    channel: Channel | None = Field(
+        default=None,
+        description="Send on this channel only (an escalation); None: the channel policy picks.",
+    )
 
 
 class _Receipt(Event):

@@ -10,12 +10,9 @@ round, offers by status. Personal codes never appear in the answers.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections import Counter
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -23,6 +20,7 @@ from starlette.routing import Route
 
 from hub.allocation.engine import Priority
 from hub.allocation.service import LIVE, AllocationState
+from hub.http import http_task
 
 
 def _priority(priority: Priority | None) -> dict[str, Any] | None:
@@ -124,15 +122,4 @@ def app(state: AllocationState) -> Starlette:
 
 def serving(state: AllocationState, port: int, host: str = "127.0.0.1") -> Any:
     """A service task that serves :func:`app` on ``host:port`` until the stop event."""
-
-    async def task(stop: asyncio.Event) -> None:
-        server = uvicorn.Server(
-            uvicorn.Config(app(state), host=host, port=port, log_level="warning")
-        )
-        running = asyncio.create_task(server.serve())
-        await stop.wait()
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-
-    return task
+    return http_task(app(state), port, host)

@@ -544,7 +544,8 @@ class Outbox:
                 personal_code=guardian.personal_code,
                 email=guardian.email,
                 phone=guardian.phone,
-                postal_address_code=guardian.postal_address_code,
+                # A registered letter goes to the guardian's postal address, else home.
+                postal_address_code=guardian.postal_address_code or app.residence_address_code,
             ),
             language=guardian.correspondence_language,
             template="offer",

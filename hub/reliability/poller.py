@@ -69,6 +69,9 @@ class Poller:
         """Record what ``item`` means on ``unit`` (messages, state); pure."""
         raise NotImplementedError
 
+    def committed(self, page: Page) -> None:
+        """Called once the page's messages and position are stored (acknowledge them now)."""
+
     def describe(self, item: Any) -> bytes:
         """The item as bytes for a dead letter (JSON when it can be)."""
         try:
@@ -167,6 +170,7 @@ async def run_poller(
             if page.items or moved:
                 writes, refused = page_writes(service, poller, page, clock())
                 hand_over(await store.commit(service, writes))
+                poller.committed(page)
                 on_items(len(page.items), refused)
             if page.more and page.items and moved:
                 continue  # more at once; a page that did not move waits like an idle one

@@ -94,6 +94,7 @@ class RuntimeOptions:
             metrics_port=settings.metrics_port,
             synchronous=settings.sqlite_synchronous,
             fetch_max_wait=settings.fetch_max_wait,
+            fetch_concurrency=settings.fetch_concurrency,
         )
 
 

@@ -29,7 +29,7 @@ from hub.kafka import ensure_topics, publish_messages
 from hub.reliability.deadletters import dead_letters, read_topic
 from hub.reliability.service import ServiceRunner
 from hub.settings import Settings
-from hub.wiring import ADAPTERS, SYSTEMS, adapter, simulator_apps
+from hub.wiring import REGISTER_ADAPTERS, REGISTERS, adapter, simulator_apps
 from schemas.allocation import RunRound
 from schemas.topics import OPERATOR
 from simulators.faults import HEADER
@@ -84,15 +84,15 @@ async def test_the_chain_through_every_adapter_with_a_fifth_of_requests_faulted(
             "max_attempts": 10,
         }
     )
-    apps = simulator_apps(settings, SYSTEMS, town=town)
+    apps = simulator_apps(settings, REGISTERS, town=town)
     stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
         urls = {}
-        for system in SYSTEMS:
+        for system in REGISTERS:
             served = await stack.enter_async_context(serving(apps[system], name=system))
             urls[f"{system}_url"] = served.url
         settings = settings.model_copy(update=urls)
-        adapters = [adapter(name, settings) for name in ADAPTERS]
+        adapters = [adapter(name, settings) for name in REGISTER_ADAPTERS]
         spec, state = service(load_rules("riga"), code)
         spec = dataclasses.replace(spec, name=f"{code}-allocation")
         await ensure_topics(settings, bootstrap, services=[s.name for s in (*adapters, spec)])

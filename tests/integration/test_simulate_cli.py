@@ -20,16 +20,22 @@ import pytest
 from hub.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-SYSTEMS = ("VPS", "VIIS", "GIS", "DVS")
+SYSTEMS = ("VPS", "VIIS", "GIS", "DVS", "EADRESE", "SMS", "LETTER")
 # The FastAPI titles given in simulators/<system>/app.py.
 TITLES = {
     "VPS": "VPS simulator",
     "VIIS": "VIIS simulator",
     "GIS": "GIS / address register simulator",
     "DVS": "DVS simulator",
+    "EADRESE": "e-adrese simulator",
+    "SMS": "SMS gateway simulator",
+    "LETTER": "Letter simulator",
 }
-# hub/cli.py `_simulate`: f"{system.upper():<5} {served.url}  (API: {served.url}/docs)"
-SYSTEM_LINE = re.compile(r"^(VPS|VIIS|GIS|DVS)\s+(http://127\.0\.0\.1:\d+)  \(API: \2/docs\)$")
+# hub/cli.py `_simulate`: f"{system.upper():<7} {served.url}  (API: {served.url}/docs)"
+SYSTEM_LINE = re.compile(
+    r"^(VPS|VIIS|GIS|DVS|EADRESE|SMS|LETTER)\s+(http://127\.0\.0\.1:\d+)  \(API: \2/docs\)$"
+)
+SMTP_LINE = re.compile(r"^SMTP\s+smtp://127\.0\.0\.1:(\d+)$")
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 
@@ -51,10 +57,12 @@ def _environment(data_dir: Path, **urls: str) -> dict[str, str]:
 
 
 def _loopback_urls() -> dict[str, str]:
-    return {
+    *ports, smtp = _free_ports(len(SYSTEMS) + 1)
+    urls = {
         f"HUB_{system}_URL": f"http://127.0.0.1:{port}"
-        for system, port in zip(SYSTEMS, _free_ports(len(SYSTEMS)), strict=True)
+        for system, port in zip(SYSTEMS, ports, strict=True)
     }
+    return urls | {"HUB_SMTP_PORT": str(smtp)}
 
 
 async def _hub(
@@ -93,6 +101,7 @@ class Simulating:
         self.stderr = stderr
         self.urls: dict[str, str] = {}
         self.summary = ""
+        self.smtp_port = 0
         self.lines: list[str] = []
 
     async def read_banner(self) -> None:
@@ -117,6 +126,8 @@ class Simulating:
             self.lines.append(line)
             if match := SYSTEM_LINE.match(line):
                 self.urls[match[1]] = match[2]
+            elif match := SMTP_LINE.match(line):
+                self.smtp_port = int(match[1])
             elif line.startswith("synthetic"):
                 self.summary = line
 
@@ -144,7 +155,7 @@ async def simulate_all(tmp_path: Path) -> AsyncIterator[tuple[Simulating, dict[s
                 await process.wait()
 
 
-async def test_simulate_all_serves_the_four_systems_and_stops_on_sigterm(
+async def test_simulate_all_serves_every_system_and_stops_on_sigterm(
     simulate_all: tuple[Simulating, dict[str, str]],
 ) -> None:
     running, urls = simulate_all
@@ -152,6 +163,9 @@ async def test_simulate_all_serves_the_four_systems_and_stops_on_sigterm(
 
     assert running.urls == {system: urls[f"HUB_{system}_URL"] for system in SYSTEMS}
     assert " 50 children" in running.summary, running.summary
+    assert running.smtp_port == int(urls["HUB_SMTP_PORT"])
+    _, writer = await asyncio.open_connection("127.0.0.1", running.smtp_port)
+    writer.close()  # the SMTP server accepts connections
     async with httpx.AsyncClient(timeout=10) as client:
         for system, url in running.urls.items():
             health = await client.get(f"{url}/health")

@@ -1,0 +1,1 @@
+"""Notification adapter: e-adrese first, then e-mail and SMS, a registered letter last."""

@@ -1,0 +1,237 @@
+"""The e-adrese (official electronic address) HTTP client.
+
+Operations: whether a recipient has an active e-adrese (:meth:`EAdreseClient.is_active`),
+SendMessage (:meth:`~EAdreseClient.send`, idempotent by the message's key),
+GetMessageServerConfirmation (:meth:`~EAdreseClient.confirmation`) and GetNotificationList
+(:meth:`~EAdreseClient.notifications`). A person is addressed by personal code, an institution
+as ``_DEFAULT@<registration no.>``.
+
+The service refuses a message with 422 and a reason (``no_active_e_adrese``,
+``too_many_attachments``, ``attachment_type``) or 409 (the key names another message): those
+are outcomes, returned as :class:`~adapters.notify.base.Rejected`. Attachments it would refuse
+are refused here without a call (:func:`check_attachments`). Every other failure is an error of
+:mod:`hub.reliability.retry`: 5xx, 429, timeouts and broken JSON are retried, another 4xx is
+:class:`Refused`, well-formed JSON of the wrong shape :class:`UnexpectedAnswer`.
+
+Personal codes travel only in JSON bodies: never in a URL, an exception text or a reference.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from adapters.notify.base import Accepted, Outgoing, Rejected
+from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
+from schemas.values import PersonalCode, mask_personal_codes
+
+MAX_ATTACHMENTS = 10
+ALLOWED_EXTENSIONS = frozenset(
+    {
+        "pdf",
+        "doc",
+        "docx",
+        "odt",
+        "edoc",
+        "asice",
+        "jpg",
+        "jpeg",
+        "png",
+        "txt",
+        "rtf",
+        "xls",
+        "xlsx",
+        "ods",
+    }
+)
+"""Attachment types the e-adrese takes, by the extension of the file name."""
+REASONS = frozenset({"no_active_e_adrese", "too_many_attachments", "attachment_type"})
+"""Refusals (422) the e-adrese gives for a message; sending it again cannot help."""
+CONFLICT = "idempotency_conflict"
+
+_INSTITUTION = re.compile(r"^_DEFAULT@\d{11}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file sent with a message: its name (whose extension is its type), type and size."""
+
+    name: str
+    media_type: str
+    size: int
+
+
+def check_attachments(attachments: Sequence[Attachment]) -> str | None:
+    """Why the e-adrese would refuse these attachments (None if it would not)."""
+    if len(attachments) > MAX_ATTACHMENTS:
+        return "too_many_attachments"
+    for attachment in attachments:
+        stem, dot, extension = attachment.name.rpartition(".")
+        if not (dot and stem) or extension.lower() not in ALLOWED_EXTENSIONS:
+            return "attachment_type"
+    return None
+
+
+def address(recipient: PersonalCode | str) -> str:
+    """The recipient as the e-adrese knows it: a personal code or ``_DEFAULT@<reg. no.>``.
+
+    Raises ValueError (without the value) for anything else.
+    """
+    if isinstance(recipient, PersonalCode):
+        return recipient.reveal()
+    if _INSTITUTION.match(recipient.strip()):
+        return recipient.strip()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a new-format checksum is the register's business
+        return PersonalCode(recipient).reveal()
+
+
+class _Status(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    active: StrictBool
+
+
+class _Received(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    message_id: str = Field(min_length=1, max_length=200)
+    server_received_at: AwareDatetime
+
+
+class Notification(BaseModel):
+    """Something that happened to a sent message, numbered by the service."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    seq: StrictInt = Field(ge=1)
+    message_id: str = Field(min_length=1, max_length=200)
+    kind: Literal["delivered_to_mailbox", "opened"]
+    at: AwareDatetime
+
+
+class NotificationPage(BaseModel):
+    """Notifications numbered ``after + 1`` onwards; ask for the next page after ``last``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    notifications: tuple[Notification, ...]
+    last: StrictInt = Field(ge=0)
+
+
+class EAdreseClient(HttpPort):
+    """Client of the e-adrese service (see the module's docstring)."""
+
+    system = "e-adrese"
+
+    async def is_active(self, recipient: PersonalCode | str) -> bool:
+        """Whether ``recipient`` has an activated e-adrese."""
+        what = "POST /v1/addresses/check"
+        answer = await self.json(
+            "POST", "/v1/addresses/check", json={"recipient": address(recipient)}
+        )
+        return self.parse(_Status, answer, what).active
+
+    async def send(
+        self,
+        recipient: PersonalCode | str,
+        message: Outgoing,
+        attachments: Sequence[Attachment] = (),
+    ) -> Accepted | Rejected:
+        """Send ``message`` to ``recipient``'s e-adrese, idempotently by ``message.key``.
+
+        Returns :class:`Accepted` with the service's message id and server-received time, or
+        :class:`Rejected` with the reason (attachments it would refuse are refused here,
+        without a call). Raises ``UnavailableError`` / ``InvalidResponse`` when the service
+        stayed unavailable or broken, ``Refused`` for another 4xx and ``UnexpectedAnswer`` for
+        an answer of the wrong shape.
+        """
+        reason = check_attachments(attachments)
+        if reason is not None:
+            return Rejected(reason)
+        what = "POST /v1/messages"
+        body = {
+            "recipient": address(recipient),
+            "subject": message.subject,
+            "body": message.text,
+            "reference": mask_personal_codes(message.reference),
+            "attachments": [
+                {"name": a.name, "media_type": a.media_type, "size": a.size} for a in attachments
+            ],
+        }
+        try:
+            answer = await self.json(
+                "POST",
+                "/v1/messages",
+                json=body,
+                headers={"Idempotency-Key": message.key},
+                expect=(201, 200),
+            )
+        except Refused as refused:
+            if refused.status == 409:
+                return Rejected(CONFLICT)
+            if refused.status != 422:
+                raise
+            if refused.error not in REASONS:
+                raise UnexpectedAnswer(
+                    f"{self.system} refused {what} with 422 and an unknown reason"
+                ) from None
+            return Rejected(refused.error)
+        sent = self.parse(_Received, answer, what)
+        return Accepted(sent.message_id, sent.server_received_at)
+
+    async def confirmation(self, message_id: str) -> datetime:
+        """When the service received the message (GetMessageServerConfirmation)."""
+        path = f"/v1/messages/{quote(message_id, safe='')}/confirmation"
+        what = "GET /v1/messages/…/confirmation"
+        confirmed = self.parse(_Received, await self.json("GET", path), what)
+        if confirmed.message_id != message_id:
+            raise UnexpectedAnswer(f"{self.system} answered {what} about another message")
+        return confirmed.server_received_at
+
+    async def notifications(self, after: int, limit: int = 200) -> NotificationPage:
+        """The notifications numbered after ``after``, at most ``limit`` of them."""
+        if after < 0 or limit < 1:
+            raise ValueError("after must be 0 or more and limit at least 1")
+        what = "GET /v1/notifications"
+        answer = await self.json(
+            "GET", "/v1/notifications", params={"after": after, "limit": limit}
+        )
+        page = self.parse(NotificationPage, answer, what)
+        numbers = [n.seq for n in page.notifications]
+        if numbers != list(range(after + 1, after + 1 + len(numbers))):
+            raise UnexpectedAnswer(f"{self.system} answered {what} with a gap in the numbers")
+        if len(numbers) > limit:
+            raise UnexpectedAnswer(f"{self.system} answered {what} with more than asked for")
+        if page.last != (numbers[-1] if numbers else after):
+            raise UnexpectedAnswer(f"{self.system} answered {what} with a wrong last number")
+        return page
+
+
+def client_from_url(
+    url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None
+) -> EAdreseClient:
+    """An :class:`EAdreseClient` for the e-adrese service at ``url``."""
+    return EAdreseClient(url, timeout=timeout, policy=policy)
+
+
+__all__ = [
+    "ALLOWED_EXTENSIONS",
+    "CONFLICT",
+    "MAX_ATTACHMENTS",
+    "REASONS",
+    "Attachment",
+    "EAdreseClient",
+    "Notification",
+    "NotificationPage",
+    "address",
+    "check_attachments",
+    "client_from_url",
+]

@@ -1,0 +1,139 @@
+"""The print-and-post service's HTTP client: registered letters, and the feed of their status.
+
+The service answers ``POST /v1/letters`` with 201 (accepted now) or 200 (accepted before
+under the same key, with the same body) and refuses with 422 ``undeliverable_address`` or
+409 ``idempotency_conflict``: those refusals are :class:`Rejected`. 5xx, 429, timeouts and
+broken answers are transient errors of :mod:`hub.reliability.retry`, retried by the policy.
+
+A letter is *posted* (with a registered-mail tracking number) some time after it was
+accepted; the hub learns it by polling :meth:`LetterClient.events`, whose pages are checked
+to run on from the position asked for.
+
+The recipient's name and address code are personal data: they travel only in the request
+body, never in a URL, a log line or an exception text.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from adapters.notify.base import Accepted, Outgoing, Rejected
+from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
+
+TRACKING_PATTERN = r"^[A-Z]{2}\d{9}[A-Z]{2}$"
+"""A UPU S10 item identifier, e.g. ``RR123456785LV``."""
+_OUTCOMES = frozenset({409, 422})
+
+
+class LetterEvent(BaseModel):
+    """One status change of a letter in the service's feed."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    seq: int = Field(ge=1)
+    letter_id: str = Field(min_length=1, max_length=200)
+    reference: str = Field(min_length=1, max_length=200)
+    status: Literal["accepted", "posted"]
+    at: AwareDatetime
+    tracking_number: str | None = Field(default=None, pattern=TRACKING_PATTERN)
+
+    @model_validator(mode="after")
+    def _posted_has_tracking(self) -> Self:
+        if self.status == "posted" and self.tracking_number is None:
+            raise ValueError("a posted letter has a tracking number")
+        return self
+
+
+class LetterPage(BaseModel):
+    """One page of the feed: its events, numbered on from the position asked for."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    events: tuple[LetterEvent, ...]
+    last: int = Field(ge=0, description="Number of the newest event in the feed.")
+
+
+class _Accepted(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    letter_id: str = Field(min_length=1, max_length=200)
+    status: Literal["accepted", "posted"]
+    accepted_at: AwareDatetime
+
+
+class _Refusal(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    error: Literal["undeliverable_address", "idempotency_conflict"]
+
+
+class LetterClient(HttpPort):
+    """Client of the print-and-post REST API (``POST /v1/letters``, ``GET /v1/events``)."""
+
+    system = "post"
+
+    async def send(
+        self, address_code: str, recipient_name: str, message: Outgoing
+    ) -> Accepted | Rejected:
+        """Have ``message`` printed and posted as a registered letter, key ``message.key``.
+
+        :class:`Accepted` with the letter's id (posting is reported in the feed), or
+        :class:`Rejected` with ``undeliverable_address`` or ``idempotency_conflict``. Raises
+        ``UnavailableError`` / ``InvalidResponse`` when the service stayed unavailable or
+        broken (transient), ``Refused`` for another 4xx and ``UnexpectedAnswer`` for an
+        answer of the wrong shape (permanent).
+        """
+        what = "POST /v1/letters"
+        body = {
+            "recipient_name": recipient_name,
+            "address_code": address_code,
+            "subject": message.subject,
+            "text": message.text,
+            "reference": message.reference,
+        }
+        try:
+            answer = await self.json(
+                "POST",
+                "/v1/letters",
+                json=body,
+                headers={"Idempotency-Key": message.key},
+                expect=(201, 200),
+            )
+        except Refused as refused:
+            if refused.status not in _OUTCOMES:
+                raise
+            return Rejected(self.parse(_Refusal, refused.body, what).error)
+        accepted = self.parse(_Accepted, answer, what)
+        return Accepted(accepted.letter_id, accepted.accepted_at)
+
+    async def events(self, after: int, limit: int = 200) -> LetterPage:
+        """The feed's status changes after number ``after`` (at most ``limit``).
+
+        :class:`UnexpectedAnswer` when the page has the wrong shape, its numbers do not run
+        on from ``after + 1``, it holds more than ``limit`` events, or it is empty although
+        the feed says it has events after ``after``.
+        """
+        if after < 0 or limit < 1:
+            raise ValueError("after must not be negative and limit must be positive")
+        body = await self.json("GET", "/v1/events", params={"after": after, "limit": limit})
+        page = self.parse(LetterPage, body, "GET /v1/events")
+        numbers = [event.seq for event in page.events]
+        if numbers != list(range(after + 1, after + 1 + len(numbers))) or len(numbers) > limit:
+            raise UnexpectedAnswer(f"post feed skipped or repeated events after {after}")
+        if not numbers and page.last > after:
+            raise UnexpectedAnswer(f"post feed has events up to {page.last} but sent none")
+        if numbers and page.last < numbers[-1]:
+            raise UnexpectedAnswer(f"post feed says it ends at {page.last} before its events")
+        return page
+
+
+def client_from_url(
+    url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None
+) -> LetterClient:
+    """A :class:`LetterClient` for the print-and-post service at ``url``."""
+    return LetterClient(url, timeout=timeout, policy=policy)
+
+
+__all__ = ["TRACKING_PATTERN", "LetterClient", "LetterEvent", "LetterPage", "client_from_url"]

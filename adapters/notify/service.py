@@ -1,0 +1,686 @@
+"""The notification service: picks a channel, sends once per channel, reports every receipt.
+
+Channel policy (per request, in order):
+1. **e-adrese** when the guardian has an active one — the law requires it; accepted by the
+   e-adrese server = sent, and the guardian is deemed notified on the second Latvian working
+   day after sending;
+2. otherwise **e-mail**, then **SMS**: the first the provider accepts; e-mail counts as
+   delivered when the recipient's server accepts it, SMS when the gateway's delivery report
+   says so;
+3. a **registered letter** when nothing electronic worked, or nothing electronic was confirmed
+   within ``escalate_after``; posted letters are deemed notified on the seventh day after
+   posting.
+
+Exactly one message per channel: every attempt has an idempotency key, ``<offer or
+notification id>:<channel>``. The HTTP providers take it as ``Idempotency-Key`` and answer
+a repeat with the first message. SMTP cannot: before an e-mail is handed to the server the
+key is recorded; if the service dies before the outcome is stored, the e-mail is *uncertain*
+and never sent again — the request moves on to the next channel instead.
+
+Receipts on ``notify.receipts.v1``: ``NotificationSent``, ``NotificationDelivered``,
+``NotificationDeemedNotified`` and ``NotificationFailed`` (``permanent`` true for a refusal,
+false for an uncertain or temporary failure), each with the channel and provider id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+from aiolimiter import AsyncLimiter
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from adapters.notify.base import Accepted, Outgoing, Rejected
+from adapters.notify.templates import TemplateError, Templates
+from hub.calendar import answer_deadline, deemed_notified
+from hub.errors import PermanentError, TransientError
+from hub.http import http_task
+from hub.reliability.consumer import Handler, Unit
+from hub.reliability.poller import Page, Poller
+from hub.reliability.retry import UnexpectedAnswer
+from hub.reliability.service import ServiceSpec, Timer
+from hub.reliability.store import Store, Writes
+from schemas.base import Message
+from schemas.notifications import (
+    Channel,
+    NotificationDeemedNotified,
+    NotificationDelivered,
+    NotificationFailed,
+    NotificationSent,
+    SendNotification,
+)
+from schemas.topics import NOTIFY
+from schemas.values import mask_personal_codes
+
+log = logging.getLogger(__name__)
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS notifications ("
+    " notification_id TEXT PRIMARY KEY, status TEXT NOT NULL, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS attempts ("
+    " key TEXT PRIMARY KEY, notification_id TEXT NOT NULL, channel TEXT NOT NULL,"
+    " state TEXT NOT NULL, provider_id TEXT, at TEXT NOT NULL)",
+)
+ELECTRONIC: tuple[Channel, ...] = ("e_adrese", "email", "sms")
+LETTER_DEEMED_AFTER_DAYS = 7
+"""A registered letter counts as delivered on the seventh day after posting."""
+RECIPIENT_NAME = "Bērna likumiskajam pārstāvim"
+AttemptState = Literal["intent", "accepted", "confirmed", "rejected", "failed", "uncertain"]
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class Attempt:
+    key: str
+    notification_id: str
+    channel: Channel
+    state: AttemptState
+    provider_id: str | None = None
+    at: str = ""
+
+
+@dataclass
+class Record:
+    """One notification request and where it stands."""
+
+    request: SendNotification
+    status: Literal["open", "awaiting", "confirmed", "failed"] = "open"
+    channel: Channel | None = None
+    """The channel awaiting confirmation or confirmed."""
+    sent_at: str | None = None
+    escalate_at: str | None = None
+    escalated: bool = False
+
+    def dump(self) -> str:
+        data = asdict(self)
+        data["request"] = json.loads(self.request.model_dump_json())
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def load(cls, body: str) -> Record:
+        data = json.loads(body)
+        data["request"] = SendNotification.model_validate(data["request"])
+        return cls(**data)
+
+
+@dataclass
+class NotifyState:
+    records: dict[str, Record] = field(default_factory=dict)
+    attempts: dict[str, Attempt] = field(default_factory=dict)
+    by_provider: dict[str, str] = field(default_factory=dict)
+    """(channel, provider id) as ``channel:id`` → attempt key."""
+
+    async def load(self, store: Store) -> None:
+        for (body,) in await store.query("SELECT body FROM notifications"):
+            record = Record.load(body)
+            self.records[str(record.request.notification_id)] = record
+        for row in await store.query(
+            "SELECT key, notification_id, channel, state, provider_id, at FROM attempts"
+        ):
+            self.remember(Attempt(*row))
+
+    def remember(self, attempt: Attempt) -> None:
+        self.attempts[attempt.key] = attempt
+        if attempt.provider_id:
+            self.by_provider[f"{attempt.channel}:{attempt.provider_id}"] = attempt.key
+
+    def save_attempt(self, unit: Unit, attempt: Attempt) -> None:
+        self.remember(attempt)
+        unit.execute(
+            # A confirmation is never undone by a write that was applied before it but
+            # committed after it (a delivery report overtaking its send's batch).
+            "INSERT INTO attempts (key, notification_id, channel, state, provider_id, at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET state = excluded.state,"
+            " provider_id = coalesce(excluded.provider_id, attempts.provider_id),"
+            " at = excluded.at WHERE attempts.state != 'confirmed'",
+            (
+                attempt.key,
+                attempt.notification_id,
+                attempt.channel,
+                attempt.state,
+                attempt.provider_id,
+                attempt.at,
+            ),
+        )
+
+    def save_record(self, unit: Unit, record: Record) -> None:
+        self.records[str(record.request.notification_id)] = record
+        unit.execute(
+            "INSERT INTO notifications (notification_id, status, body) VALUES (?, ?, ?)"
+            " ON CONFLICT (notification_id) DO UPDATE SET status = excluded.status,"
+            " body = excluded.body WHERE notifications.status != 'confirmed'",
+            (str(record.request.notification_id), record.status, record.dump()),
+        )
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True)
+class Tried:
+    """What one channel did with the request."""
+
+    channel: Channel
+    key: str
+    result: Accepted | Rejected | None = None
+    reason: str | None = None
+    """Why the channel was passed over without a send (no address, uncertain, inactive)."""
+    permanent: bool = True
+    earlier: Attempt | None = None
+    """The attempt already recorded for this key (nothing new was sent)."""
+
+
+def key_for(request: SendNotification, channel: Channel) -> str:
+    return f"{request.offer_id or request.notification_id}:{channel}"
+
+
+def reference_for(request: SendNotification) -> str:
+    """Shown to the guardian and in provider logs: from the offer or notification id only."""
+    return f"PII-{str(request.offer_id or request.notification_id)[:8].upper()}"
+
+
+@dataclass
+class Channels:
+    """The channel clients (None: the channel is not configured) and their rate limits."""
+
+    eadrese: Any = None
+    email: Any = None
+    sms: Any = None
+    letter: Any = None
+    callback_url: str = ""
+    rates: dict[str, int] = field(default_factory=dict)
+    """Messages a minute per channel."""
+
+    def __post_init__(self) -> None:
+        self.limits = {
+            channel: AsyncLimiter(per_minute, 60) for channel, per_minute in self.rates.items()
+        }
+
+    @contextlib.asynccontextmanager
+    async def slot(self, channel: str) -> Any:
+        limiter = self.limits.get(channel)
+        if limiter is None:
+            yield
+        else:
+            async with limiter:
+                yield
+
+    async def close(self) -> None:
+        for client in (self.eadrese, self.sms, self.letter):
+            if client is not None:
+                await client.close()
+
+
+@dataclass
+class Settings:
+    portal_url: str = "https://e-pakalpojumi.example.lv/pii"
+    sender: str = "Pašvaldība"
+    response_days: int = 15
+    escalate_after: timedelta = timedelta(days=2)
+
+
+class Requests(Handler[SendNotification]):
+    """Sends a notification on the first channel that takes it; records every attempt."""
+
+    def __init__(
+        self,
+        state: NotifyState,
+        channels: Channels,
+        config: Settings,
+        clock: Callable[[], datetime],
+    ) -> None:
+        super().__init__("notify.requests.v1")
+        self.state, self.channels, self.config, self.clock = state, channels, config, clock
+        self.templates = Templates()
+        self.store: Store | None = None
+        self.service = NOTIFY
+
+    def candidates(self, request: SendNotification) -> list[Channel]:
+        if request.channel is not None:
+            return [request.channel]
+        return [*ELECTRONIC, "letter"]
+
+    def outgoing(self, request: SendNotification, channel: Channel, sent: datetime) -> Outgoing:
+        variables: dict[str, Any] = {
+            "response_days": str(self.config.response_days),
+            **request.variables,
+            "reference": reference_for(request),
+            "portal_url": self.config.portal_url.rstrip("/"),
+            "sender": self.config.sender,
+            "offer_id": str(request.offer_id or ""),
+            "respond_by": None,
+        }
+        if channel == "e_adrese":  # the deadline is known at sending: deemed date + period
+            days = int(variables["response_days"])
+            variables["respond_by"] = answer_deadline(deemed_notified(sent), days).isoformat()
+        rendered = self.templates.render(
+            request.template, request.language, variables, given=request.variables
+        )
+        code = request.recipient.personal_code
+        if code is not None and code.reveal() in rendered.text + rendered.subject:
+            raise TemplateError("the message would show the recipient's personal code; refused")
+        return Outgoing(
+            key=key_for(request, channel),
+            subject=rendered.subject,
+            text=rendered.text,
+            reference=reference_for(request),
+        )
+
+    async def fetch(self, message: SendNotification) -> list[Tried]:
+        record = self.state.records.get(str(message.notification_id))
+        if record is not None and record.status == "confirmed":
+            return []  # a repeat of a request already confirmed
+        tried: list[Tried] = []
+        for channel in self.candidates(message):
+            outcome = await self._try(message, channel)
+            tried.append(outcome)
+            if isinstance(outcome.result, Accepted) or (
+                outcome.earlier is not None and outcome.earlier.state in ("accepted", "confirmed")
+            ):
+                break
+        return tried
+
+    async def _try(self, request: SendNotification, channel: Channel) -> Tried:
+        key = key_for(request, channel)
+        earlier = self.state.attempts.get(key)
+        if earlier is not None and earlier.state in ("accepted", "confirmed", "rejected"):
+            return Tried(channel, key, earlier=earlier)
+        if earlier is not None and earlier.state in ("intent", "uncertain"):
+            return Tried(
+                channel,
+                key,
+                reason="the outcome of an earlier send is unknown: not sent again",
+                permanent=False,
+            )
+        recipient = request.recipient
+        client = getattr(self.channels, channel.replace("e_adrese", "eadrese"))
+        address = {
+            "e_adrese": recipient.personal_code,
+            "email": recipient.email,
+            "sms": recipient.phone,
+            "letter": recipient.postal_address_code,
+        }[channel]
+        if client is None or address is None:
+            why = "channel not configured" if client is None else "no address for this channel"
+            return Tried(channel, key, reason=why)
+        if channel == "e_adrese" and not await client.is_active(address):
+            return Tried(channel, key, reason="no active e-adrese")
+        now = self.clock()
+        message = self.outgoing(request, channel, now)
+        async with self.channels.slot(channel):
+            if channel == "email":
+                return await self._email(request, client, address, message)
+            if channel == "e_adrese":
+                result = await client.send(address, message)
+            elif channel == "sms":
+                result = await client.send(address, message, self.channels.callback_url)
+            else:
+                result = await client.send(address, RECIPIENT_NAME, message)
+        return Tried(channel, key, result)
+
+    async def _email(
+        self, request: SendNotification, client: Any, address: str, message: Outgoing
+    ) -> Tried:
+        """SMTP cannot take an idempotency key: record the intent first (see the module)."""
+        assert self.store is not None
+        intent = Unit()
+        self.state.save_attempt(
+            intent,
+            Attempt(
+                message.key,
+                str(request.notification_id),
+                "email",
+                "intent",
+                at=self.clock().isoformat(),
+            ),
+        )
+        await self.store.commit(self.service, Writes(statements=intent.statements))
+        try:
+            result = await client.send(address, message, language=request.language)
+        except TransientError:
+            # The server said no (4xx, dropped): nothing was delivered; it may be tried again.
+            cleared = Unit()
+            self.state.save_attempt(
+                cleared,
+                Attempt(
+                    message.key,
+                    str(request.notification_id),
+                    "email",
+                    "failed",
+                    at=self.clock().isoformat(),
+                ),
+            )
+            await self.store.commit(self.service, Writes(statements=cleared.statements))
+            raise
+        return Tried("email", message.key, result)
+
+    def apply(self, unit: Unit, message: SendNotification, fetched: list[Tried]) -> None:
+        state = self.state
+        nid = str(message.notification_id)
+        record = state.records.get(nid) or Record(message)
+        if record.status == "confirmed":
+            return
+        now = self.clock()
+        for tried in fetched:
+            if tried.earlier is not None:
+                continue  # recorded (and reported) when it happened
+            if tried.result is None:
+                earlier = state.attempts.get(tried.key)
+                if earlier is not None and earlier.state == "intent":
+                    state.save_attempt(unit, replace(earlier, state="uncertain"))
+                unit.emit(self._failed(message, tried.channel, tried.reason or "", tried.permanent))
+                continue
+            if isinstance(tried.result, Rejected):
+                state.save_attempt(
+                    unit, Attempt(tried.key, nid, tried.channel, "rejected", at=now.isoformat())
+                )
+                unit.emit(self._failed(message, tried.channel, tried.result.reason, True))
+                continue
+            accepted = tried.result
+            confirmed = tried.channel == "e_adrese" or accepted.delivered
+            state.save_attempt(
+                unit,
+                Attempt(
+                    tried.key,
+                    nid,
+                    tried.channel,
+                    "confirmed" if confirmed else "accepted",
+                    accepted.provider_message_id,
+                    accepted.at.isoformat(),
+                ),
+            )
+            receipt = {
+                "producer": NOTIFY,
+                "caused_by": message,
+                "notification_id": message.notification_id,
+                "child_ref": message.child_ref,
+                "channel": tried.channel,
+                "provider_message_id": accepted.provider_message_id,
+                "offer_id": message.offer_id,
+            }
+            unit.emit(NotificationSent.new(**receipt, sent_at=accepted.at))
+            if tried.channel == "e_adrese":
+                unit.emit(
+                    NotificationDeemedNotified.new(
+                        **receipt,
+                        sent_at=accepted.at,
+                        deemed_notified_on=deemed_notified(accepted.at),
+                    )
+                )
+            elif accepted.delivered:
+                unit.emit(NotificationDelivered.new(**receipt, delivered_at=accepted.at))
+            record.channel, record.sent_at = tried.channel, accepted.at.isoformat()
+            if confirmed:
+                record.status = "confirmed"
+            else:
+                record.status = "awaiting"
+                if tried.channel != "letter":
+                    record.escalate_at = (now + self.config.escalate_after).isoformat()
+            break
+        else:  # no channel took it
+            if record.status == "open":
+                record.status = "failed"
+        state.save_record(unit, record)
+
+    @staticmethod
+    def _failed(
+        request: SendNotification, channel: Channel, reason: str, permanent: bool
+    ) -> NotificationFailed:
+        return NotificationFailed.new(
+            producer=NOTIFY,
+            caused_by=request,
+            notification_id=request.notification_id,
+            child_ref=request.child_ref,
+            channel=channel,
+            offer_id=request.offer_id,
+            permanent=permanent,
+            reason=mask_personal_codes(reason)[:500] or "failed",
+            failed_at=datetime.now(UTC),
+        )
+
+    def given_up(self, message: SendNotification, error: BaseException) -> Sequence[Message]:
+        """Electronic channels kept failing: the last resort is a registered letter."""
+        if message.channel == "letter" or message.recipient.postal_address_code is None:
+            return ()
+        return [escalation(message)]
+
+    async def close(self) -> None:
+        await self.channels.close()
+
+
+def escalation(request: SendNotification) -> SendNotification:
+    """The same notification, by registered letter."""
+    return SendNotification.new(
+        producer=NOTIFY,
+        caused_by=request,
+        notification_id=request.notification_id,
+        child_ref=request.child_ref,
+        purpose=request.purpose,
+        offer_id=request.offer_id,
+        recipient=request.recipient,
+        language=request.language,
+        template=request.template,
+        variables=request.variables,
+        channel="letter",
+    )
+
+
+def escalate_due(state: NotifyState, unit: Unit, now: datetime) -> None:
+    """Requests sent but not confirmed in time go by registered letter (once)."""
+    for record in state.records.values():
+        due = record.escalate_at and datetime.fromisoformat(record.escalate_at) <= now
+        if record.status == "awaiting" and due and not record.escalated:
+            record.escalated = True
+            state.save_record(unit, record)
+            if record.request.recipient.postal_address_code is not None:
+                unit.emit(escalation(record.request))
+
+
+# --------------------------------------------------------------------------- reports
+
+
+class NotSentYet(TransientError):
+    """A delivery report for an SMS whose send is not recorded yet."""
+
+
+class SmsReports(Poller):
+    """SMS delivery reports, taken by the webhook and committed like feed entries.
+
+    The webhook answers the gateway only once the report is stored, so a report
+    the service did not keep is sent again by the gateway.
+    """
+
+    feed = "sms-reports"
+    interval = 0.2
+
+    def __init__(self, state: NotifyState, parse: Callable[[Any], Any]) -> None:
+        self.state, self.parse = state, parse
+        self._queue: asyncio.Queue[tuple[Any, asyncio.Future[None]]] = asyncio.Queue()
+        self._waiting: list[asyncio.Future[None]] = []
+
+    async def receive(self, body: Any) -> None:
+        """Queue a report and wait until it is stored; :class:`NotSentYet` if its SMS is not
+        recorded yet (the gateway was faster than the send's batch: it will try again)."""
+        report = self.parse(body)  # UnexpectedAnswer for a wrong shape
+        if f"sms:{report.sms_id}" not in self.state.by_provider:
+            raise NotSentYet(report.sms_id)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put((report, done))
+        await asyncio.wait_for(done, 30)
+
+    async def poll(self, position: str | None) -> Page:
+        items = []
+        with contextlib.suppress(TimeoutError):
+            items.append(await asyncio.wait_for(self._queue.get(), self.interval))
+        while not self._queue.empty() and len(items) < 500:
+            items.append(self._queue.get_nowait())
+        self._waiting = [done for _, done in items]
+        return Page([report for report, _ in items], str(int(position or 0) + len(items)))
+
+    def committed(self, page: Page) -> None:
+        for done in self._waiting:
+            if not done.done():
+                done.set_result(None)
+
+    def apply(self, unit: Unit, item: Any) -> None:
+        key = self.state.by_provider.get(f"sms:{item.sms_id}")
+        if key is None:
+            raise PermanentError("delivery report for an SMS this service did not send")
+        attempt = self.state.attempts[key]
+        record = self.state.records[attempt.notification_id]
+        request = record.request
+        if attempt.state == "confirmed" or record.status == "confirmed":
+            return  # a repeated report
+        receipt = {
+            "producer": NOTIFY,
+            "caused_by": request,
+            "notification_id": request.notification_id,
+            "child_ref": request.child_ref,
+            "channel": "sms",
+            "provider_message_id": item.sms_id,
+            "offer_id": request.offer_id,
+        }
+        if item.status == "delivered":
+            self.state.save_attempt(unit, replace(attempt, state="confirmed"))
+            record.status = "confirmed"
+            unit.emit(NotificationDelivered.new(**receipt, delivered_at=item.at))
+        else:
+            permanent = item.status == "permanent_failure"
+            self.state.save_attempt(unit, replace(attempt, state="failed"))
+            unit.emit(
+                NotificationFailed.new(
+                    **receipt,
+                    permanent=permanent,
+                    reason=f"SMS {item.status.replace('_', ' ')}",
+                    failed_at=item.at,
+                )
+            )
+            if not record.escalated and request.recipient.postal_address_code is not None:
+                record.escalated = True
+                unit.emit(escalation(request))
+        self.state.save_record(unit, record)
+
+
+class LetterFeed(Poller):
+    """The print-and-post service's status changes: a posted letter starts the legal clock."""
+
+    feed = "letters"
+    interval = 1.0
+
+    def __init__(self, state: NotifyState, client: Any) -> None:
+        self.state, self.client = state, client
+
+    grace = timedelta(minutes=10)
+    """How long a posted letter whose send is not recorded yet is waited for."""
+
+    async def poll(self, position: str | None) -> Page:
+        after = int(position or 0)
+        page = await self.client.events(after)
+        now = datetime.now(UTC)
+        items = []
+        for event in page.events:
+            if (
+                event.status == "posted"
+                and f"letter:{event.letter_id}" not in self.state.by_provider
+                and now - event.at < self.grace
+            ):
+                break  # the batch that sent it is not stored yet: read it again next time
+            items.append(event)
+        last = items[-1].seq if items else after
+        return Page(items, str(last), more=len(items) == len(page.events) and last < page.last)
+
+    def apply(self, unit: Unit, item: Any) -> None:
+        if item.status != "posted":
+            return
+        key = self.state.by_provider.get(f"letter:{item.letter_id}")
+        if key is None:
+            return  # a letter another service sent through the same post office
+        attempt = self.state.attempts[key]
+        record = self.state.records[attempt.notification_id]
+        if attempt.state == "confirmed":
+            return
+        request = record.request
+        self.state.save_attempt(unit, replace(attempt, state="confirmed"))
+        record.status, record.channel = "confirmed", "letter"
+        self.state.save_record(unit, record)
+        posted: date = item.at.date()
+        unit.emit(
+            NotificationDeemedNotified.new(
+                producer=NOTIFY,
+                caused_by=request,
+                notification_id=request.notification_id,
+                child_ref=request.child_ref,
+                channel="letter",
+                provider_message_id=getattr(item, "tracking_number", None) or item.letter_id,
+                offer_id=request.offer_id,
+                sent_at=item.at,
+                deemed_notified_on=posted + timedelta(days=LETTER_DEEMED_AFTER_DAYS),
+            )
+        )
+
+
+def webhook(reports: SmsReports) -> Starlette:
+    async def sms(request: Request) -> Response:
+        try:
+            body = await request.json()
+            await reports.receive(body)
+        except (ValueError, UnexpectedAnswer):
+            return JSONResponse({"error": "not a delivery report"}, status_code=400)
+        except (TimeoutError, NotSentYet):
+            return JSONResponse({"error": "not stored yet"}, status_code=503)
+        return Response(status_code=204)
+
+    return Starlette(routes=[Route("/sms/reports", sms, methods=["POST"])])
+
+
+def service(
+    channels: Channels,
+    *,
+    config: Settings | None = None,
+    callback: tuple[str, int] | None = None,
+    parse_report: Callable[[Any], Any] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    escalation_interval: float = 30.0,
+    name: str = NOTIFY,
+) -> tuple[ServiceSpec, NotifyState]:
+    """The notification service and its state (for tests)."""
+    state = NotifyState()
+    requests = Requests(state, channels, config or Settings(), clock)
+    requests.service = name
+
+    async def start(store: Store) -> None:
+        requests.store = store
+        await state.load(store)
+
+    pollers: list[Poller] = []
+    tasks = []
+    if channels.sms is not None and parse_report is not None and callback is not None:
+        reports = SmsReports(state, parse_report)
+        pollers.append(reports)
+        tasks.append(http_task(webhook(reports), callback[1], callback[0]))
+    if channels.letter is not None:
+        pollers.append(LetterFeed(state, channels.letter))
+    spec = ServiceSpec(
+        name,
+        (requests,),
+        schema=SCHEMA,
+        on_start=start,
+        timers=(Timer(escalation_interval, lambda unit: escalate_due(state, unit, clock())),),
+        tasks=tuple(tasks),
+        pollers=tuple(pollers),
+    )
+    return spec, state
+
+
+__all__ = ["Channels", "NotifyState", "Settings", "escalate_due", "key_for", "service"]

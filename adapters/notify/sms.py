@@ -1,0 +1,133 @@
+"""The SMS gateway's HTTP client: sends one SMS per idempotency key, reads delivery reports.
+
+The gateway answers ``POST /v1/messages`` with 202 (accepted now) or 200 (accepted before
+under the same key, with the same body) and refuses with 422 ``invalid_number`` or
+``text_too_long``, or 409 ``idempotency_conflict``: those refusals are :class:`Rejected`
+(sending again cannot help). 429 (with ``Retry-After``), 5xx, timeouts and broken answers are
+transient errors of :mod:`hub.reliability.retry`, retried by the client's policy.
+
+Acceptance is not delivery: the gateway later ``POST``s a delivery report to the callback URL
+given with the SMS; the notification service reads it with :func:`parse_report`.
+
+Phone numbers are personal data: they travel only in request bodies, never in a URL, a log
+line or an exception text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from adapters.notify.base import Accepted, Outgoing, Rejected
+from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
+
+DeliveryStatus = Literal["delivered", "temporary_failure", "permanent_failure"]
+_OUTCOMES = frozenset({409, 422})
+"""Statuses of a send that are answers (a refusal with its reason), not errors."""
+
+
+class DeliveryReport(BaseModel):
+    """What the gateway reports about one SMS, POSTed to its callback URL."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    sms_id: str = Field(min_length=1, max_length=200)
+    reference: str = Field(min_length=1, max_length=200)
+    status: DeliveryStatus
+    at: AwareDatetime
+    detail: str | None = Field(default=None, max_length=500)
+
+    @property
+    def delivered(self) -> bool:
+        return self.status == "delivered"
+
+    @property
+    def permanent(self) -> bool:
+        """True when sending the SMS again cannot deliver it (the number is not in service)."""
+        return self.status == "permanent_failure"
+
+
+class _Accepted(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    sms_id: str = Field(min_length=1, max_length=200)
+    accepted_at: AwareDatetime
+
+
+class _Refusal(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    error: Literal["invalid_number", "text_too_long", "idempotency_conflict"]
+
+
+def _fields(exc: ValidationError) -> list[str]:
+    return sorted({".".join(str(p) for p in e["loc"]) or "(body)" for e in exc.errors()})
+
+
+def parse_report(body: Any) -> DeliveryReport:
+    """A delivery report from its JSON (already decoded, or as ``str``/``bytes``).
+
+    :class:`UnexpectedAnswer` naming the wrong fields (never their values) when it is not one.
+    """
+    try:
+        if isinstance(body, str | bytes | bytearray):
+            return DeliveryReport.model_validate_json(body)
+        return DeliveryReport.model_validate(body)
+    except ValidationError as exc:
+        raise UnexpectedAnswer(
+            f"SMS gateway sent a delivery report with wrong fields: {_fields(exc)}"
+        ) from None
+
+
+class SmsClient(HttpPort):
+    """Client of the SMS gateway's REST API (``POST /v1/messages``)."""
+
+    system = "SMS gateway"
+
+    async def send(self, to: str, message: Outgoing, callback_url: str) -> Accepted | Rejected:
+        """Send ``message.text`` to the phone number ``to`` under the key ``message.key``.
+
+        :class:`Accepted` with the gateway's SMS id (delivery is reported to ``callback_url``
+        later), or :class:`Rejected` with ``invalid_number``, ``text_too_long`` or
+        ``idempotency_conflict``. Raises ``UnavailableError`` / ``InvalidResponse`` when the
+        gateway stayed unavailable or broken (transient), ``Refused`` for another 4xx and
+        ``UnexpectedAnswer`` for an answer of the wrong shape (permanent).
+        """
+        what = "POST /v1/messages"
+        body = {
+            "to": to,
+            "text": message.text,
+            "reference": message.reference,
+            "callback_url": callback_url,
+        }
+        try:
+            answer = await self.json(
+                "POST",
+                "/v1/messages",
+                json=body,
+                headers={"Idempotency-Key": message.key},
+                expect=(202, 200),
+            )
+        except Refused as refused:
+            if refused.status not in _OUTCOMES:
+                raise
+            return Rejected(self.parse(_Refusal, refused.body, what).error)
+        accepted = self.parse(_Accepted, answer, what)
+        return Accepted(accepted.sms_id, accepted.accepted_at)
+
+
+def client_from_url(
+    url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None
+) -> SmsClient:
+    """An :class:`SmsClient` for the gateway at ``url``."""
+    return SmsClient(url, timeout=timeout, policy=policy)
+
+
+__all__ = [
+    "DeliveryReport",
+    "DeliveryStatus",
+    "SmsClient",
+    "client_from_url",
+    "parse_report",
+]

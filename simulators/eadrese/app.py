@@ -1,0 +1,329 @@
+"""e-adrese simulator: the official electronic address service (DIV), as HTTP.
+
+The real service is SOAP with mTLS; this one offers its operations as a small REST API with
+the same meaning:
+
+- ``POST /v1/addresses/check`` ``{"recipient": …}`` → ``{"active": bool}``: whether the
+  recipient has an activated e-adrese. A person is addressed by personal code (``DDMMYY-NNNNN``
+  or ``DDMMYYNNNNN``), an institution as ``_DEFAULT@<registration no.>`` (11 digits). A
+  recipient that is neither answers 400 ``invalid_recipient``.
+- ``POST /v1/messages`` (SendMessage) with the header ``Idempotency-Key`` (required, else 400
+  ``missing_idempotency_key``) and the body ``{"recipient", "subject" (at most 250 characters),
+  "body", "reference", "attachments": [{"name", "media_type", "size"}]}`` answers 201
+  ``{"message_id", "server_received_at"}``. The same key with the same body answers 200 with the
+  same message (nothing is sent twice); the same key with another body answers 409
+  ``idempotency_conflict``. Refusals, with 422: ``no_active_e_adrese`` (the recipient has not
+  activated an e-adrese), ``too_many_attachments`` (more than 10) and ``attachment_type`` (an
+  attachment whose name does not end in one of :data:`ALLOWED_EXTENSIONS`). A body that breaks
+  the schema (a subject too long, say) answers 400 ``invalid_request``.
+- ``GET /v1/messages/{message_id}/confirmation`` (GetMessageServerConfirmation) →
+  ``{"message_id", "server_received_at"}``, 404 ``not_found`` for an unknown id.
+- ``GET /v1/notifications?after=N&limit=M`` (GetNotificationList) →
+  ``{"notifications": [{"seq", "message_id", "kind", "at"}], "last": N}``: the notifications
+  numbered after ``N`` (from 1, consecutive), at most ``M`` (default 200, at most 1000);
+  ``last`` is the number of the last one listed (``N`` when none is). Every accepted message
+  yields ``delivered_to_mailbox`` at once.
+- ``GET /health`` says it is up, with the number of ``messages`` accepted.
+
+Magic inputs, for tests and demos:
+
+- the recipient :data:`BROKEN_MAILBOX` (a valid code of someone born on 1 January 1901,
+  whom no synthetic municipality generates) makes every call about it answer 500
+  ``internal_error``, as a broken mailbox server would; nothing is sent;
+- a subject containing ``[opened]`` (:data:`OPENED`) makes the recipient "open" the message at
+  once: an ``opened`` notification follows ``delivered_to_mailbox``.
+
+Personal codes travel only in request bodies and are never echoed in an error's ``detail``.
+Faults (:mod:`simulators.faults`, header ``X-Simulate-Fault``) are injected in front of the app:
+a faulted request never reaches it, so a retried message is not sent twice.
+
+Tests read what was sent from ``app.state.mailbox`` (one dict per accepted message: ``key``,
+``message_id``, ``recipient``, ``subject``, ``body``, ``reference``, ``attachments``,
+``server_received_at``) and may change ``app.state.active`` (the set of active addresses).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+import warnings
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.values import PersonalCode
+from simulators.api import NO_FAULTS, ErrorBody, error, simulator
+from simulators.faults import FaultInjection, Faults
+
+MAX_ATTACHMENTS = 10
+MAX_SUBJECT = 250
+ALLOWED_EXTENSIONS = frozenset(
+    {
+        "pdf",
+        "doc",
+        "docx",
+        "odt",
+        "edoc",
+        "asice",
+        "jpg",
+        "jpeg",
+        "png",
+        "txt",
+        "rtf",
+        "xls",
+        "xlsx",
+        "ods",
+    }
+)
+"""Attachment types the e-adrese takes, by the extension of the file name."""
+BROKEN_MAILBOX = "010101-12343"
+"""A personal code ending in this makes every call about it answer 500."""
+OPENED = "[opened]"
+"""A subject containing this yields an ``opened`` notification too."""
+
+_INSTITUTION = re.compile(r"^_DEFAULT@\d{11}$")
+
+NotificationKind = Literal["delivered_to_mailbox", "opened"]
+
+
+class AddressCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    recipient: str = Field(
+        min_length=1,
+        max_length=64,
+        description="Personal code, or _DEFAULT@<registration no.> for an institution.",
+    )
+
+
+class AddressStatus(BaseModel):
+    active: bool
+
+
+class Attachment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=255, examples=["decision.pdf"])
+    media_type: str = Field(min_length=1, max_length=100, examples=["application/pdf"])
+    size: int = Field(ge=0, description="Length in bytes.")
+
+
+class NewMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recipient: str = Field(min_length=1, max_length=64)
+    subject: str = Field(min_length=1, max_length=MAX_SUBJECT)
+    body: str = Field(max_length=100_000)
+    reference: str = Field(default="", max_length=200, description="Never a personal code.")
+    attachments: tuple[Attachment, ...] = ()
+
+
+class Received(BaseModel):
+    """The server received the message (the server confirmation)."""
+
+    message_id: str
+    server_received_at: datetime
+
+
+class Notification(BaseModel):
+    seq: int
+    message_id: str
+    kind: NotificationKind
+    at: datetime
+
+
+class NotificationList(BaseModel):
+    notifications: list[Notification]
+    last: int
+
+
+def _address(raw: str) -> str | None:
+    """The recipient as the service keys it, or None when it is no e-adrese."""
+    raw = raw.strip()
+    if _INSTITUTION.match(raw):
+        return raw
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return PersonalCode(raw).reveal()
+    except ValueError:
+        return None
+
+
+def _broken(address: str) -> bool:
+    return address == BROKEN_MAILBOX
+
+
+def _extension(name: str) -> str:
+    stem, dot, extension = name.rpartition(".")
+    return extension.lower() if dot and stem else ""
+
+
+def create_app(
+    active: Iterable[str] = (),
+    faults: Faults = NO_FAULTS,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    registration_numbers: Iterable[str] = (),
+) -> FaultInjection:
+    """The e-adrese simulator, wrapped in fault injection; its FastAPI app is ``.app``.
+
+    ``active`` are the personal codes with an activated e-adrese; each of the
+    ``registration_numbers`` (11 digits) is an institution reachable at ``_DEFAULT@<number>``.
+    """
+    addresses: set[str] = {PersonalCode(code).reveal() for code in active}
+    for number in registration_numbers:
+        if not re.fullmatch(r"\d{11}", number):
+            raise ValueError("a registration number has 11 digits")
+        addresses.add(f"_DEFAULT@{number}")
+    mailbox: list[dict[str, Any]] = []
+    by_key: dict[str, tuple[NewMessage, dict[str, Any]]] = {}
+    by_id: dict[str, dict[str, Any]] = {}
+    notifications: list[Notification] = []
+
+    app = simulator(
+        "e-adrese simulator",
+        "Official electronic address: sends messages to people's and institutions' mailboxes.",
+        "e-adrese",
+        counts=lambda: {"messages": len(mailbox)},
+    )
+    app.state.mailbox = mailbox
+    app.state.active = addresses
+    app.state.notifications = notifications
+
+    def notify(message_id: str, kind: NotificationKind, at: datetime) -> None:
+        notifications.append(
+            Notification(seq=len(notifications) + 1, message_id=message_id, kind=kind, at=at)
+        )
+
+    def received(message: dict[str, Any], status: int) -> JSONResponse:
+        answer = Received(
+            message_id=message["message_id"], server_received_at=message["server_received_at"]
+        )
+        return JSONResponse(answer.model_dump(mode="json"), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = sorted({".".join(str(p) for p in e["loc"][1:]) for e in exc.errors()})
+        return error(400, "invalid_request", "invalid fields: " + ", ".join(fields))
+
+    @app.post(
+        "/v1/addresses/check",
+        response_model=AddressStatus,
+        responses={
+            400: {"model": ErrorBody, "description": "Not a personal code nor an institution."},
+            500: {"model": ErrorBody, "description": "The mailbox server failed."},
+        },
+    )
+    async def check(body: AddressCheck) -> Any:
+        address = _address(body.recipient)
+        if address is None:
+            return error(400, "invalid_recipient", "not a personal code nor _DEFAULT@<reg. no.>")
+        if _broken(address):
+            return error(500, "internal_error", "the mailbox server failed")
+        return AddressStatus(active=address in addresses)
+
+    @app.post(
+        "/v1/messages",
+        status_code=201,
+        response_model=Received,
+        responses={
+            200: {"model": Received, "description": "Sent before with this key."},
+            400: {"model": ErrorBody, "description": "No Idempotency-Key, or a broken body."},
+            409: {"model": ErrorBody, "description": "The key was used for another message."},
+            422: {
+                "model": ErrorBody,
+                "description": "no_active_e_adrese, too_many_attachments or attachment_type.",
+            },
+            500: {"model": ErrorBody, "description": "The mailbox server failed."},
+        },
+    )
+    async def send(
+        body: NewMessage,
+        idempotency_key: Annotated[
+            str | None,
+            Header(alias="Idempotency-Key", description="Same key, same message."),
+        ] = None,
+    ) -> Response:
+        if not idempotency_key:
+            return error(400, "missing_idempotency_key", "the Idempotency-Key header is required")
+        address = _address(body.recipient)
+        if address is None:
+            return error(400, "invalid_recipient", "not a personal code nor _DEFAULT@<reg. no.>")
+        if _broken(address):
+            return error(500, "internal_error", "the mailbox server failed")
+        body = body.model_copy(update={"recipient": address})
+        earlier = by_key.get(idempotency_key)
+        if earlier is not None:
+            sent, message = earlier
+            if sent != body:
+                return error(409, "idempotency_conflict", "the key names another message")
+            return received(message, 200)
+        if address not in addresses:
+            return error(422, "no_active_e_adrese", "the recipient has no active e-adrese")
+        if len(body.attachments) > MAX_ATTACHMENTS:
+            return error(
+                422, "too_many_attachments", f"at most {MAX_ATTACHMENTS} attachments are taken"
+            )
+        if any(_extension(a.name) not in ALLOWED_EXTENSIONS for a in body.attachments):
+            return error(
+                422, "attachment_type", "allowed: " + ", ".join(sorted(ALLOWED_EXTENSIONS))
+            )
+        now = clock().astimezone(UTC)
+        message = {
+            "message_id": str(uuid.uuid4()),
+            "key": idempotency_key,
+            "recipient": address,
+            "subject": body.subject,
+            "body": body.body,
+            "reference": body.reference,
+            "attachments": [a.model_dump() for a in body.attachments],
+            "server_received_at": now,
+        }
+        mailbox.append(message)
+        by_key[idempotency_key] = (body, message)
+        by_id[message["message_id"]] = message
+        notify(message["message_id"], "delivered_to_mailbox", now)
+        if OPENED in body.subject:
+            notify(message["message_id"], "opened", now)
+        return received(message, 201)
+
+    @app.get(
+        "/v1/messages/{message_id}/confirmation",
+        response_model=Received,
+        responses={404: {"model": ErrorBody, "description": "No such message."}},
+    )
+    async def confirmation(message_id: str) -> Response:
+        message = by_id.get(message_id)
+        if message is None:
+            return error(404, "not_found", "no message with that id")
+        return received(message, 200)
+
+    @app.get("/v1/notifications", response_model=NotificationList)
+    async def notification_list(
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> NotificationList:
+        page = notifications[after : after + limit]
+        return NotificationList(notifications=page, last=page[-1].seq if page else after)
+
+    return FaultInjection(app, faults)
+
+
+__all__ = [
+    "ALLOWED_EXTENSIONS",
+    "BROKEN_MAILBOX",
+    "MAX_ATTACHMENTS",
+    "MAX_SUBJECT",
+    "OPENED",
+    "Attachment",
+    "NewMessage",
+    "Notification",
+    "NotificationList",
+    "Received",
+    "create_app",
+]

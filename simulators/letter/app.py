@@ -1,0 +1,247 @@
+"""Letter simulator: a print-and-post service that sends registered letters, the last resort.
+
+A plausible REST API of a hybrid-mail provider:
+
+- ``POST /v1/letters`` with the header ``Idempotency-Key`` (required, else 400) and the body
+  ``{"recipient_name", "address_code", "subject", "text", "reference"}`` accepts a letter
+  and answers 201 ``{"letter_id", "status": "accepted", "accepted_at"}``. The same key with
+  the same body answers 200 with the same letter and its status now (nothing is printed
+  twice); the same key
+  with another body answers 409 ``{"error": "idempotency_conflict"}``. ``address_code`` is
+  the address register's nine-digit code; a code starting with ``0`` (``000000000``, say) is
+  an address the post cannot deliver to and answers 422 ``{"error": "undeliverable_address"}``
+  (the key is not registered). A body that breaks the schema answers 400 ``invalid_request``.
+- ``post_after`` seconds after it was accepted (by ``clock``), a letter is *posted* as
+  registered mail with a tracking number in the UPU S10 form (``RR000000014LV``: two
+  letters, eight serial digits, a check digit, the country). Letters are moved lazily, when
+  any request arrives, in the order they fall due.
+- ``GET /v1/events?after=N&limit=M`` is the feed of status changes, numbered from 1:
+  ``{"events": [{"seq", "letter_id", "reference", "status": "accepted" | "posted", "at",
+  "tracking_number"}], "last": n}`` (``tracking_number`` only on ``posted``); ``last`` is
+  the number of the newest event.
+- ``GET /v1/letters/{letter_id}`` answers a letter's status (404 if unknown); ``GET /health``
+  says it is up, with the number of letters.
+
+The recipient's name and address are personal data: they are never in a URL, the feed or
+an error detail. ``app.state.letters`` holds the letters (:class:`Letter`) for tests.
+
+Faults (:mod:`simulators.faults`) are injected in front of the app: a faulted request never
+reaches it, so it accepts nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from simulators.api import NO_FAULTS, ErrorBody, error, simulator
+from simulators.faults import FaultInjection, Faults
+
+LetterStatus = Literal["accepted", "posted"]
+_S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
+
+
+def tracking_number(serial: int, service: str = "RR", country: str = "LV") -> str:
+    """A UPU S10 item identifier: service, eight serial digits, check digit, country."""
+    if not 0 <= serial < 10**8:
+        raise ValueError("the serial has eight digits")
+    digits = f"{serial:08d}"
+    check = 11 - sum(int(d) * w for d, w in zip(digits, _S10_WEIGHTS, strict=True)) % 11
+    check = {10: 0, 11: 5}.get(check, check)
+    return f"{service}{digits}{check}{country}"
+
+
+class NewLetter(BaseModel):
+    """A letter to print and post as registered mail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recipient_name: str = Field(min_length=1, max_length=200)
+    address_code: str = Field(pattern=r"^\d{9}$", description="Address register code.")
+    subject: str = Field(min_length=1, max_length=300)
+    text: str = Field(min_length=1, max_length=50_000)
+    reference: str = Field(min_length=1, max_length=200)
+
+
+class LetterAccepted(BaseModel):
+    letter_id: str
+    status: LetterStatus
+    accepted_at: datetime
+
+
+class LetterOut(LetterAccepted):
+    reference: str
+    posted_at: datetime | None = None
+    tracking_number: str | None = None
+
+
+class Event(BaseModel):
+    seq: int
+    letter_id: str
+    reference: str
+    status: LetterStatus
+    at: datetime
+    tracking_number: str | None = None
+
+
+class Feed(BaseModel):
+    events: list[Event]
+    last: int = Field(description="Number of the newest event in the feed.")
+
+
+@dataclass
+class Letter:
+    """A letter as the service keeps it."""
+
+    letter_id: str
+    key: str
+    body: NewLetter
+    accepted_at: datetime
+    status: LetterStatus = "accepted"
+    posted_at: datetime | None = None
+    tracking_number: str | None = None
+
+    def out(self) -> LetterOut:
+        return LetterOut(
+            letter_id=self.letter_id,
+            status=self.status,
+            accepted_at=self.accepted_at,
+            reference=self.body.reference,
+            posted_at=self.posted_at,
+            tracking_number=self.tracking_number,
+        )
+
+
+def create_app(
+    faults: Faults = NO_FAULTS,
+    *,
+    post_after: float = 0.2,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> FaultInjection:
+    """The letter simulator, wrapped in fault injection; its FastAPI app is ``.app``."""
+    if post_after < 0:
+        raise ValueError("post_after must not be negative")
+    letters: dict[str, Letter] = {}
+    by_key: dict[str, str] = {}
+    events: list[Event] = []
+    delay = timedelta(seconds=post_after)
+
+    app = simulator(
+        "Letter simulator",
+        "Print-and-post service: sends registered letters and reports when they are posted.",
+        "post",
+        counts=lambda: {"letters": len(letters)},
+    )
+    app.state.letters = letters
+    app.state.events = events
+
+    def record(letter: Letter, at: datetime) -> None:
+        events.append(
+            Event(
+                seq=len(events) + 1,
+                letter_id=letter.letter_id,
+                reference=letter.body.reference,
+                status=letter.status,
+                at=at,
+                tracking_number=letter.tracking_number,
+            )
+        )
+
+    def post_due() -> None:
+        now = clock().astimezone(UTC)
+        due = sorted(
+            (
+                x
+                for x in letters.values()
+                if x.status == "accepted" and x.accepted_at + delay <= now
+            ),
+            key=lambda x: (x.accepted_at, x.letter_id),
+        )
+        for letter in due:
+            letter.status = "posted"
+            letter.posted_at = letter.accepted_at + delay
+            letter.tracking_number = tracking_number(int(letter.letter_id[1:]))
+            record(letter, letter.posted_at)
+
+    @app.middleware("http")
+    async def lazily_post(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        post_due()
+        return await call_next(request)  # type: ignore[no-any-return]
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = sorted({".".join(str(p) for p in e["loc"][1:]) for e in exc.errors()})
+        return error(400, "invalid_request", "invalid fields: " + ", ".join(fields))
+
+    @app.post(
+        "/v1/letters",
+        status_code=201,
+        response_model=LetterAccepted,
+        responses={
+            200: {"model": LetterAccepted, "description": "Accepted before with this key."},
+            400: {"model": ErrorBody, "description": "No Idempotency-Key, or a broken body."},
+            409: {"model": ErrorBody, "description": "The key was used for another letter."},
+            422: {"model": ErrorBody, "description": "The address is undeliverable."},
+        },
+    )
+    async def send(
+        body: NewLetter,
+        idempotency_key: Annotated[
+            str | None, Header(alias="Idempotency-Key", description="Same key, same letter.")
+        ] = None,
+    ) -> Response:
+        if not idempotency_key:
+            return error(400, "missing_idempotency_key", "the Idempotency-Key header is required")
+        earlier = by_key.get(idempotency_key)
+        if earlier is not None:
+            letter = letters[earlier]
+            if letter.body != body:
+                return error(409, "idempotency_conflict", "the key names another letter")
+            return _accepted(letter, 200)
+        if body.address_code.startswith("0"):
+            return error(422, "undeliverable_address", "the post does not deliver there")
+        letter = Letter(
+            letter_id=f"L{len(letters) + 1:08d}",
+            key=idempotency_key,
+            body=body,
+            accepted_at=clock().astimezone(UTC),
+        )
+        letters[letter.letter_id] = letter
+        by_key[idempotency_key] = letter.letter_id
+        record(letter, letter.accepted_at)
+        return _accepted(letter, 201)
+
+    @app.get(
+        "/v1/letters/{letter_id}",
+        response_model=LetterOut,
+        responses={404: {"model": ErrorBody, "description": "No such letter."}},
+    )
+    async def letter(letter_id: str) -> Any:
+        found = letters.get(letter_id)
+        if found is None:
+            return error(404, "not_found", "no letter with that id")
+        return found.out()
+
+    @app.get("/v1/events", response_model=Feed, response_model_exclude_none=True)
+    async def feed(after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> Feed:
+        """Status changes after number ``after``, oldest first (at most ``limit``)."""
+        return Feed(events=events[after : after + limit], last=len(events))
+
+    return FaultInjection(app, faults)
+
+
+def _accepted(letter: Letter, status: int) -> JSONResponse:
+    answer = LetterAccepted(
+        letter_id=letter.letter_id, status=letter.status, accepted_at=letter.accepted_at
+    )
+    return JSONResponse(answer.model_dump(mode="json"), status_code=status)
+
+
+__all__ = ["Event", "Feed", "Letter", "NewLetter", "create_app", "tracking_number"]
