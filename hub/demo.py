@@ -7,11 +7,14 @@ Steps, each printed as it runs:
 2. publish the synthetic institutions and applications, and consume and
    validate every one of them as a queue-register view would;
 3. start the allocation service, with stand-ins for VIIS and GIS that
-   answer enrichment requests at once;
+   answer enrichment requests at once, and the notification service with
+   simulators of e-adrese, an SMTP server, an SMS gateway and the post;
 4. once every application has its facts, run a one-click round and read the
    offers as the parents' e-service would;
-5. start an offer's legal clock with an e-adrese receipt, have one parent
-   decline (the seat cascades to the next child) and one accept;
+5. deliver every offer through the channels (e-adrese first, then e-mail or
+   SMS, a registered letter last); the receipts start each offer's legal
+   clock; have one parent decline (the seat cascades to the next child) and
+   one accept;
 6. check the offers' invariants and report.
 """
 
@@ -23,28 +26,30 @@ import dataclasses
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 from faststream.kafka import KafkaMessage
 
 from hub.allocation.rules import load_rules
-from hub.allocation.service import AllocationState, invariant_problems, service
+from hub.allocation.service import LIVE, AllocationState, invariant_problems, service
 from hub.bus import Bus
 from hub.calendar import local_date
+from hub.embedded import free_port
 from hub.errors import HubError
 from hub.kafka import build_broker, ensure_topics, kafka_cluster, publish_messages
 from hub.reliability.service import ServiceRunner, ServiceSpec
 from hub.settings import Settings
-from schemas.allocation import OfferDeadlineSet, PlaceAccepted, RunRound
+from hub.wiring import notify_service
+from schemas.allocation import PlaceAccepted, RunRound
 from schemas.applications import ApplicationSubmitted, Guardian
 from schemas.base import Message
 from schemas.institutions import InstitutionRegistered, SeatPool
-from schemas.notifications import NotificationSent
-from schemas.topics import BY_NAME, NOTIFY, OPERATOR, VPS
+from schemas.topics import BY_NAME, OPERATOR, VPS
 from simulators.instant import stand_ins
 from simulators.municipality import Child, Institution, SyntheticMunicipality
 from simulators.parents import Parents
@@ -279,40 +284,60 @@ async def _admission(  # noqa: PLR0917 - the demo's one long story
     spec, state = service(load_rules(settings.rules or settings.municipality), town.code)
     spec = dataclasses.replace(spec, name=allocation)
     stop = asyncio.Event()
-    runners = [
-        asyncio.create_task(ServiceRunner(s, settings, bootstrap).run(stop))
-        for s in (spec, *helpers)
-    ]
-    try:
-        async with Parents(bootstrap, town.code) as parents:
-            out("")
-            out("▶ allocation service started; VIIS and GIS stand-ins answer its requests")
-            began = time.monotonic()
-            count = len(town.children)
-            await _until(
-                lambda: len(state.children) == count and state.waiting_for_facts() == 0,
-                timeout,
-                "enrichment",
-            )
-            out(
-                f"▶ enriched on the bus: {count} applications have their VIIS and GIS facts"
-                f" ({time.monotonic() - began:.1f}s)"
-            )
-            await _round(bootstrap, town, state, parents, result, timeout, out)
-            await _receipt(parents, state, result, out)
-            await _cascade(parents, state, result, out)
-            await _accept(parents, state, result, out)
-            result.problems = invariant_problems(state)
-            out(
-                "▶ invariants hold: one live offer per child, no seat offered twice,"
-                " offers within capacity"
-                if not result.problems
-                else f"✗ invariants broken: {result.problems}"
-            )
-    finally:
-        stop.set()
-        await asyncio.gather(*runners)
+    async with contextlib.AsyncExitStack() as stack:
+        channels = await stack.enter_async_context(channel_simulators(settings, town))
+        notify_spec, notify = notify_service(channels, name=f"{allocation}-notify")
+        await ensure_topics(settings, bootstrap, services=[notify_spec.name])
+        runners = [
+            asyncio.create_task(ServiceRunner(s, channels, bootstrap).run(stop))
+            for s in (spec, notify_spec, *helpers)
+        ]
+        try:
+            await _admit(bootstrap, town, state, notify, result, timeout, out)
+        finally:
+            stop.set()
+            await asyncio.gather(*runners)
     return result
+
+
+async def _admit(  # noqa: PLR0917
+    bootstrap: str,
+    town: SyntheticMunicipality,
+    state: AllocationState,
+    notify: Any,
+    result: Admission,
+    timeout: float,
+    out: Callable[[str], None],
+) -> None:
+    async with Parents(bootstrap, town.code) as parents:
+        out("")
+        out(
+            "▶ allocation service started; VIIS and GIS stand-ins answer its requests;"
+            " the notification service sends through e-adrese, e-mail, SMS and post"
+            " simulators"
+        )
+        began = time.monotonic()
+        count = len(town.children)
+        await _until(
+            lambda: len(state.children) == count and state.waiting_for_facts() == 0,
+            timeout,
+            "enrichment",
+        )
+        out(
+            f"▶ enriched on the bus: {count} applications have their VIIS and GIS facts"
+            f" ({time.monotonic() - began:.1f}s)"
+        )
+        await _round(bootstrap, town, state, parents, result, timeout, out)
+        await _notified(state, notify, result, timeout, out)
+        await _cascade(parents, state, result, out)
+        await _accept(parents, state, result, out)
+        result.problems = invariant_problems(state)
+        out(
+            "▶ invariants hold: one live offer per child, no seat offered twice,"
+            " offers within capacity"
+            if not result.problems
+            else f"✗ invariants broken: {result.problems}"
+        )
 
 
 async def _until(done: Callable[[], bool], timeout: float, what: str) -> None:
@@ -359,31 +384,82 @@ async def _round(  # noqa: PLR0917
         )
 
 
-async def _receipt(
-    parents: Parents, state: AllocationState, result: Admission, out: Callable[[str], None]
+async def _notified(
+    state: AllocationState,
+    notify: Any,
+    result: Admission,
+    timeout: float,
+    out: Callable[[str], None],
 ) -> None:
-    child_ref = sorted(parents.live)[-1]
-    offer = parents.live[child_ref]
-    sent_at = datetime.now(UTC)
-    reaction = parents.publish(
-        NotificationSent.new(
-            producer=NOTIFY,
-            municipality=state.municipality,
-            notification_id=uuid4(),
-            child_ref=child_ref,
-            channel="e_adrese",
-            offer_id=offer.offer_id,
-            sent_at=sent_at,
-        )
+    """Wait until every live offer's deadline runs from a receipt; show how they went out."""
+    began = time.monotonic()
+    await _until(
+        lambda: all(state.offers[o].respond_by for o in state.live.values()),
+        timeout,
+        "every offer's delivery receipt",
     )
-    await parents.settle(reaction)
-    deadline = next((m for m in reaction.messages if isinstance(m, OfferDeadlineSet)), None)
-    if deadline is not None:
-        result.deadline_set = True
+    channels = Counter(r.channel for r in notify.records.values() if r.status == "confirmed")
+    result.deadline_set = bool(channels)
+    shown = ", ".join(f"{_CHANNEL_NAMES[c]} {n}" for c, n in channels.most_common())
+    out(
+        f"▶ offers delivered: {shown}; every deadline runs from its receipt"
+        f" ({time.monotonic() - began:.1f}s)"
+    )
+    example = next(
+        (o for o in state.offers.values() if o.status == LIVE and o.notified_on),
+        None,
+    )
+    record = next(
+        (
+            r
+            for r in notify.records.values()
+            if example is not None and str(r.request.offer_id) == example.offer_id
+        ),
+        None,
+    )
+    if example is not None and record is not None and record.sent_at:
+        sent = local_date(datetime.fromisoformat(record.sent_at))
         out(
-            f"▶ e-adrese sent {local_date(sent_at):%a %Y-%m-%d} → deemed notified"
-            f" {deadline.notified_on:%a %Y-%m-%d} (2nd working day) → {child_ref} answers by"
-            f" {deadline.respond_by:%a %Y-%m-%d}"
+            f"  {example.child_ref}: {_CHANNEL_NAMES[record.channel or 'e_adrese']} sent"
+            f" {sent:%a %Y-%m-%d} → notified {date.fromisoformat(example.notified_on):%a %Y-%m-%d}"
+            f" → answers by {date.fromisoformat(example.respond_by or ''):%a %Y-%m-%d}"
+        )
+
+
+_CHANNEL_NAMES = {"e_adrese": "e-adrese", "email": "e-mail", "sms": "SMS", "letter": "letter"}
+
+
+@contextlib.asynccontextmanager
+async def channel_simulators(
+    settings: Settings, town: SyntheticMunicipality
+) -> AsyncIterator[Settings]:
+    """e-adrese, SMTP, SMS and post simulators on loopback; settings that point at them."""
+    from simulators.eadrese.app import create_app as eadrese_app
+    from simulators.letter.app import create_app as letter_app
+    from simulators.serving import serving
+    from simulators.sms.app import create_app as sms_app
+    from simulators.smtp import create_server
+
+    guardians = [c.guardians[0].personal_code for c in town.children]
+    async with (
+        serving(eadrese_app(active=guardians[::2]), name="e-adrese") as eadrese,
+        serving(sms_app(rate_per_second=1000, callback_delay=0.05), name="sms") as sms,
+        serving(letter_app(post_after=0.3), name="post") as post,
+        create_server() as smtp,
+    ):
+        yield settings.model_copy(
+            update={
+                "eadrese_url": eadrese.url,
+                "sms_url": sms.url,
+                "letter_url": post.url,
+                "smtp_port": smtp.port,
+                "notify_callback": f"127.0.0.1:{free_port()}",
+                "http_timeout": 2.0,
+                "notify_rate_eadrese": 100_000,
+                "notify_rate_email": 100_000,
+                "notify_rate_sms": 100_000,
+                "notify_rate_letter": 100_000,
+            }
         )
 
 

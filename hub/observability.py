@@ -51,8 +51,8 @@ def setup_logging(level: str = "INFO") -> None:
         handler.setFormatter(KeyValueFormatter())
         root.addHandler(handler)
     # aiokafka and FastStream's broker lifecycle (partition assignments, task
-    # callbacks) are chatty at INFO, and httpx logs every request; keep their
-    # warnings unless debugging.
+    # callbacks) are chatty at INFO, httpx logs every request and aiosmtpd every
+    # SMTP command (with addresses); keep their warnings unless debugging.
     quiet = max(logging.WARNING, root.level) if root.level > logging.DEBUG else logging.DEBUG
-    for name in ("aiokafka", "hub.broker", "httpx", "httpcore"):
+    for name in ("aiokafka", "hub.broker", "httpx", "httpcore", "mail.log"):
         logging.getLogger(name).setLevel(quiet)

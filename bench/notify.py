@@ -1,0 +1,436 @@
+"""Notification throughput: requests in, confirming receipts out, on the embedded broker.
+
+    .venv/bin/python bench/notify.py [--count 5000] [--mix eadrese|email|mixed]
+        [--fault-rate 0] [--batch-size B] [--fetch-concurrency C]
+
+Starts the embedded broker, the channel simulators in this process (e-adrese, an SMTP
+server, an SMS gateway reporting delivery by callback, a print-and-post service) and the
+notification service in its own process (``python -m hub run notify-adapter``, as
+deployed), with every channel's rate limit set far above what it can reach, so that the
+figure is the hub's and not the throttle's.
+
+After a warm-up (100 notifications, all confirmed), ``--count`` ``SendNotification``
+commands are published at once on ``notify.requests.v1``. The clock runs from the first
+publish to reading, on ``notify.receipts.v1``, the last *confirming* receipt
+(``NotificationDelivered`` or ``NotificationDeemedNotified``): one per notification. The
+receipts are read by a consumer of this process assigned to every partition of the topic,
+polling as they arrive.
+
+Printed: notifications/s (confirmed notifications over that wall time), receipts/s (every
+receipt of the run: sent, failed, delivered, deemed notified), the latency of each
+notification from handing its command to the producer to reading its confirmation (p50,
+p99, max), the channels that confirmed, and how many messages each simulator took during
+the run (for a mix without faults they add up to ``--count``: nothing was sent twice).
+
+Mixes: ``eadrese`` — every guardian has an active e-adrese (confirmed when sent);
+``email`` — no e-adrese, a valid e-mail (confirmed when the mail server accepts it);
+``mixed`` — 40 % e-adrese, 40 % e-mail, 15 % SMS only (confirmed by the gateway's
+delivery report), 5 % letter only (confirmed when the post office reports it posted; the
+service reads that feed once a second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bench.calibration import python_speed
+from hub.embedded import free_port
+from hub.kafka import ensure_topics, kafka_cluster
+from hub.reliability.consumer import outbox_row
+from hub.settings import Settings
+from schemas.notifications import Recipient, SendNotification
+from schemas.topics import ALLOCATION, NOTIFY
+from simulators.api import NO_FAULTS
+from simulators.eadrese.app import create_app as eadrese_app
+from simulators.faults import Faults
+from simulators.letter.app import create_app as letter_app
+from simulators.municipality import SyntheticMunicipality
+from simulators.serving import serving
+from simulators.sms.app import create_app as sms_app
+from simulators.smtp import create_server
+
+TOWN = "riga"
+RECEIPTS = "notify.receipts.v1"
+CONFIRMING = {"NotificationDelivered", "NotificationDeemedNotified"}
+WARM_UP = 100
+TIMEOUT = 600.0
+MIXED = ("eadrese",) * 8 + ("email",) * 8 + ("sms",) * 3 + ("letter",)
+"""Ways of reaching a guardian in the mixed run, by notification number modulo 20."""
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def percentiles(values: list[float]) -> str:
+    ms = sorted(v * 1000 for v in values)
+    cut = statistics.quantiles(ms, n=100, method="inclusive")
+    return f"p50 {cut[49]:.0f} ms, p99 {cut[98]:.0f} ms, max {ms[-1]:.0f} ms"
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass
+class Audience:
+    """The notifications to send and the guardians with an active e-adrese."""
+
+    warm_up: list[SendNotification]
+    measured: list[SendNotification]
+    active: list[str]
+
+
+def audience(count: int, mix: str) -> Audience:
+    """Offers to ``WARM_UP + count`` distinct guardians, each reachable as ``mix`` says.
+
+    Siblings share guardians, so children are taken one per guardian: a guardian with an
+    active e-adrese would otherwise draw a sibling's e-mail notification there too.
+    """
+    total = WARM_UP + count
+    town = SyntheticMunicipality(
+        TOWN, seed=7, children=min(30_000, total * 3 // 2 + 100), institutions=5
+    )
+    seen: set[str] = set()
+    children = []
+    for child in town.children:
+        if child.guardians[0].personal_code not in seen:
+            seen.add(child.guardians[0].personal_code)
+            children.append(child)
+    if len(children) < total:
+        raise SystemExit(f"the synthetic town has only {len(children)} distinct guardians")
+    made, active = [], []
+    for n, child in enumerate(children[:total]):
+        way = MIXED[n % len(MIXED)] if mix == "mixed" else mix
+        code = child.guardians[0].personal_code
+        if way == "eadrese":
+            active.append(code)
+        electronic = way in ("eadrese", "email")
+        made.append(
+            SendNotification.new(
+                producer=ALLOCATION,
+                municipality=TOWN,
+                notification_id=uuid.uuid4(),
+                child_ref=child.ref,
+                purpose="offer",
+                offer_id=uuid.uuid4(),
+                recipient=Recipient(
+                    personal_code=code,
+                    email=f"guardian{n}@example.lv" if electronic else None,
+                    phone=f"+3712{1_000_000 + n:07d}" if way != "letter" else None,
+                    postal_address_code=child.address_code,
+                ),
+                template="offer",
+                variables={
+                    "institution": town.institutions[n % len(town.institutions)].name,
+                    "group": "2023-lv",
+                    "start_date": "2026-09-01",
+                },
+            )
+        )
+    return Audience(made[:WARM_UP], made[WARM_UP:], active)
+
+
+# --------------------------------------------------------------------------- simulators
+
+
+@contextlib.asynccontextmanager
+async def channel_simulators(active: list[str], fault_rate: float) -> AsyncIterator[dict[str, Any]]:
+    """The four channels on loopback; ``fault_rate`` of their requests faulted."""
+    faults = Faults.spread(fault_rate, seed=17, timeout_seconds=1.5) if fault_rate else NO_FAULTS
+    eadrese = eadrese_app(active=active, faults=faults.with_seed(18))
+    sms = sms_app(faults.with_seed(19), rate_per_second=100_000, callback_delay=0.05)
+    letters = letter_app(faults.with_seed(20), post_after=0.05)
+    async with (
+        serving(eadrese, name="e-adrese") as e,
+        serving(sms, name="sms") as s,
+        serving(letters, name="post") as p,
+        create_server(fault_rate=fault_rate, seed=21) as smtp,
+    ):
+        yield {
+            "eadrese": eadrese,
+            "sms": sms,
+            "letter": letters,
+            "smtp": smtp,
+            "env": {
+                "HUB_EADRESE_URL": e.url,
+                "HUB_SMS_URL": s.url,
+                "HUB_LETTER_URL": p.url,
+                "HUB_SMTP_PORT": str(smtp.port),
+            },
+        }
+
+
+def taken(sims: dict[str, Any]) -> dict[str, Counter[str]]:
+    """Each simulator's messages so far, counted by idempotency key (or Message-ID)."""
+    return {
+        "e-adrese mailbox": Counter(m["key"] for m in sims["eadrese"].app.state.mailbox),
+        "SMTP messages": Counter(sims["smtp"].by_message_id),
+        "SMS sent": Counter(m.key for m in sims["sms"].app.state.sent),
+        "letters": Counter(x.key for x in sims["letter"].app.state.letters.values()),
+    }
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class NotifyProcess:
+    """``hub run notify-adapter`` as a child process, its output in ``log``."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "hub",
+                "run",
+                "notify-adapter",
+                env=self.env,
+                stdout=out,
+                stderr=out,
+            )
+
+    def check(self) -> None:
+        if self.process is not None and self.process.returncode is not None:
+            status, tail = self.process.returncode, self.log.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"the notification service exited ({status}):\n{tail}")
+
+    async def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it has not stopped within 30 s; its exit status."""
+        if self.process is None:
+            return None
+        if self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 30)
+            except TimeoutError:
+                self.process.send_signal(signal.SIGKILL)
+        return await self.process.wait()
+
+
+def service_env(bootstrap: str, data: Path, sims: dict[str, Any], args: argparse.Namespace) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env |= sims["env"] | {
+        "HUB_BOOTSTRAP_SERVERS": bootstrap,
+        "HUB_DATA_DIR": str(data),
+        "HUB_MUNICIPALITY": TOWN,
+        "HUB_NOTIFY_CALLBACK": f"127.0.0.1:{free_port()}",
+        "HUB_NOTIFY_ESCALATE_AFTER": str(TIMEOUT * 2),  # no letter for a slow confirmation
+        "HUB_BATCH_SIZE": str(args.batch_size),
+        "HUB_FETCH_CONCURRENCY": str(args.fetch_concurrency),
+        "HUB_FETCH_MAX_WAIT": "0.01",
+        "HUB_LOG_LEVEL": "WARNING",
+        **{f"HUB_NOTIFY_RATE_{c}": "1000000" for c in ("EADRESE", "EMAIL", "SMS", "LETTER")},
+    }
+    if args.fault_rate:  # give up on a faulted call soon and try it again soon
+        env |= {
+            "HUB_HTTP_TIMEOUT": "0.5",
+            "HUB_HTTP_ATTEMPTS": "6",
+            "HUB_HTTP_MAX_SECONDS": "8",
+            "HUB_RETRY_FIRST_DELAY": "0.2",
+            "HUB_RETRY_MAX_DELAY": "1",
+            "HUB_MAX_ATTEMPTS": "30",
+        }
+    return env
+
+
+# --------------------------------------------------------------------------- receipts
+
+
+class Receipts:
+    """Reads notify.receipts.v1 on every partition as receipts arrive (no group, no commits)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        )
+        self.confirmed_at: dict[str, float] = {}
+        """Notification id → when its first confirming receipt was read (perf_counter)."""
+        self.channels: dict[str, str] = {}
+        self.count = 0
+        """Receipts read since :meth:`reset`."""
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        await self.consumer.topics()  # fetches the cluster's metadata
+        partitions = self.consumer.partitions_for_topic(RECEIPTS) or set()
+        if not partitions:
+            raise SystemExit(f"{RECEIPTS} has no partitions")
+        tps = [TopicPartition(RECEIPTS, p) for p in sorted(partitions)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)  # a fresh topic: nothing before warm-up
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    def reset(self) -> None:
+        """Count from here. The reader stays where it is, at the end of the topic: a
+        ``seek_to_end`` would step back, as the embedded broker answers list-offsets with
+        the base offset of the last batch."""
+        self.count = 0
+
+    async def until_confirmed(
+        self, wanted: set[str], timeout: float, alive: Callable[[], None]
+    ) -> float:
+        """Read until every notification in ``wanted`` is confirmed; when the last one was."""
+        deadline = time.perf_counter() + timeout
+        waiting = wanted - self.confirmed_at.keys()
+        while waiting:
+            if time.perf_counter() > deadline:
+                raise SystemExit(
+                    f"only {len(wanted) - len(waiting):,} of {len(wanted):,} notifications"
+                    f" were confirmed within {timeout:.0f} s"
+                )
+            alive()
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=5000)
+            now = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    self.count += 1
+                    receipt = json.loads(record.value)
+                    nid = receipt["notification_id"]
+                    if receipt["event_type"] in CONFIRMING and nid not in self.confirmed_at:
+                        self.confirmed_at[nid] = now
+                        self.channels[nid] = receipt["channel"]
+                        waiting.discard(nid)
+        return max(self.confirmed_at[nid] for nid in wanted)
+
+
+async def publish(bootstrap: str, messages: list[SendNotification]) -> dict[str, float]:
+    """Hand every command to the producer, then wait for all acknowledgements; returns when
+    each was handed over (perf_counter), by notification id."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        handed: dict[str, float] = {}
+        acks = []
+        for message in messages:
+            row = outbox_row(message)
+            handed[str(message.notification_id)] = time.perf_counter()
+            acks.append(
+                await producer.send(row.topic, row.value, key=row.key, headers=list(row.headers))
+            )
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+    return handed
+
+
+# --------------------------------------------------------------------------- the run
+
+
+async def run(args: argparse.Namespace) -> None:
+    data = Path(tempfile.mkdtemp(prefix="hub-notify-"))
+    settings = Settings(_env_file=None, data_dir=data)
+    say(python_speed())
+    people = audience(args.count, args.mix)
+    say(
+        f"{args.count:,} notifications, mix {args.mix}, fault rate {args.fault_rate:g},"
+        f" batch size {args.batch_size}, fetch concurrency {args.fetch_concurrency}"
+    )
+    async with (
+        kafka_cluster(settings) as bootstrap,
+        channel_simulators(people.active, args.fault_rate) as sims,
+    ):
+        await ensure_topics(settings, bootstrap, services=[NOTIFY])
+        service = NotifyProcess(service_env(bootstrap, data, sims, args), data / "notify.log")
+        receipts = Receipts(bootstrap)
+        await receipts.start()
+        try:
+            await service.start()
+            await measure(bootstrap, service, receipts, sims, people)
+        finally:
+            await receipts.stop()
+            status = await service.stop()
+            say(f"notification service stopped (exit status {status}); its log: {service.log}")
+
+
+async def measure(
+    bootstrap: str,
+    service: NotifyProcess,
+    receipts: Receipts,
+    sims: dict[str, Any],
+    people: Audience,
+) -> None:
+    started = time.perf_counter()
+    await publish(bootstrap, people.warm_up)
+    ids = {str(m.notification_id) for m in people.warm_up}
+    await receipts.until_confirmed(ids, TIMEOUT, service.check)
+    say(f"warm-up: {len(ids)} notifications confirmed in {time.perf_counter() - started:.1f} s")
+
+    before = taken(sims)
+    receipts.reset()
+    handed = await publish(bootstrap, people.measured)
+    first = min(handed.values())
+    last = await receipts.until_confirmed(set(handed), TIMEOUT, service.check)
+    wall = last - first
+    count = len(handed)
+    say(f"all {count:,} confirmed in {wall:.2f} s (first publish → last confirming receipt)")
+    say(f"  {count / wall:,.0f} notifications/s")
+    say(f"  {receipts.count / wall:,.0f} receipts/s ({receipts.count:,} receipts read)")
+    latencies = [receipts.confirmed_at[nid] - at for nid, at in handed.items()]
+    say(f"  publish → confirmation: {percentiles(latencies)}")
+    channels = Counter(receipts.channels[nid] for nid in handed)
+    say(f"  confirmed on: {dict(channels.most_common())}")
+
+    await asyncio.sleep(0.5)  # SMS delivery reports and posting are done; let them settle
+    after = taken(sims)
+    counts = {name: after[name].total() - before[name].total() for name in after}
+    twice = sum(1 for counter in after.values() for n in counter.values() if n > 1)
+    say(
+        "  simulators took: "
+        + ", ".join(f"{name} {n:,}" for name, n in counts.items())
+        + f" — {sum(counts.values()):,} in all; {twice} keys sent twice"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    defaults = Settings.model_fields
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--mix", choices=("eadrese", "email", "mixed"), default="mixed")
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults["batch_size"].default,
+        help="the service's HUB_BATCH_SIZE",
+    )
+    parser.add_argument(
+        "--fetch-concurrency",
+        type=int,
+        default=defaults["fetch_concurrency"].default,
+        help="the service's HUB_FETCH_CONCURRENCY",
+    )
+    args = parser.parse_args()
+    if args.count < 1 or not 0 <= args.fault_rate <= 1:
+        parser.error("--count must be positive and --fault-rate between 0 and 1")
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
