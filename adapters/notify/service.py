@@ -41,7 +41,7 @@ from starlette.routing import Route
 
 from adapters.notify.base import Accepted, Outgoing, Rejected
 from adapters.notify.templates import TemplateError, Templates
-from hub.calendar import answer_deadline, deemed_notified
+from hub.calendar import answer_deadline, deemed_notified, local_date
 from hub.errors import PermanentError, TransientError
 from hub.http import http_task
 from hub.reliability.consumer import Handler, Unit
@@ -379,13 +379,15 @@ class Requests(Handler[SendNotification]):
                 earlier = state.attempts.get(tried.key)
                 if earlier is not None and earlier.state == "intent":
                     state.save_attempt(unit, replace(earlier, state="uncertain"))
-                unit.emit(self._failed(message, tried.channel, tried.reason or "", tried.permanent))
+                unit.emit(
+                    self._failed(message, tried.channel, tried.reason or "", tried.permanent, now)
+                )
                 continue
             if isinstance(tried.result, Rejected):
                 state.save_attempt(
                     unit, Attempt(tried.key, nid, tried.channel, "rejected", at=now.isoformat())
                 )
-                unit.emit(self._failed(message, tried.channel, tried.result.reason, True))
+                unit.emit(self._failed(message, tried.channel, tried.result.reason, True, now))
                 continue
             accepted = tried.result
             confirmed = tried.channel == "e_adrese" or accepted.delivered
@@ -435,7 +437,11 @@ class Requests(Handler[SendNotification]):
 
     @staticmethod
     def _failed(
-        request: SendNotification, channel: Channel, reason: str, permanent: bool
+        request: SendNotification,
+        channel: Channel,
+        reason: str,
+        permanent: bool,
+        failed_at: datetime,
     ) -> NotificationFailed:
         return NotificationFailed.new(
             producer=NOTIFY,
@@ -446,7 +452,7 @@ class Requests(Handler[SendNotification]):
             offer_id=request.offer_id,
             permanent=permanent,
             reason=mask_personal_codes(reason)[:500] or "failed",
-            failed_at=datetime.now(UTC),
+            failed_at=failed_at,
         )
 
     def given_up(self, message: SendNotification, error: BaseException) -> Sequence[Message]:
@@ -612,9 +618,11 @@ class LetterFeed(Poller):
             return
         request = record.request
         self.state.save_attempt(unit, replace(attempt, state="confirmed"))
+        if record.status == "confirmed":
+            return  # an escalation overtaken by the SMS it replaced: notified already
         record.status, record.channel = "confirmed", "letter"
         self.state.save_record(unit, record)
-        posted: date = item.at.date()
+        posted: date = local_date(item.at)  # the date in Latvia, not in UTC
         unit.emit(
             NotificationDeemedNotified.new(
                 producer=NOTIFY,

@@ -131,11 +131,12 @@ TEMPLATES = sorted(
 
 
 def test_every_expected_template_file_exists() -> None:
-    assert TEMPLATES == [
+    expected = [
         (name, language)
         for name in ("annulment", "decision", "offer", "offer_reminder")
         for language in ("en", "lv")
     ]
+    assert expected == TEMPLATES
 
 
 @pytest.mark.parametrize(("template", "language"), TEMPLATES)
