@@ -230,7 +230,9 @@ class NotifyProcess:
         return await self.process.wait()
 
 
-def service_env(bootstrap: str, data: Path, sims: dict[str, Any], args: argparse.Namespace) -> dict:
+def service_env(
+    bootstrap: str, data: Path, sims: dict[str, Any], args: argparse.Namespace
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env |= sims["env"] | {
         "HUB_BOOTSTRAP_SERVERS": bootstrap,
@@ -296,8 +298,12 @@ class Receipts:
     ) -> float:
         """Read until every notification in ``wanted`` is confirmed; when the last one was."""
         deadline = time.perf_counter() + timeout
+        report = time.perf_counter() + 5
         waiting = wanted - self.confirmed_at.keys()
         while waiting:
+            if time.perf_counter() > report:
+                report += 5
+                say(f"  … {len(wanted) - len(waiting):,}/{len(wanted):,} confirmed")
             if time.perf_counter() > deadline:
                 raise SystemExit(
                     f"only {len(wanted) - len(waiting):,} of {len(wanted):,} notifications"

@@ -27,12 +27,13 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, parseaddr
 
 import aiosmtplib
 
 from adapters.notify.base import Accepted, Outgoing, Rejected
-from hub.errors import ConfigurationError
+from hub.errors import ConfigurationError, PermanentError
 from hub.reliability.retry import InvalidResponse, Refused, RetryPolicy, UnavailableError
 from schemas.values import mask_personal_codes
 
@@ -154,20 +155,33 @@ class EmailClient:
 
     async def _once(self, to: str, mail: EmailMessage, message_id: str) -> Accepted | Rejected:
         shown = f"{self.system} {self.host}:{self.port} for {shown_address(to)}"
+        smtp = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            timeout=self.timeout,
+            use_tls=self.use_tls,
+            start_tls=False if not self.use_tls and self._username is None else None,
+            local_hostname=_domain(self.envelope_sender),
+        )
+        handed_over = False
         try:
-            await aiosmtplib.send(
-                mail,
-                sender=self.envelope_sender,
-                recipients=[to],
-                hostname=self.host,
-                port=self.port,
-                timeout=self.timeout,
-                use_tls=self.use_tls,
-                start_tls=False if not self.use_tls and self._username is None else None,
-                username=self._username,
-                password=self._password,
-                local_hostname=_domain(self.envelope_sender),
-            )
+            async with smtp:
+                if self._username is not None:
+                    await smtp.login(self._username, self._password or "")
+                options = ["BODY=8BITMIME"] if smtp.supports_extension("8BITMIME") else []
+                await smtp.mail(self.envelope_sender, options=options)
+                await smtp.rcpt(to)
+                handed_over = True  # from here a lost answer leaves the outcome unknown
+                await smtp.data(mail.as_bytes(policy=SMTP_POLICY))
+        except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected, OSError) as exc:
+            if handed_over:
+                raise OutcomeUnknown(
+                    f"{shown}: the answer to the message was lost ({type(exc).__name__})"
+                ) from None
+            raise UnavailableError(
+                f"{shown}: no answer within {self.timeout:g} s or connection lost"
+                f" ({type(exc).__name__})"
+            ) from None
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [refused.code for refused in exc.recipients]
             worst = min(codes) if codes else 0  # any 4xx: it may pass, so try again
@@ -190,19 +204,20 @@ class EmailClient:
                 step = type(exc).__name__.removeprefix("SMTP")
                 raise Refused(f"{shown}: refused ({status}, {step})", status=exc.code) from None
             raise InvalidResponse(f"{shown}: unexpected answer ({status})") from None
-        except aiosmtplib.SMTPTimeoutError:
-            raise UnavailableError(f"{shown}: no answer within {self.timeout:g} s") from None
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError):
-            raise UnavailableError(f"{shown}: connection lost or refused") from None
+        except aiosmtplib.SMTPConnectError:
+            raise UnavailableError(f"{shown}: connection refused") from None
         except aiosmtplib.SMTPNotSupported:
             return Rejected("recipient_address_unsupported")
         except aiosmtplib.SMTPException as exc:
             raise InvalidResponse(f"{shown}: {type(exc).__name__}") from None
         except ValueError:  # aiosmtplib refuses an address it cannot send safely
             return Rejected("invalid_address")
-        except OSError as exc:  # includes TimeoutError and ConnectionError
-            raise UnavailableError(f"{shown}: network error ({type(exc).__name__})") from None
         return Accepted(provider_message_id=message_id, at=self._clock(), delivered=True)
 
 
-__all__ = ["EmailClient", "message_id_for", "shown_address"]
+class OutcomeUnknown(PermanentError):
+    """The connection broke after the message was handed to the server (DATA): it may have
+    been delivered. Not retried — sending again could deliver it twice."""
+
+
+__all__ = ["EmailClient", "OutcomeUnknown", "message_id_for", "shown_address"]

@@ -14,8 +14,9 @@ Channel policy (per request, in order):
 Exactly one message per channel: every attempt has an idempotency key, ``<offer or
 notification id>:<channel>``. The HTTP providers take it as ``Idempotency-Key`` and answer
 a repeat with the first message. SMTP cannot: before an e-mail is handed to the server the
-key is recorded; if the service dies before the outcome is stored, the e-mail is *uncertain*
-and never sent again — the request moves on to the next channel instead.
+key is recorded; if the service dies before the outcome is stored, or the connection breaks
+after the message was handed over, the e-mail is *uncertain* and never sent again — the
+request moves on to the next channel instead.
 
 Receipts on ``notify.receipts.v1``: ``NotificationSent``, ``NotificationDelivered``,
 ``NotificationDeemedNotified`` and ``NotificationFailed`` (``permanent`` true for a refusal,
@@ -40,6 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.notify.base import Accepted, Outgoing, Rejected
+from adapters.notify.email import OutcomeUnknown
 from adapters.notify.templates import TemplateError, Templates
 from hub.calendar import answer_deadline, deemed_notified, local_date
 from hub.errors import PermanentError, TransientError
@@ -348,6 +350,15 @@ class Requests(Handler[SendNotification]):
         await self.store.commit(self.service, Writes(statements=intent.statements))
         try:
             result = await client.send(address, message, language=request.language)
+        except OutcomeUnknown:
+            # Handed over, answer lost: it may have arrived. The intent stays (uncertain).
+            return Tried(
+                "email",
+                message.key,
+                reason="the mail server's answer was lost after the message was handed over:"
+                " not sent again",
+                permanent=False,
+            )
         except TransientError:
             # The server said no (4xx, dropped): nothing was delivered; it may be tried again.
             cleared = Unit()
