@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -39,13 +40,23 @@ def simulator(
     system: str,
     *,
     counts: Callable[[], Mapping[str, int]] | None = None,
+    invalid_as_400: bool = False,
 ) -> FastAPI:
     """A simulator's FastAPI app, with ``GET /health`` answering ``{"status": "ok", "system"}``.
 
     ``counts``, when given, adds what the simulator holds (``{"documents": 3}``) to the
-    health answer.
+    health answer. With ``invalid_as_400`` a request body that breaks the schema is answered
+    400 ``invalid_request`` naming the fields, so that 422 is left to the protocol's own
+    refusals.
     """
     app = FastAPI(title=title, version="1.0.0", description=description)
+
+    if invalid_as_400:
+
+        @app.exception_handler(RequestValidationError)
+        async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+            fields = sorted({".".join(str(p) for p in e["loc"][1:]) for e in exc.errors()})
+            return error(400, "invalid_request", "invalid fields: " + ", ".join(fields))
 
     @app.get("/health", summary="Whether the simulator is up; never faulted.")
     async def health() -> dict[str, Any]:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
+from hub.reliability.retry import HttpPort, Refused, UnexpectedAnswer
 from schemas.values import mask_personal_codes
 
 NUMBER_PATTERN = r"^[A-Z0-9-]+/\d{4}/\d+$"
@@ -113,11 +113,7 @@ class DvsClient(HttpPort):
         return answer
 
 
-def client_from_url(
-    url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None
-) -> DvsClient:
-    """A :class:`DvsClient` for the DVS at ``url``."""
-    return DvsClient(url, timeout=timeout, policy=policy)
+client_from_url = DvsClient.at
 
 
 __all__ = [

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pyproj import Transformer
 
-from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
+from hub.reliability.retry import HttpPort, Refused, UnexpectedAnswer
 from schemas.geo import Lks92Point, Wgs84Point
 from schemas.values import AddressCode, InstitutionId, Postcode, TerritoryCode
 
@@ -154,11 +154,7 @@ class GisClient(HttpPort):
         return found
 
 
-def client_from_url(
-    url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None
-) -> GisClient:
-    """A register client for the base ``url``, with a per-request ``timeout`` in seconds."""
-    return GisClient(url, timeout=timeout, policy=policy)
+client_from_url = GisClient.at
 
 
 __all__ = [

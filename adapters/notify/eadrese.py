@@ -29,7 +29,7 @@ from urllib.parse import quote
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from adapters.notify.base import Accepted, Outgoing, Rejected
-from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
+from hub.reliability.retry import HttpPort, Refused, UnexpectedAnswer
 from schemas.values import PersonalCode, mask_personal_codes
 
 MAX_ATTACHMENTS = 10
@@ -215,11 +215,7 @@ class EAdreseClient(HttpPort):
         return page
 
 
-def client_from_url(
-    url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None
-) -> EAdreseClient:
-    """An :class:`EAdreseClient` for the e-adrese service at ``url``."""
-    return EAdreseClient(url, timeout=timeout, policy=policy)
+client_from_url = EAdreseClient.at
 
 
 __all__ = [

@@ -20,7 +20,7 @@ from typing import Literal, Self
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from adapters.notify.base import Accepted, Outgoing, Rejected
-from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
+from hub.reliability.retry import HttpPort, Refused, UnexpectedAnswer
 
 TRACKING_PATTERN = r"^[A-Z]{2}\d{9}[A-Z]{2}$"
 """A UPU S10 item identifier, e.g. ``RR123456785LV``."""
@@ -129,11 +129,7 @@ class LetterClient(HttpPort):
         return page
 
 
-def client_from_url(
-    url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None
-) -> LetterClient:
-    """A :class:`LetterClient` for the print-and-post service at ``url``."""
-    return LetterClient(url, timeout=timeout, policy=policy)
+client_from_url = LetterClient.at
 
 
 __all__ = ["TRACKING_PATTERN", "LetterClient", "LetterEvent", "LetterPage", "client_from_url"]

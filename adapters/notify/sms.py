@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from adapters.notify.base import Accepted, Outgoing, Rejected
-from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
+from hub.reliability.retry import HttpPort, Refused, UnexpectedAnswer
 
 DeliveryStatus = Literal["delivered", "temporary_failure", "permanent_failure"]
 _OUTCOMES = frozenset({409, 422})
@@ -117,11 +117,7 @@ class SmsClient(HttpPort):
         return Accepted(accepted.sms_id, accepted.accepted_at)
 
 
-def client_from_url(
-    url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None
-) -> SmsClient:
-    """An :class:`SmsClient` for the gateway at ``url``."""
-    return SmsClient(url, timeout=timeout, policy=policy)
+client_from_url = SmsClient.at
 
 
 __all__ = [

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
+from hub.reliability.retry import HttpPort, Refused, UnexpectedAnswer
 from schemas.values import GroupCode, InstitutionId, PersonalCode, mask_personal_codes
 
 SEARCH = "/v1/attendance/search"
@@ -144,11 +144,7 @@ class ViisClient(HttpPort):
         return Enrolled(enrolled.enrolment_id, enrolled.registered_at)
 
 
-def client_from_url(
-    url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None
-) -> ViisClient:
-    """A VIIS client for the register at ``url``."""
-    return ViisClient(url, timeout=timeout, policy=policy)
+client_from_url = ViisClient.at
 
 
 __all__ = [

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from hub.errors import TransientError
-from hub.reliability.retry import HttpPort, Refused, RetryPolicy, UnexpectedAnswer
+from hub.reliability.retry import HttpPort, Refused, UnexpectedAnswer
 
 
 class FeedPage(BaseModel):
@@ -85,7 +85,4 @@ class VpsClient(HttpPort):
             raise
 
 
-def client_from_url(
-    url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None
-) -> VpsClient:
-    return VpsClient(url, timeout=timeout, policy=policy)
+client_from_url = VpsClient.at

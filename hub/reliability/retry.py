@@ -177,6 +177,11 @@ class HttpPort:
         self.policy = policy or RetryPolicy()
         self._listeners: list[Callable[[BaseException], None]] = [on_retry] if on_retry else []
 
+    @classmethod
+    def at(cls, url: str, *, timeout: float = 5.0, policy: RetryPolicy | None = None) -> Self:
+        """A client of the system at ``url`` (each adapter exports this as ``client_from_url``)."""
+        return cls(url, timeout=timeout, policy=policy)
+
     def _on_retry(self, error: BaseException) -> None:
         for listener in self._listeners:
             listener(error)

@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Header, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import Header, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -147,13 +146,9 @@ def create_app(
         "Document management system: registers documents and assigns numbers.",
         "DVS",
         counts=lambda: {"documents": len(registry.documents)},
+        invalid_as_400=True,
     )
     app.state.registry = registry
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = sorted({".".join(str(p) for p in e["loc"][1:]) for e in exc.errors()})
-        return error(400, "invalid_request", "invalid fields: " + ", ".join(fields))
 
     @app.post(
         "/v1/documents",

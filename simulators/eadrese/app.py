@@ -51,8 +51,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import Header, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -190,6 +189,7 @@ def create_app(
         "Official electronic address: sends messages to people's and institutions' mailboxes.",
         "e-adrese",
         counts=lambda: {"messages": len(mailbox)},
+        invalid_as_400=True,
     )
     app.state.mailbox = mailbox
     app.state.active = addresses
@@ -205,11 +205,6 @@ def create_app(
             message_id=message["message_id"], server_received_at=message["server_received_at"]
         )
         return JSONResponse(answer.model_dump(mode="json"), status_code=status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = sorted({".".join(str(p) for p in e["loc"][1:]) for e in exc.errors()})
-        return error(400, "invalid_request", "invalid fields: " + ", ".join(fields))
 
     @app.post(
         "/v1/addresses/check",

@@ -37,7 +37,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -138,6 +137,7 @@ def create_app(
         "Print-and-post service: sends registered letters and reports when they are posted.",
         "post",
         counts=lambda: {"letters": len(letters)},
+        invalid_as_400=True,
     )
     app.state.letters = letters
     app.state.events = events
@@ -174,11 +174,6 @@ def create_app(
     async def lazily_post(request: Request, call_next: Callable[[Request], Any]) -> Response:
         post_due()
         return await call_next(request)  # type: ignore[no-any-return]
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = sorted({".".join(str(p) for p in e["loc"][1:]) for e in exc.errors()})
-        return error(400, "invalid_request", "invalid fields: " + ", ".join(fields))
 
     @app.post(
         "/v1/letters",

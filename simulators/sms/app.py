@@ -52,8 +52,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NamedTuple
 
 import httpx
-from fastapi import Header, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import Header, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -241,6 +240,7 @@ def create_app(
         "Sends SMS and reports their delivery to a callback URL.",
         "SMS gateway",
         counts=lambda: {"messages": len(gateway.sent)},
+        invalid_as_400=True,
     )
     wrapped = SmsSimulator(app, faults)
     gateway = Gateway(clock, callback_delay, wrapped.pending, seed)
@@ -248,11 +248,6 @@ def create_app(
     app.state.sent = gateway.sent
     app.state.messages = gateway.messages
     app.state.callback_attempts = gateway.callback_attempts
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = sorted({".".join(str(p) for p in e["loc"][1:]) for e in exc.errors()})
-        return error(400, "invalid_request", "invalid fields: " + ", ".join(fields))
 
     @app.post(
         "/v1/messages",
