@@ -35,8 +35,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -64,6 +62,7 @@ from simulators.eadrese.app import create_app as eadrese_app
 from simulators.faults import Faults
 from simulators.letter.app import create_app as letter_app
 from simulators.municipality import SyntheticMunicipality
+from simulators.process import ServiceProcess
 from simulators.serving import serving
 from simulators.sms.app import create_app as sms_app
 from simulators.smtp import create_server
@@ -192,70 +191,37 @@ def taken(sims: dict[str, Any]) -> dict[str, Counter[str]]:
 # --------------------------------------------------------------------------- the service
 
 
-class NotifyProcess:
-    """``hub run notify-adapter`` as a child process, its output in ``log``."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log = env, log
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "hub",
-                "run",
-                "notify-adapter",
-                env=self.env,
-                stdout=out,
-                stderr=out,
-            )
-
-    def check(self) -> None:
-        if self.process is not None and self.process.returncode is not None:
-            status, tail = self.process.returncode, self.log.read_text(errors="replace")[-2000:]
-            raise SystemExit(f"the notification service exited ({status}):\n{tail}")
-
-    async def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL if it has not stopped within 30 s; its exit status."""
-        if self.process is None:
-            return None
-        if self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 30)
-            except TimeoutError:
-                self.process.send_signal(signal.SIGKILL)
-        return await self.process.wait()
-
-
-def service_env(
-    bootstrap: str, data: Path, sims: dict[str, Any], args: argparse.Namespace
-) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
-    env |= sims["env"] | {
-        "HUB_BOOTSTRAP_SERVERS": bootstrap,
-        "HUB_DATA_DIR": str(data),
-        "HUB_MUNICIPALITY": TOWN,
-        "HUB_NOTIFY_CALLBACK": f"127.0.0.1:{free_port()}",
-        "HUB_NOTIFY_ESCALATE_AFTER": str(TIMEOUT * 2),  # no letter for a slow confirmation
-        "HUB_BATCH_SIZE": str(args.batch_size),
-        "HUB_FETCH_CONCURRENCY": str(args.fetch_concurrency),
-        "HUB_FETCH_MAX_WAIT": "0.01",
-        "HUB_LOG_LEVEL": "WARNING",
-        **{f"HUB_NOTIFY_RATE_{c}": "1000000" for c in ("EADRESE", "EMAIL", "SMS", "LETTER")},
+def service_settings(sims: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The notification service's settings: the simulators, and no throttle in the way."""
+    settings: dict[str, Any] = {
+        "env": sims["env"],
+        "notify_callback": f"127.0.0.1:{free_port()}",
+        "notify_escalate_after": TIMEOUT * 2,  # no letter for a slow confirmation
+        "batch_size": args.batch_size,
+        "fetch_concurrency": args.fetch_concurrency,
+        "fetch_max_wait": 0.01,
+        **{f"notify_rate_{c}": 1_000_000 for c in ("eadrese", "email", "sms", "letter")},
     }
     if args.fault_rate:  # give up on a faulted call soon and try it again soon
-        env |= {
-            "HUB_HTTP_TIMEOUT": "0.5",
-            "HUB_HTTP_ATTEMPTS": "6",
-            "HUB_HTTP_MAX_SECONDS": "8",
-            "HUB_RETRY_FIRST_DELAY": "0.2",
-            "HUB_RETRY_MAX_DELAY": "1",
-            "HUB_MAX_ATTEMPTS": "30",
+        settings |= {
+            "http_timeout": 0.5,
+            "http_attempts": 6,
+            "http_max_seconds": 8,
+            "retry_first_delay": 0.2,
+            "retry_max_delay": 1,
+            "max_attempts": 30,
         }
-    return env
+    return settings
+
+
+def check(service: ServiceProcess) -> Callable[[], None]:
+    """Raises SystemExit once the service process has exited."""
+
+    def alive() -> None:
+        if (exited := service.exited()) is not None:
+            raise SystemExit(f"the notification service stopped: {exited}")
+
+    return alive
 
 
 # --------------------------------------------------------------------------- receipts
@@ -361,7 +327,9 @@ async def run(args: argparse.Namespace) -> None:
         channel_simulators(people.active, args.fault_rate) as sims,
     ):
         await ensure_topics(settings, bootstrap, services=[NOTIFY])
-        service = NotifyProcess(service_env(bootstrap, data, sims, args), data / "notify.log")
+        service = ServiceProcess(
+            bootstrap, data, TOWN, service="notify-adapter", **service_settings(sims, args)
+        )
         receipts = Receipts(bootstrap)
         await receipts.start()
         try:
@@ -369,13 +337,14 @@ async def run(args: argparse.Namespace) -> None:
             await measure(bootstrap, service, receipts, sims, people)
         finally:
             await receipts.stop()
-            status = await service.stop()
+            status = await service.stop(30)
+            await service.close()
             say(f"notification service stopped (exit status {status}); its log: {service.log}")
 
 
 async def measure(
     bootstrap: str,
-    service: NotifyProcess,
+    service: ServiceProcess,
     receipts: Receipts,
     sims: dict[str, Any],
     people: Audience,
@@ -383,14 +352,14 @@ async def measure(
     started = time.perf_counter()
     await publish(bootstrap, people.warm_up)
     ids = {str(m.notification_id) for m in people.warm_up}
-    await receipts.until_confirmed(ids, TIMEOUT, service.check)
+    await receipts.until_confirmed(ids, TIMEOUT, check(service))
     say(f"warm-up: {len(ids)} notifications confirmed in {time.perf_counter() - started:.1f} s")
 
     before = taken(sims)
     receipts.reset()
     handed = await publish(bootstrap, people.measured)
     first = min(handed.values())
-    last = await receipts.until_confirmed(set(handed), TIMEOUT, service.check)
+    last = await receipts.until_confirmed(set(handed), TIMEOUT, check(service))
     wall = last - first
     count = len(handed)
     say(f"all {count:,} confirmed in {wall:.2f} s (first publish → last confirming receipt)")

@@ -1,9 +1,10 @@
-"""The allocation service in a process of its own, watched through its HTTP API.
+"""A hub service in a process of its own (the allocation service watched through its API).
 
-Benchmarks and crash tests run ``hub run allocation`` as a child process so
-that it has its own interpreter (as in production) and can be killed with
-SIGKILL mid-batch. :class:`ServiceProcess` starts it with the settings it
-needs, polls ``/health`` until a condition holds, and stops or kills it.
+Benchmarks and crash tests run ``hub run SERVICE`` as a child process so that
+it has its own interpreter (as in production) and can be killed with SIGKILL
+mid-batch. :class:`ServiceProcess` starts it with the settings it needs, polls
+the allocation service's ``/health`` until a condition holds, and stops or
+kills it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,24 @@ class ServiceProcessError(RuntimeError):
 
 
 class ServiceProcess:
-    """``hub run allocation`` as a child process; its output goes to ``<data>/allocation.log``."""
+    """``hub run SERVICE`` as a child process; its output goes to ``<data>/<service>.log``."""
 
     def __init__(
-        self, bootstrap: str, data: Path, municipality: str, **settings: str | float
+        self,
+        bootstrap: str,
+        data: Path,
+        municipality: str,
+        *,
+        service: str = "allocation",
+        env: Mapping[str, str] | None = None,
+        **settings: str | float,
     ) -> None:
-        """``settings`` are extra ``HUB_*`` settings by field name (``fetch_max_wait=0.01``)."""
-        self.data = data
+        """``settings`` are extra ``HUB_*`` settings by field name (``fetch_max_wait=0.01``),
+        ``env`` further variables as they are (``{"HUB_SMS_URL": …}``)."""
+        self.data, self.service = data, service
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data / "allocation.log"
+        self.log = data / f"{service}.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
         self.env |= {
             "HUB_BOOTSTRAP_SERVERS": bootstrap,
@@ -45,24 +54,29 @@ class ServiceProcess:
             "HUB_ALLOCATION_API": f"127.0.0.1:{self.port}",
             "HUB_LOG_LEVEL": "WARNING",
         }
+        self.env |= dict(env or {})
         self.env |= {f"HUB_{name.upper()}": str(value) for name, value in settings.items()}
         self.process: asyncio.subprocess.Process | None = None
         self._http = httpx.AsyncClient()
 
     async def start(self, timeout: float = 60) -> None:
-        """Start the service and wait until its API answers."""
+        """Start the service (for the allocation service: and wait until its API answers)."""
         with self.log.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "hub",
-                "run",
-                "allocation",
+                *(sys.executable, "-m", "hub", "run", self.service),
                 env=self.env,
                 stdout=log,
                 stderr=log,
             )
-        await self.wait_for(lambda _: True, "starting", timeout)
+        if self.service == "allocation":
+            await self.wait_for(lambda _: True, "starting", timeout)
+
+    def exited(self) -> str | None:
+        """None while it runs; once it has exited, its status and the end of its log."""
+        if self.process is None or self.process.returncode is None:
+            return None
+        tail = self.log.read_text(errors="replace")[-3000:]
+        return f"{self.service} exited ({self.process.returncode}):\n{tail}"
 
     async def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as when the machine loses power."""
@@ -70,12 +84,17 @@ class ServiceProcess:
             self.process.send_signal(signal.SIGKILL)
             await self.process.wait()
 
-    async def stop(self) -> int | None:
-        """SIGTERM and wait; the exit status (0 for a clean stop), None if it never ran."""
+    async def stop(self, timeout: float = 60) -> int | None:
+        """SIGTERM, SIGKILL if it has not stopped in ``timeout``; the exit status (0 for a
+        clean stop), None if it never ran."""
         if self.process is None:
             return None
         if self.process.returncode is None:
             self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                self.process.send_signal(signal.SIGKILL)
         return await self.process.wait()
 
     async def close(self) -> None:

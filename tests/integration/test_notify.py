@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import sys
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
@@ -35,6 +32,7 @@ from simulators.eadrese.app import create_app as eadrese_app
 from simulators.faults import Faults
 from simulators.letter.app import create_app as letter_app
 from simulators.municipality import SyntheticMunicipality
+from simulators.process import ServiceProcess
 from simulators.serving import serving
 from simulators.sms.app import PERMANENT_FAILURE
 from simulators.sms.app import create_app as sms_app
@@ -104,36 +102,6 @@ class Receipts:
         )
 
 
-class NotifyProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log = env, log
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "hub",
-                "run",
-                "notify-adapter",
-                env=self.env,
-                stdout=out,
-                stderr=out,
-            )
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-
-    async def stop(self) -> int:
-        assert self.process is not None
-        if self.process.returncode is None:
-            self.process.terminate()
-        return await asyncio.wait_for(self.process.wait(), 60)
-
-
 @contextlib.asynccontextmanager
 async def channel_simulators(town: SyntheticMunicipality) -> AsyncIterator[dict[str, Any]]:
     faults = Faults.spread(0.2, seed=17, timeout_seconds=1.5)
@@ -165,28 +133,27 @@ async def test_a_thousand_offers_notified_through_faults_and_two_kills(  # noqa:
     sent = requests(code, town)
     await ensure_topics(kafka_settings, bootstrap, services=[NOTIFY])
     async with channel_simulators(town) as sims:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
-        env |= sims["urls"] | {
-            "HUB_BOOTSTRAP_SERVERS": bootstrap,
-            "HUB_DATA_DIR": str(tmp_path),
-            "HUB_MUNICIPALITY": code,
-            "HUB_SMTP_PORT": str(sims["smtp"].port),
-            "HUB_NOTIFY_CALLBACK": f"127.0.0.1:{free_port()}",
-            "HUB_NOTIFY_ESCALATE_AFTER": "60",
-            "HUB_HTTP_TIMEOUT": "0.5",
-            "HUB_HTTP_ATTEMPTS": "6",
-            "HUB_HTTP_MAX_SECONDS": "8",
-            "HUB_RETRY_FIRST_DELAY": "0.2",
-            "HUB_RETRY_MAX_DELAY": "1",
-            "HUB_MAX_ATTEMPTS": "30",
-            "HUB_BATCH_SIZE": "200",
-            "HUB_FETCH_CONCURRENCY": "64",
-            "HUB_SESSION_TIMEOUT": "3",
-            "HUB_HEARTBEAT_INTERVAL": "1",
-            "HUB_LOG_LEVEL": "WARNING",
-            **{f"HUB_NOTIFY_RATE_{c}": "100000" for c in ("EADRESE", "EMAIL", "SMS", "LETTER")},
-        }
-        service = NotifyProcess(env, tmp_path / "notify.log")
+        service = ServiceProcess(
+            bootstrap,
+            tmp_path,
+            code,
+            service="notify-adapter",
+            env=sims["urls"],
+            smtp_port=sims["smtp"].port,
+            notify_callback=f"127.0.0.1:{free_port()}",
+            notify_escalate_after=60,
+            http_timeout=0.5,
+            http_attempts=6,
+            http_max_seconds=8,
+            retry_first_delay=0.2,
+            retry_max_delay=1,
+            max_attempts=30,
+            batch_size=200,
+            fetch_concurrency=64,
+            session_timeout=3,
+            heartbeat_interval=1,
+            **{f"notify_rate_{c}": 100_000 for c in ("eadrese", "email", "sms", "letter")},
+        )
         receipts = Receipts(bootstrap, code)
         await service.start()
         await publish_messages(bootstrap, sent)
@@ -194,8 +161,7 @@ async def test_a_thousand_offers_notified_through_faults_and_two_kills(  # noqa:
         async def until(count: int, timeout: float) -> None:
             deadline = asyncio.get_running_loop().time() + timeout
             while receipts.confirmed() < count:
-                log = (tmp_path / "notify.log").read_text()[-3000:]
-                assert service.process is not None and service.process.returncode is None, log
+                assert service.exited() is None, service.exited()
                 if asyncio.get_running_loop().time() > deadline:
                     waiting = [
                         sorted((r["event_type"], r["channel"]) for r in story.values())
@@ -204,19 +170,23 @@ async def test_a_thousand_offers_notified_through_faults_and_two_kills(  # noqa:
                     ]
                     raise AssertionError(
                         f"{receipts.confirmed()} of {count} confirmed; {len(sent)} sent;"
-                        f" unconfirmed stories (first 5): {waiting[:5]}\n{log}"
+                        f" unconfirmed stories (first 5): {waiting[:5]}\n"
+                        + service.log.read_text()[-3000:]
                     )
                 await asyncio.sleep(0.5)
                 await receipts.refresh()
 
-        await until(250, 120)
-        await service.kill()
-        await service.start()
-        await until(600, 120)
-        await service.kill()
-        await service.start()
-        await until(N, 240)
-        assert await service.stop() == 0
+        try:
+            await until(250, 120)
+            await service.kill()
+            await service.start()
+            await until(600, 120)
+            await service.kill()
+            await service.start()
+            await until(N, 240)
+            assert await service.stop() == 0
+        finally:
+            await service.close()
 
         # No channel carried the same message twice.
         mailbox = Counter(m["key"] for m in sims["eadrese"].app.state.mailbox)
