@@ -66,7 +66,8 @@ class OfferDeadlineSet(_OfferRef, Event):
 
 
 class OfferRevoked(_OfferRef, Event):
-    """An offer was withdrawn by the hub before the parent answered."""
+    """An offer no longer stands: withdrawn by the hub before the parents answered, or a place
+    they had accepted and gave up by accepting one they ranked higher (``superseded``)."""
 
     event_type: Literal["OfferRevoked"] = type_name("OfferRevoked")
     reason: Literal["application_withdrawn", "capacity_reduced", "superseded", "facts_changed"] = (

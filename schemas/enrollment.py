@@ -75,6 +75,13 @@ class RegisterEnrollment(Command):
     institution_id: InstitutionId
     group_code: GroupCode
     start_date: date = Field(description="First day of attendance.")
+    transfer_from: InstitutionId | None = Field(
+        default=None,
+        description=(
+            "The institution the child leaves: a place accepted earlier, or where the child"
+            " attends now. VIIS moves that enrolment here instead of refusing a second one."
+        ),
+    )
 
 
 class EnrollmentRegistered(Event):

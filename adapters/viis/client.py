@@ -116,6 +116,8 @@ class ViisClient(HttpPort):
         group_code: str,
         start_date: date,
         request_id: UUID | str,
+        *,
+        transfer_from: str | None = None,
     ) -> EnrolmentOutcome:
         """Record an enrolment; retrying with the same ``request_id`` cannot enrol twice.
 
@@ -129,6 +131,8 @@ class ViisClient(HttpPort):
             "start_date": start_date.isoformat(),
             "request_id": str(request_id),
         }
+        if transfer_from is not None:
+            body["transfer_from"] = transfer_from
         try:
             answer = await self.json("POST", ENROLMENTS, json=body, expect=(201, 200))
         except Refused as refused:

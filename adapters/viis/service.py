@@ -137,6 +137,7 @@ class EnrollmentRegistrations(_ViisHandler[RegisterEnrollment]):
             message.group_code,
             message.start_date,
             request_id=message.offer_id,
+            transfer_from=message.transfer_from,
         )
 
     def apply(

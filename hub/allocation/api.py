@@ -98,6 +98,7 @@ def summary(state: AllocationState) -> dict[str, Any]:
         "institutions": len(state.institutions),
         "children": len(state.children),
         "waiting_for_facts": state.waiting_for_facts(),
+        "early_residences": len(state.early),
         "statuses": dict(sorted(statuses.items())),
         "round": state.round_id,
         "live_offers": len(state.live),

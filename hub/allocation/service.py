@@ -40,7 +40,7 @@ from hub.allocation.engine import Allocator, EngineError, Move, PoolRef
 from hub.allocation.formats import ChildEntry, InstitutionEntry
 from hub.allocation.model import Child, Facts, HeldPlace, Instance, Institution, Rules, SeatPool
 from hub.calendar import answer_deadline, deemed_notified, local_date
-from hub.errors import PermanentError, TransientError
+from hub.errors import PermanentError
 from hub.reliability.consumer import Handler, Unit
 from hub.reliability.service import ServiceSpec, Timer
 from hub.reliability.store import Store
@@ -96,12 +96,16 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS round_children (child_ref TEXT PRIMARY KEY, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS round_institutions"
     " (institution_id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    # Residences reported before their child's application arrived (other topic, other pace).
+    "CREATE TABLE IF NOT EXISTS early_residences (child_ref TEXT NOT NULL, slot TEXT NOT NULL,"
+    " body TEXT NOT NULL, PRIMARY KEY (child_ref, slot))",
     # The number of the last step taken (see StepTaken).
     "CREATE TABLE IF NOT EXISTS steps (one INTEGER PRIMARY KEY CHECK (one = 1),"
     " taken INTEGER NOT NULL)",
 )
 VIEW_TABLES = (
     "children",
+    "early_residences",
     "institutions",
     "offers",
     "rounds",
@@ -135,6 +139,10 @@ class ChildFile:
     residences: dict[str, ResidenceDeclared] = field(default_factory=dict)
     enrolled_at: str | None = None
     """``institution/group`` of an accepted place registered in VIIS."""
+    enrollment_refused: str | None = None
+    """Why VIIS refused to enrol the child in the accepted place (e.g. ``already_enrolled``)."""
+    accepted_offer: str | None = None
+    """The offer whose place the child holds (accepted); a better one accepted replaces it."""
     asked: str | None = None
     """``correlation_id`` of the latest enrichment requests: answers to older ones are stale."""
 
@@ -168,6 +176,8 @@ class ChildFile:
                 "address_failed": self.address_failed,
                 "residences": {k: js(v) for k, v in self.residences.items()},
                 "enrolled_at": self.enrolled_at,
+                "enrollment_refused": self.enrollment_refused,
+                "accepted_offer": self.accepted_offer,
                 "asked": self.asked,
             },
             sort_keys=True,
@@ -191,6 +201,8 @@ class ChildFile:
                 k: ResidenceDeclared.model_validate(v) for k, v in data["residences"].items()
             },
             enrolled_at=data["enrolled_at"],
+            enrollment_refused=data.get("enrollment_refused"),
+            accepted_offer=data.get("accepted_offer"),
             asked=data.get("asked"),
         )
 
@@ -208,9 +220,15 @@ class Offer:
     notified_on: str | None = None
     respond_by: str | None = None
     closed_at: str | None = None
+    decision_number: str | None = None
+    """The DVS registration number of the admission decision (an accepted offer)."""
 
     def dump(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
+
+    @property
+    def decision_key(self) -> str:
+        return f"decision:{self.offer_id}"
 
     @classmethod
     def load(cls, text: str) -> Offer:
@@ -225,6 +243,8 @@ class AllocationState:
         self.rules = rules
         self.clock = clock
         self.children: dict[str, ChildFile] = {}
+        self.early: dict[str, dict[str, ResidenceDeclared]] = {}
+        """Residences of children whose application has not arrived yet, by child and slot."""
         self.institutions: dict[str, InstitutionRegistered] = {}
         self.locations: dict[str, tuple[float, float]] = {}
         self.offers: dict[str, Offer] = {}
@@ -256,6 +276,10 @@ class AllocationState:
         for (body,) in await store.query("SELECT body FROM children"):
             file = ChildFile.load(body)
             self.children[file.application.child_ref] = file
+        for child_ref, slot, body in await store.query(
+            "SELECT child_ref, slot, body FROM early_residences"
+        ):
+            self.early.setdefault(child_ref, {})[slot] = ResidenceDeclared.model_validate_json(body)
         for (body,) in await store.query("SELECT body FROM institutions"):
             inst = InstitutionRegistered.model_validate_json(body)
             self.institutions[inst.institution_id] = inst
@@ -636,9 +660,14 @@ class Applications(_On):
         state = out.state
         if isinstance(message, ApplicationSubmitted):
             old = state.children.get(message.child_ref)
-            state.children[message.child_ref] = ChildFile(
-                message, residences=old.residences if old else {}
-            )
+            residences = old.residences if old else {}
+            early = state.early.pop(message.child_ref, None)
+            if early:
+                residences = residences | early
+                out.unit.execute(
+                    "DELETE FROM early_residences WHERE child_ref = ?", (message.child_ref,)
+                )
+            state.children[message.child_ref] = ChildFile(message, residences=residences)
             self._enrich(out, message)
         elif isinstance(message, ApplicationChanged):
             file = self._file(message.child_ref)
@@ -725,14 +754,21 @@ class Institutions(_On):
 
 class Residences(_On):
     def handle(self, out: Outbox, message: ResidenceDeclared) -> None:
-        file = out.state.children.get(message.child_ref)
+        state, slot = out.state, f"{message.subject}:{message.guardian_index or 0}"
+        file = state.children.get(message.child_ref)
         if file is None:
             # The register reports residence beside the application, on another topic: the
-            # application may simply not be here yet. Parked and tried again; dead-lettered
-            # only if it never comes.
-            raise TransientError(f"no application (yet) for child {message.child_ref}")
-        file.residences[f"{message.subject}:{message.guardian_index or 0}"] = message
-        out.state.save_child(out.unit, message.child_ref)
+            # application may simply not be here yet. Kept until it comes (``/health``
+            # counts them as early residences).
+            state.early.setdefault(message.child_ref, {})[slot] = message
+            out.unit.execute(
+                "INSERT INTO early_residences (child_ref, slot, body) VALUES (?, ?, ?)"
+                " ON CONFLICT (child_ref, slot) DO UPDATE SET body = excluded.body",
+                (message.child_ref, slot, message.model_dump_json()),
+            )
+            return
+        file.residences[slot] = message
+        state.save_child(out.unit, message.child_ref)
 
 
 class EnrollmentFacts(_On):
@@ -749,9 +785,14 @@ class EnrollmentFacts(_On):
             file.enrollment, file.enrollment_failed = message, None
         elif isinstance(message, EnrollmentCheckFailed):
             file.enrollment_failed = message.reason
+        elif isinstance(message, (EnrollmentRegistered, EnrollmentRefused)) and str(
+            message.offer_id
+        ) != (file.accepted_offer or str(message.offer_id)):
+            return  # about a place the child has since given up for a better one
         elif isinstance(message, EnrollmentRegistered):
             file.status = "enrolled"
         elif isinstance(message, EnrollmentRefused):
+            file.enrollment_refused = message.reason
             log.warning(
                 "VIIS refused an enrolment",
                 extra={"child_ref": message.child_ref, "reason": message.reason},
@@ -885,7 +926,24 @@ class Responses(_On):
             offer.status, offer.closed_at = "accepted", out.now().isoformat()
             state.save_offer(out.unit, offer)
             file = state.children[child_ref]
+            # A better place accepted: the one held so far goes back (the engine has
+            # passed its seat on) and VIIS moves the enrolment.
+            given_up = state.offers.get(file.accepted_offer or "")
+            if given_up is not None and given_up.status == "accepted":
+                given_up.status, given_up.closed_at = "revoked", out.now().isoformat()
+                state.save_offer(out.unit, given_up)
+                out.emit(
+                    OfferRevoked,
+                    offer_id=given_up.offer_id,
+                    child_ref=child_ref,
+                    reason="superseded",
+                )
+            attends = file.enrollment.attending_institution_id if file.enrollment else None
+            transfer_from = given_up.institution_id if given_up is not None else attends
             file.enrolled_at = f"{offer.institution_id}/{offer.group_code}"
+            file.accepted_offer, file.enrollment_refused = offer.offer_id, None
+            if file.status == "enrolled":
+                file.status = "queued"  # until VIIS has recorded the new place
             state.save_child(out.unit, child_ref)
             start = max(state.round_date or date.min, file.application.desired_start_date)
             out.emit(
@@ -906,7 +964,9 @@ class Responses(_On):
                 institution_id=offer.institution_id,
                 group_code=offer.group_code,
                 start_date=start,
+                transfer_from=transfer_from,
             )
+            register_decision(out, offer, start)
             state.save_engine_group(out.unit, offer.institution_id)
         state.save_engine_child(out.unit, child_ref)
         out.moves(moves, actor=child_ref)
@@ -930,14 +990,19 @@ class Receipts(_On):
         offer = state.offers.get(str(message.offer_id))
         if offer is None or offer.status != LIVE or offer.respond_by is not None:
             return  # nothing to start: unknown, closed, or already running
+        # A receipt cannot start the clock before the offer existed: another system's
+        # clock may run behind this one's.
+        made = datetime.fromisoformat(offer.made_at) if offer.made_at else None
         if isinstance(message, NotificationDeemedNotified):
             notified = message.deemed_notified_on
         elif isinstance(message, NotificationSent) and message.channel == "e_adrese":
-            notified = deemed_notified(message.sent_at)
+            notified = deemed_notified(max(message.sent_at, made or message.sent_at))
         elif isinstance(message, NotificationDelivered) and message.channel != "e_adrese":
-            notified = local_date(message.delivered_at)
+            notified = local_date(max(message.delivered_at, made or message.delivered_at))
         else:
             return
+        if made is not None:
+            notified = max(notified, local_date(made))
         respond_by = answer_deadline(notified, state.rules.offer_deadline_days)
         offer.notified_on, offer.respond_by = notified.isoformat(), respond_by.isoformat()
         state.save_offer(out.unit, offer)
@@ -950,9 +1015,48 @@ class Receipts(_On):
         )
 
 
+def register_decision(out: Outbox, offer: Offer, start: date) -> None:
+    """The admission decision of an accepted offer goes to the DVS for registration.
+
+    Its content names the child by reference only; the key is the offer's, so a
+    redelivered acceptance registers the same decision once.
+    """
+    round_data = out.state.rounds.get(offer.round_id or "", {})
+    decision = json.dumps(
+        {
+            "child_ref": offer.child_ref,
+            "institution_id": offer.institution_id,
+            "group_code": offer.group_code,
+            "start_date": start.isoformat(),
+            "offer_id": offer.offer_id,
+        },
+        sort_keys=True,
+    ).encode()
+    out.emit(
+        RegisterDocument,
+        document_key=offer.decision_key,
+        document_type="decision",
+        title=f"Admission decision: {offer.institution_id} group {offer.group_code}",
+        author_unit="Education board",
+        media_type="application/json",
+        content_sha256=hashlib.sha256(decision).hexdigest(),
+        content_size=len(decision),
+        related_document_keys=tuple(
+            k for k in (round_data.get("document_key"),) if isinstance(k, str)
+        ),
+        child_ref=offer.child_ref,
+    )
+
+
 class Documents(_On):
     def handle(self, out: Outbox, message: Any) -> None:
         state = out.state
+        if message.document_key.startswith("decision:"):
+            offer = state.offers.get(message.document_key.removeprefix("decision:"))
+            if offer is not None and isinstance(message, DocumentRegistered):
+                offer.decision_number = message.registration_number
+                state.save_offer(out.unit, offer)
+            return
         for data in state.rounds.values():
             if data.get("document_key") == message.document_key:
                 if isinstance(message, DocumentRegistered):
@@ -981,7 +1085,8 @@ def expire_due(state: AllocationState, unit: Unit) -> None:
         out = Outbox(state, unit, None, stable_id("expiry", offer.offer_id))
         moves = state.allocator.expire(offer.child_ref)
         out.close(offer.child_ref, "expired")
-        if state.rules.on_expiry == "annul":
+        # A child holding an accepted place keeps it: only the wait for a better one ends.
+        if state.rules.on_expiry == "annul" and not state.children[offer.child_ref].accepted_offer:
             state.children[offer.child_ref].status = "annulled"
             state.save_child(unit, offer.child_ref)
         state.save_engine_child(unit, offer.child_ref)

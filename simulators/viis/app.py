@@ -13,11 +13,13 @@ Endpoints (JSON; the protocol is versioned under ``/v1``):
   per code asked, in the order asked. A code the register does not know attends nowhere
   (both ids ``null``), as does a child whose enrolment starts after ``as_of``.
 - ``POST /v1/enrolments`` — body ``{"personal_code", "institution_id", "group_code",
-  "start_date", "request_id"}``; answers 201 ``{"enrolment_id", "registered_at"}``.
+  "start_date", "request_id"}`` and, for a transfer, ``"transfer_from"``; answers 201
+  ``{"enrolment_id", "registered_at"}``.
   An institution the register does not know: 404 ``{"error": "unknown_institution"}``.
   A child already enrolled (seeded, or by an earlier call): 409
   ``{"error": "already_enrolled"}`` — except a repeated ``request_id``, which answers 200
-  with the enrolment that request created (an idempotent retry).
+  with the enrolment that request created (an idempotent retry), and a transfer from the
+  institution the child is enrolled at, which moves the enrolment.
 
 Magic input (deterministic, for tests of the "never answers properly" path):
 
@@ -88,6 +90,11 @@ class EnrolmentRequest(_Model):
     group_code: Identifier
     start_date: date = Field(description="First day of attendance.")
     request_id: Identifier = Field(description="Caller's id of this request (idempotency key).")
+    transfer_from: Identifier | None = Field(
+        default=None,
+        description="The institution the child leaves: its enrolment there moves to this one"
+        " (without it, an enrolled child answers 409 already_enrolled).",
+    )
 
 
 class EnrolmentAnswer(_Model):
@@ -147,7 +154,8 @@ class Register:
         if request.institution_id not in self.institutions:
             return error(404, "unknown_institution")
         child = _digits(request.personal_code)
-        if child in self.by_child:
+        current = self.by_child.get(child)
+        if current is not None and current.institution_id != request.transfer_from:
             return error(409, "already_enrolled")
         record = _Record(
             self._next_id(),

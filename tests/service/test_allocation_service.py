@@ -24,7 +24,6 @@ from hub.allocation.engine import Allocator
 from hub.allocation.rebuild import RebuildError, counts, differences, journal_steps, replay
 from hub.allocation.rules import load_rules
 from hub.allocation.service import LIVE, SCHEMA, AllocationState, invariant_problems, service
-from hub.demo import application_message, institution_message
 from hub.reliability.consumer import BatchProcessor, Incoming, Unit, outbox_row
 from hub.reliability.metrics import Metrics
 from hub.reliability.store import Store, Writes
@@ -33,8 +32,10 @@ from schemas.applications import ApplicationChanged
 from schemas.base import Message
 from schemas.enrollment import CheckEnrollment
 from schemas.notifications import NotificationSent
+from schemas.residence import ResidenceDeclared
 from schemas.topics import BY_NAME, topic_for
 from simulators.instant import answer
+from simulators.messages import application_message, institution_message
 from simulators.municipality import SyntheticMunicipality
 
 RIGA = load_rules("riga")
@@ -352,3 +353,103 @@ async def test_replaying_the_journal_rebuilds_the_same_store(
             await replay(steps, inputs, other, rules=RIGA, municipality="riga")
     finally:
         await other.close()
+
+
+async def test_a_residence_reported_before_its_application_waits_for_it(harness: Harness) -> None:
+    town = SyntheticMunicipality("riga", seed=2, children=2, institutions=2, admission_year=2026)
+    child = town.children[0]
+    early = ResidenceDeclared.new(
+        producer="vps-adapter",
+        municipality="riga",
+        child_ref=child.ref,
+        subject="child",
+        address_code=child.address_code,
+        territory_code="0100000",
+        declared_municipality="riga",
+        declared_from=date(2025, 1, 1),
+    )
+    out = await harness.feed(early)
+    assert out and not harness.state.children  # taken, not parked: nothing to retry
+    assert child.ref in harness.state.early
+    await harness.feed(*(institution_message("riga", i) for i in town.institutions))
+    await harness.feed(application_message("riga", child))
+    file = harness.state.children[child.ref]
+    assert file.residences["child:0"].address_code == child.address_code
+    assert harness.state.early == {}
+
+
+async def accepted_then_offered_better(h: Harness) -> tuple[str, str]:
+    """A child accepts an offer below its first choice; declines free a seat it ranked
+    higher, and it is offered that one. Returns (accepted offer, better offer)."""
+    town = SyntheticMunicipality("riga", seed=6, children=150, institutions=2, admission_year=2026)
+    await h.feed(*(institution_message("riga", i) for i in town.institutions))
+    await h.feed(*(application_message("riga", c) for c in town.children))
+    state = h.state
+    await h.feed(round_command())
+    engine = state.allocator
+    assert engine is not None
+    lower = {
+        o.child_ref: o.offer_id
+        for o in state.offers.values()
+        if o.status == LIVE
+        and (engine.placement(o.child_ref).preference_rank or 1) > 1
+        and engine.queue(o.child_ref)
+    }
+    assert lower, "no child got an offer below a choice it still waits for"
+    wanted = {(q.institution_id, q.group) for c in lower for q in engine.queue(c)}
+    for offer_id in sorted(lower.values()):
+        await h.feed(h.respond(ParentAccepted, offer_id))
+    for _ in range(len(state.offers) * 2):
+        better = [(lower[c], o) for c, o in state.live.items() if c in lower and o != lower[c]]
+        if better:
+            check(state)
+            return better[0]
+        others = sorted(
+            (o for c, o in state.live.items() if c not in lower),
+            key=lambda o: (
+                (state.offers[o].institution_id, state.offers[o].group_code) not in wanted,
+                o,
+            ),
+        )
+        if not others:
+            break
+        await h.feed(h.respond(ParentDeclined, others[0]))
+    raise AssertionError("no declined seat reached a child holding a lower place")
+
+
+async def test_accepting_a_better_place_gives_up_the_one_held_and_transfers_in_viis(
+    harness: Harness,
+) -> None:
+    held, better = await accepted_then_offered_better(harness)
+    state = harness.state
+    before = len(harness.published)
+    await harness.feed(harness.respond(ParentAccepted, better))
+    new = harness.published[before:]
+    old = state.offers[held]
+    assert old.status == "revoked" and state.offers[better].status == "accepted"
+    revoked = [m for m in new if m.event_type == "OfferRevoked"]
+    assert [(str(m.offer_id), m.reason) for m in revoked] == [(held, "superseded")]
+    enrol = [m for m in new if m.event_type == "RegisterEnrollment"]
+    assert len(enrol) == 1 and enrol[0].transfer_from == old.institution_id
+    decisions = [m for m in new if m.event_type == "RegisterDocument"]
+    assert [m.document_key for m in decisions] == [f"decision:{better}"]
+    assert state.children[old.child_ref].accepted_offer == better
+    check(state)
+
+
+async def test_a_better_offer_left_unanswered_expires_and_the_held_place_stays(
+    harness: Harness,
+) -> None:
+    held, better = await accepted_then_offered_better(harness)
+    state = harness.state
+    harness.now += timedelta(days=1)
+    await harness.feed(harness.receipt(better))
+    harness.now += timedelta(days=40)
+    await harness.tick_and_commit()
+    child = state.offers[held].child_ref
+    assert state.offers[better].status == "expired"
+    assert state.offers[held].status == "accepted"
+    assert state.children[child].status != "annulled"
+    # It leaves the queue for better places; the seat it holds is not offered to anyone.
+    assert state.allocator is not None and child not in state.allocator
+    check(state)
