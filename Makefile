@@ -6,13 +6,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+# The operations view's browser test drives Debian's Chromium (Playwright, no downloaded browser).
+CHROMIUM ?= /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint docs broker bench clean
 
 demo: $(VENV)/.installed-embedded
 	$(BIN)/hub demo
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -48,6 +51,11 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[embedded,dev]'
 	@touch $@ $(VENV)/.installed-embedded
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "the browser test needs Chromium at $(CHROMIUM) (set CHROMIUM=...)"; exit 1; }
+	$(SUDO) apt-get install -y -q --no-install-recommends chromium \
+		|| { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
 
 clean:
 	rm -rf $(VENV) .hub-data .pytest_cache .hypothesis .ruff_cache test-artifacts
