@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import json
 import os
@@ -38,6 +37,7 @@ from pydantic import ValidationError
 from hub import __version__
 from hub.errors import BrokerUnavailable, ConfigurationError, HubError
 from hub.observability import setup_logging
+from hub.services import SERVICES
 from hub.settings import Settings, load_settings
 
 
@@ -46,15 +46,9 @@ def _service_commands(commands: Any) -> None:
     run = commands.add_parser("run", help="run a service until Ctrl-C / SIGTERM")
     run.add_argument(
         "service",
-        choices=(
-            "allocation",
-            "vps-adapter",
-            "viis-adapter",
-            "gis-adapter",
-            "dvs-adapter",
-            "notify-adapter",
-        ),
-        help="which service (adapters find their system at HUB_<SYSTEM>_URL)",
+        choices=(*SERVICES, "all"),
+        help="which service, or all of them in one process (adapters find their system at"
+        " HUB_<SYSTEM>_URL); each serves /health and /metrics on HUB_HEALTH_PORT",
     )
     simulate = commands.add_parser(
         "simulate", help="serve simulators of the external systems on loopback until Ctrl-C"
@@ -80,6 +74,38 @@ def _service_commands(commands: Any) -> None:
     )
 
 
+def _demo_command(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo", help="play a whole admission season end to end, every service and simulator"
+    )
+    demo.add_argument("--children", type=_positive, default=5000, help="children (5000)")
+    demo.add_argument("--institutions", type=_positive, default=40, help="institutions (40)")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic municipality (7)")
+    demo.add_argument(
+        "--faults",
+        type=_share,
+        default=0.02,
+        help="share of requests every simulator answers with a fault, 0–1 (0.02)",
+    )
+    demo.add_argument("--accept", type=_share, default=0.7, help="share of offers accepted (0.7)")
+    demo.add_argument(
+        "--decline", type=_share, default=0.15, help="share declined (0.15); the rest stay silent"
+    )
+    demo.add_argument(
+        "--timeout", type=_positive, default=600, help="seconds any one step may take (600)"
+    )
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number from 0 to 1") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("expected a number from 0 to 1")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hub", description="Integration hub for Latvian municipalities (Kafka)."
@@ -100,10 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     spec = commands.add_parser("asyncapi", help="write the AsyncAPI document")
     spec.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
 
-    demo = commands.add_parser("demo", help="run the demo end to end")
-    demo.add_argument("--children", type=_positive, default=300, help="applications (300)")
-    demo.add_argument("--institutions", type=_positive, default=2, help="institutions (2)")
-    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic municipality (7)")
+    _demo_command(commands)
 
     allocate = commands.add_parser(
         "allocate", help="compute a round's admission lists from an instance file"
@@ -173,7 +196,14 @@ def _parser() -> argparse.ArgumentParser:
             help="only those dead-lettered for this reason (repeatable); replay leaves"
             " invalid_message out unless asked for",
         )
+    _ops_command(commands)
     return parser
+
+
+def _ops_command(commands: Any) -> None:
+    """``hub ops``."""
+    ops = commands.add_parser("ops", help="serve the operations view (a web page) on 127.0.0.1")
+    ops.add_argument("--port", type=int, help="port to listen on (HUB_OPS_PORT, 8700)")
 
 
 def _moment(text: str) -> datetime:
@@ -198,6 +228,17 @@ def _iso_date(text: str) -> date:
         raise argparse.ArgumentTypeError("expected a date as YYYY-MM-DD") from None
 
 
+def _run_async(work: Any) -> Any:
+    """Run ``work`` on uvloop's event loop where it is installed (the services' HTTP, Kafka
+    and SQLite traffic share one loop per process, and uvloop's is the faster one)."""
+    try:
+        from uvloop import new_event_loop
+    except ImportError:
+        new_event_loop = None  # type: ignore[assignment]
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(work)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -216,32 +257,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "broker":
-        return asyncio.run(_broker(settings, args.port))
+        return _run_async(_broker(settings, args.port))
     if args.command == "topics" and args.topics_command == "create":
-        return asyncio.run(_topics_create(settings))
+        return _run_async(_topics_create(settings))
     if args.command == "topics":
         _topics_list()
         return 0
     if args.command == "asyncapi":
         return _asyncapi(args.output)
     if args.command == "demo":
-        return asyncio.run(_demo(settings, args))
+        return _run_async(_demo(settings, args))
     if args.command == "allocate":
         return _allocate(args)
     if args.command == "dlq":
-        return asyncio.run(_dlq(settings, args))
+        return _run_async(_dlq(settings, args))
     if args.command == "run":
-        if args.service == "allocation":
-            return asyncio.run(_run_allocation(settings))
-        return asyncio.run(_run_adapter(settings, args.service))
+        return _run_async(_run(settings, args.service))
     if args.command == "simulate":
-        return asyncio.run(_simulate(settings, args))
+        return _run_async(_simulate(settings, args))
     if args.command == "allocation":
-        return asyncio.run(_rebuild(settings, args))
+        return _run_async(_rebuild(settings, args))
     if args.command == "round":
-        return asyncio.run(_round_start(settings, args))
+        return _run_async(_round_start(settings, args))
     if args.command == "queue":
         return _queue(settings, args)
+    if args.command == "ops":
+        return _run_async(_ops(settings, args.port or settings.ops_port))
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -303,13 +344,20 @@ def _asyncapi(output: Path | None) -> int:
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from hub.demo import run_demo
+    from hub.demo import Scenario, run_demo
 
     with contextlib.suppress(AttributeError):
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    result = await run_demo(
-        settings, children=args.children, institutions=args.institutions, seed=args.seed
+    scenario = Scenario(
+        children=args.children,
+        institutions=args.institutions,
+        seed=args.seed,
+        faults=args.faults,
+        accept=args.accept,
+        decline=args.decline,
+        timeout=args.timeout,
     )
+    result = await run_demo(settings, scenario)
     return 0 if result.passed else 1
 
 
@@ -424,6 +472,29 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _ops(settings: Settings, port: int) -> int:
+    from hub.kafka import kafka_cluster
+    from hub.ops import serve_ops
+    from hub.reliability.service import stop_on_signals
+
+    if not settings.bootstrap_servers:
+        raise ConfigurationError(
+            "HUB_BOOTSTRAP_SERVERS is not set: which cluster should the operations view show?"
+        )
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    ready = asyncio.Event()
+    async with kafka_cluster(settings) as bootstrap:
+        serving = asyncio.create_task(serve_ops(settings, bootstrap, stop, port=port, ready=ready))
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait([serving, waiting], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if ready.is_set():
+            print(f"operations view of {bootstrap}: http://127.0.0.1:{port}/  (Ctrl-C stops)")
+        await serving  # a taken port raises here, as one line
+    return 0
+
+
 def _print_dead_letter(letter: Any, *, reveal: bool) -> None:
     from hub.reliability.deadletters import masked
 
@@ -451,48 +522,37 @@ def _print_dead_letter(letter: Any, *, reveal: bool) -> None:
     print(shown(body))
 
 
-async def _run_allocation(settings: Settings) -> int:
-    from hub.allocation.api import serving
-    from hub.allocation.rules import load_rules
-    from hub.allocation.service import service
+async def _run(settings: Settings, name: str) -> int:
     from hub.kafka import ensure_topics, kafka_cluster
-    from hub.reliability.service import ServiceRunner, stop_on_signals
+    from hub.reliability.service import stop_on_signals
+    from hub.services import assemble, health_port
+    from hub.wiring import url_setting
 
-    rules = load_rules(settings.rules or settings.municipality)
-    spec, state = service(rules, settings.municipality, expiry_interval=settings.expiry_interval)
-    host, _, port = settings.allocation_api.rpartition(":")
-    spec = dataclasses.replace(spec, tasks=(serving(state, int(port), host or "127.0.0.1"),))
     stop = asyncio.Event()
     stop_on_signals(stop)
     async with kafka_cluster(settings) as bootstrap:
-        await ensure_topics(settings, bootstrap)
-        print(
-            f"allocation service for {settings.municipality} on {bootstrap};"
-            f" API http://{settings.allocation_api}",
-            file=sys.stderr,
-        )
-        clean = await ServiceRunner(spec, settings, bootstrap).run(stop)
-    return 0 if clean else 1
+        services = assemble([name], settings, bootstrap)
+        await ensure_topics(settings, bootstrap, services=list(services.built))
+        port = health_port(settings, name)
+        for service in services.built:
+            system = service.removesuffix("-adapter")
+            where = (
+                f"API http://{settings.allocation_api}"
+                if service == "allocation"
+                else "e-adrese, SMTP, SMS and post as configured"
+                if system == "notify"
+                else f"{system.upper()} at {url_setting(system, settings)}"
+            )
+            print(f"{service} for {settings.municipality} on {bootstrap}; {where}", file=sys.stderr)
+        if port:
+            print(f"health: http://127.0.0.1:{port}/health, metrics: /metrics", file=sys.stderr)
+        tasks = []
+        if name == "all":
+            from hub.ops import ops_task
 
-
-async def _run_adapter(settings: Settings, name: str) -> int:
-    from hub.kafka import ensure_topics, kafka_cluster
-    from hub.reliability.service import ServiceRunner, stop_on_signals
-    from hub.wiring import adapter, url_setting
-
-    spec = adapter(name, settings)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    async with kafka_cluster(settings) as bootstrap:
-        await ensure_topics(settings, bootstrap, services=[spec.name])
-        system = name.removesuffix("-adapter")
-        where = (
-            "e-adrese, SMTP, SMS and post as configured"
-            if system == "notify"
-            else f"{system.upper()} at {url_setting(system, settings)}"
-        )
-        print(f"{name} on {bootstrap}; {where}", file=sys.stderr)
-        clean = await ServiceRunner(spec, settings, bootstrap).run(stop)
+            tasks.append(ops_task(settings, bootstrap, port=settings.ops_port))
+            print(f"operations view: http://127.0.0.1:{settings.ops_port}/", file=sys.stderr)
+        clean = await services.run(stop, port=port, tasks=tasks)
     return 0 if clean else 1
 
 

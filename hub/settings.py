@@ -105,6 +105,21 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="Port of /metrics on 127.0.0.1; unset: none."
     )
+    ops_port: int = Field(
+        default=8700,
+        ge=1,
+        le=65535,
+        description="Port of the operations view (`hub ops`, `hub run all`) on 127.0.0.1.",
+    )
+    health_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of a service's /health and /metrics on 127.0.0.1; unset: the service's own"
+            " default (8720 allocation and `hub run all`, 8721–8725 the adapters); 0: none."
+        ),
+    )
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         default="NORMAL",
         description="NORMAL survives any crash of the process; FULL also a power cut.",

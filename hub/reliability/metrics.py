@@ -59,6 +59,16 @@ class Metrics:
                     return sample.value
         return 0.0
 
+    def total(self, metric: Counter | Gauge, **labels: str) -> float:
+        """Sum over the series whose labels include ``labels`` (e.g. every reason of a service)."""
+        name = metric._name
+        return sum(
+            sample.value
+            for family in self.registry.collect()
+            for sample in family.samples
+            if sample.name in (name, f"{name}_total") and labels.items() <= sample.labels.items()
+        )
+
 
 def serve(metrics: Metrics, port: int, host: str = "127.0.0.1") -> Any:
     """Serve ``/metrics`` on ``host:port`` in a background thread; returns the server."""

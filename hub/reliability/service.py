@@ -120,6 +120,23 @@ class ServiceRunner:
         self.store: Store | None = None
         self.ready = asyncio.Event()
         """Set once the consumers have started (partitions may still be assigning)."""
+        self.phase: Literal["starting", "running", "stopping", "stopped", "failed"] = "starting"
+        self._consumer: AIOKafkaConsumer | None = None
+
+    def status(self) -> dict[str, Any]:
+        """What ``/health`` says of this service: its phase, partitions and counters."""
+        name, metrics = self.spec.name, self.metrics
+        assigned = self._consumer.assignment() if self._consumer is not None else set()
+        return {
+            "service": name,
+            "status": self.phase,
+            "partitions": len(assigned),
+            "handled": int(metrics.value(metrics.handled, service=name)),
+            "duplicates_skipped": int(metrics.value(metrics.duplicates, service=name)),
+            "parked": int(metrics.value(metrics.parked, service=name)),
+            "dead_lettered": int(metrics.total(metrics.dead_lettered, service=name)),
+            "outbox_backlog": int(metrics.value(metrics.backlog, service=name)),
+        }
 
     async def run(self, stop: asyncio.Event) -> bool:
         """Run until ``stop`` is set; returns True if the shutdown was clean and in time."""
@@ -154,7 +171,7 @@ class ServiceRunner:
                 **security,
             )
 
-        main = consumer(
+        main = self._consumer = consumer(
             *(h.topic.name for h in spec.handlers),
             group=spec.name,
             fetch_max_wait=options.fetch_max_wait,
@@ -186,6 +203,7 @@ class ServiceRunner:
                 await client.start()
                 started.append(client)
             self.ready.set()
+            self.phase = "running"
             workers = [
                 asyncio.create_task(relay.run(stop), name=f"{spec.name}-relay"),
                 asyncio.create_task(
@@ -227,7 +245,12 @@ class ServiceRunner:
                 ),
             ]
             clean = await self._supervise(stop, workers, relay)
+        except BaseException:
+            self.phase = "failed"
+            raise
         finally:
+            if self.phase != "failed":
+                self.phase = "stopped"
             for client in reversed(started):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.stop(), options.shutdown_timeout)
@@ -264,6 +287,7 @@ class ServiceRunner:
         done, _ = await asyncio.wait([waiter, *workers], return_when=asyncio.FIRST_COMPLETED)
         failed = [t for t in done if t is not waiter and t.exception() is not None]
         stop.set()
+        self.phase = "stopping"
         waiter.cancel()
         try:
             async with asyncio.timeout(self.options.shutdown_timeout):

@@ -1,0 +1,207 @@
+"""The hub's services by name, run alone or together, each with ``/health`` and ``/metrics``.
+
+``hub run SERVICE`` runs one of :data:`SERVICES` so that each can be deployed
+and scaled on its own; ``hub run all`` (and the demo) run every one of them
+in one process, side by side, sharing one metrics registry. Either way the
+process serves on ``127.0.0.1:HUB_HEALTH_PORT``:
+
+- ``GET /health`` — every service of the process: its phase (``starting``,
+  ``running``, ``stopping``, ``stopped``, ``failed``), assigned partitions,
+  messages handled, duplicates skipped, parked and dead-lettered, and the
+  outbox backlog; 200 when every service runs, 503 otherwise;
+- ``GET /health/{service}`` — one of them;
+- ``GET /metrics`` — the Prometheus counters of every service of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub.errors import ConfigurationError
+from hub.http import http_task
+from hub.reliability.metrics import Metrics
+from hub.reliability.service import ServiceRunner, ServiceSpec
+from hub.settings import Settings
+from hub.wiring import ADAPTERS, adapter, notify_service
+
+SERVICES = ("allocation", *ADAPTERS)
+"""What ``hub run`` runs; ``all`` is every one of them in one process."""
+
+HEALTH_PORTS = {"allocation": 8720, "all": 8720} | {
+    name: 8721 + i for i, name in enumerate(ADAPTERS)
+}
+"""Where each service serves ``/health`` unless ``HUB_HEALTH_PORT`` says otherwise."""
+
+Task = Callable[[asyncio.Event], Awaitable[None]]
+
+
+@dataclass
+class Built:
+    """One service put together: its spec, and the state its API and the demo look at."""
+
+    spec: ServiceSpec
+    state: Any = None
+
+
+def build(
+    name: str,
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    api: bool = True,
+) -> Built:
+    """The service ``name`` as settings describe it (``clock`` for a simulated time)."""
+    if name == "allocation":
+        from hub.allocation.api import serving
+        from hub.allocation.rules import load_rules
+        from hub.allocation.service import service
+
+        spec, state = service(
+            load_rules(settings.rules or settings.municipality),
+            settings.municipality,
+            expiry_interval=settings.expiry_interval,
+            **({"clock": clock} if clock is not None else {}),
+        )
+        if api:
+            host, _, port = settings.allocation_api.rpartition(":")
+            spec = dataclasses.replace(
+                spec, tasks=(*spec.tasks, serving(state, int(port), host or "127.0.0.1"))
+            )
+        return Built(spec, state)
+    if name == "notify-adapter":
+        spec, state = notify_service(settings)
+        return Built(spec, state)
+    if name in ADAPTERS:
+        return Built(adapter(name, settings))
+    raise ConfigurationError(f"no service {name!r}; there are {', '.join(SERVICES)} and all")
+
+
+def health_port(settings: Settings, name: str) -> int | None:
+    """The port ``name`` (a service, or ``all``) serves health on; None when switched off."""
+    if settings.health_port is None:
+        return HEALTH_PORTS.get(name)
+    return settings.health_port or None
+
+
+def health_app(runners: Sequence[ServiceRunner], metrics: Metrics) -> Starlette:
+    """``/health``, ``/health/{service}`` and ``/metrics`` of the runners of one process."""
+    by_name = {r.spec.name: r for r in runners}
+
+    async def health(_: Request) -> JSONResponse:
+        services = [r.status() for r in runners]
+        ok = all(s["status"] == "running" for s in services)
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "services": services},
+            status_code=200 if ok else 503,
+        )
+
+    async def one(request: Request) -> JSONResponse:
+        runner = by_name.get(request.path_params["service"])
+        if runner is None:
+            return JSONResponse(
+                {"error": "unknown service", "services": sorted(by_name)}, status_code=404
+            )
+        status = runner.status()
+        return JSONResponse(status, status_code=200 if status["status"] == "running" else 503)
+
+    async def prometheus(_: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/health/{service}", one),
+            Route("/metrics", prometheus),
+        ]
+    )
+
+
+@dataclass
+class Services:
+    """Services run side by side in one process until a stop event (``hub run``, the demo)."""
+
+    built: dict[str, Built]
+    settings: Settings
+    bootstrap: str
+    metrics: Metrics = field(default_factory=Metrics.create)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    runners: list[ServiceRunner] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.runners = [
+            ServiceRunner(
+                b.spec, self.settings, self.bootstrap, metrics=self.metrics, clock=self.clock
+            )
+            for b in self.built.values()
+        ]
+
+    def state(self, name: str) -> Any:
+        return self.built[name].state
+
+    async def run(
+        self, stop: asyncio.Event, *, port: int | None = None, tasks: Sequence[Task] = ()
+    ) -> bool:
+        """Run every service (and ``tasks``) until ``stop``; True if all stopped cleanly.
+
+        A service that fails stops the others: a half-running hub is worse than a
+        stopped one that its supervisor restarts.
+        """
+        extra = list(tasks)
+        if port:
+            extra.append(http_task(health_app(self.runners, self.metrics), port))
+
+        async def run(runner: ServiceRunner) -> bool:
+            try:
+                return await runner.run(stop)
+            finally:
+                stop.set()  # one service stopping, for whatever reason, stops them all
+
+        runs = [asyncio.create_task(run(r), name=r.spec.name) for r in self.runners]
+        helpers = [asyncio.create_task(t(stop)) for t in extra]
+        try:
+            results = await asyncio.gather(*runs, return_exceptions=True)
+        finally:
+            stop.set()
+            await asyncio.gather(*helpers, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return all(results)
+
+
+def assemble(
+    names: Sequence[str],
+    settings: Settings,
+    bootstrap: str,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    api: bool = True,
+) -> Services:
+    """The services ``names`` (``all``: every one), ready to :meth:`Services.run`."""
+    wanted = SERVICES if "all" in names else tuple(names)
+    built = {name: build(name, settings, clock=clock, api=api) for name in wanted}
+    options: dict[str, Any] = {"clock": clock} if clock is not None else {}
+    return Services(built, settings, bootstrap, **options)
+
+
+__all__ = [
+    "HEALTH_PORTS",
+    "SERVICES",
+    "Built",
+    "Services",
+    "assemble",
+    "build",
+    "health_app",
+    "health_port",
+]
