@@ -35,12 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 from bench.calibration import python_speed
-from hub.demo import application_message, institution_message
 from hub.kafka import kafka_cluster, publish_messages
 from hub.settings import Settings
 from schemas.allocation import RunRound
 from schemas.topics import OPERATOR
 from simulators.instant import running
+from simulators.messages import application_message, institution_message
 from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Parents, Reaction
 from simulators.process import ServiceProcess, ServiceProcessError

@@ -35,7 +35,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.calibration import python_speed
-from hub.demo import application_message
 from hub.embedded import EmbeddedBroker
 from hub.reliability.consumer import Handler, Unit
 from hub.reliability.service import RuntimeOptions, ServiceRunner, ServiceSpec
@@ -44,6 +43,7 @@ from schemas.addresses import ResolveAddress
 from schemas.applications import ApplicationSubmitted
 from schemas.residence import ResidenceDeclared
 from schemas.topics import BY_NAME, retry_topic
+from simulators.messages import application_message
 from simulators.municipality import SyntheticMunicipality
 
 SERVICE = "bench"

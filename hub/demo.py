@@ -1,547 +1,793 @@
-"""The demo: a synthetic municipality's admission, end to end on a real Kafka broker.
+"""The demo: a whole admission season, end to end, on a real Kafka broker.
 
-Steps, each printed as it runs:
+Every part runs as it would in a municipality, on loopback:
 
-1. connect to Kafka (start the embedded broker unless one is configured) and
-   create the catalogue's topics;
-2. publish the synthetic institutions and applications, and consume and
-   validate every one of them as a queue-register view would;
-3. start the allocation service, with stand-ins for VIIS and GIS that
-   answer enrichment requests at once, and the notification service with
-   simulators of e-adrese, an SMTP server, an SMS gateway and the post;
-4. once every application has its facts, run a one-click round and read the
-   offers as the parents' e-service would;
-5. deliver every offer through the channels (e-adrese first, then e-mail or
-   SMS, a registered letter last); the receipts start each offer's legal
-   clock; have one parent decline (the seat cascades to the next child) and
-   one accept;
-6. check the offers' invariants and report.
+- the embedded broker (unless ``HUB_BOOTSTRAP_SERVERS`` names a cluster);
+- the simulators of VPS, VIIS, GIS, the DVS, e-adrese, an SMTP server, an SMS
+  gateway and the post, in a process of their own (``hub simulate all``),
+  answering a share of requests with faults (``--faults``);
+- every hub service in this process, as ``hub run all`` runs them: the VPS,
+  VIIS, GIS and DVS adapters, the notification service and the allocation
+  service, with ``/health`` and ``/metrics`` and the operations view.
+
+The season, each step printed as it runs:
+
+1. parents submit every application to the VPS e-service over HTTP; the VPS
+   adapter reads them from its feed onto the topics;
+2. the allocation service asks VIIS (already enrolled? siblings?) and GIS
+   (address, territory, distance) through their adapters;
+3. one click: a round as of 1 September; the offers are shown in the
+   e-service and sent to the parents (e-adrese first, then e-mail, SMS, a
+   registered letter), and each receipt starts the offer's legal clock;
+4. the parents answer in the e-service — accept, decline or stay silent, in
+   proportions the scenario sets; a decline cascades to the next child at
+   once; when only silent offers are left, the service's clock (and only
+   its clock: the demo's time machine) moves past their deadlines, they
+   expire and cascade; again until no offer is open;
+5. accepted places are registered in VIIS as enrolments and their admission
+   decisions in the DVS, beside the admission list;
+6. a report: applications, offers, answers, expiries, cascade steps, seats
+   filled per institution, children left without a place and why,
+   notifications per channel, dead letters — and every invariant checked,
+   PASS or FAIL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import tempfile
+import json
+import logging
+import random
+import shutil
+import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from faststream.kafka import KafkaMessage
+import httpx
 
-from hub.allocation.rules import load_rules
-from hub.allocation.service import LIVE, AllocationState, invariant_problems, service
-from hub.bus import Bus
-from hub.calendar import local_date
+from hub.allocation.service import LIVE, AllocationState, invariant_problems
+from hub.calendar import RIGA
 from hub.embedded import free_port
 from hub.errors import HubError
-from hub.kafka import build_broker, ensure_topics, kafka_cluster, publish_messages
-from hub.reliability.service import ServiceRunner, ServiceSpec
+from hub.kafka import ensure_topics, kafka_cluster, publish_messages
+from hub.reliability.deadletters import dead_letters, read_topic
+from hub.services import Services, assemble
 from hub.settings import Settings
-from hub.wiring import notify_service
-from schemas.allocation import PlaceAccepted, RunRound
-from schemas.applications import ApplicationSubmitted, Guardian
-from schemas.base import Message
-from schemas.institutions import InstitutionRegistered, SeatPool
-from schemas.topics import BY_NAME, OPERATOR, VPS
-from simulators.instant import stand_ins
-from simulators.municipality import Child, Institution, SyntheticMunicipality
-from simulators.parents import Parents
+from schemas.allocation import (
+    OfferDeclined,
+    OfferExpired,
+    OfferMade,
+    OfferRevoked,
+    PlaceAccepted,
+    RunRound,
+)
+from schemas.topics import BY_NAME, OPERATOR
+from simulators.faults import HEADER
+from simulators.messages import application_form
+from simulators.municipality import SyntheticMunicipality
+from simulators.process import SimulatorsProcess
 
 
 class DemoError(HubError):
-    """A step of the demo did not happen in time."""
-
-
-APPLICATIONS = BY_NAME["vps.pii.applications.v1"]
-INSTITUTIONS = BY_NAME["vps.pii.institutions.v1"]
-
-
-def institution_message(municipality: str, inst: Institution) -> InstitutionRegistered:
-    return InstitutionRegistered.new(
-        producer=VPS,
-        municipality=municipality,
-        institution_id=inst.institution_id,
-        name=inst.name,
-        address_code=inst.address_code,
-        pools=tuple(
-            SeatPool(
-                group_code=g.code,
-                language=g.language,
-                min_age_months=g.min_age_months,
-                birth_year_from=g.birth_year,
-                birth_year_to=g.birth_year,
-                capacity=g.capacity,
-            )
-            for g in inst.groups
-        ),
-    )
-
-
-def application_message(municipality: str, child: Child) -> ApplicationSubmitted:
-    return ApplicationSubmitted.new(
-        producer=VPS,
-        municipality=municipality,
-        application_id=child.application_id,
-        child_ref=child.ref,
-        child_personal_code=child.personal_code,
-        child_birth_date=child.birth_date,
-        guardians=tuple(
-            Guardian(personal_code=g.personal_code, email=g.email, phone=g.phone)
-            for g in child.guardians
-        ),
-        residence_address_code=child.address_code,
-        institutions=child.choices,
-        desired_start_date=child.desired_start_date,
-        language=child.language,
-        accepts_any_institution=child.accepts_any_institution,
-        registered_at=child.registered_at,
-        claims={"large_family": child.large_family},
-    )
-
-
-@dataclass
-class QueueRegisterView:
-    """What the demo's consumer has seen: institutions, applications, first choices."""
-
-    institutions: dict[str, InstitutionRegistered] = field(default_factory=dict)
-    applications: dict[str, ApplicationSubmitted] = field(default_factory=dict)
-    first_choices: Counter[str] = field(default_factory=Counter)
-    partitions: Counter[int] = field(default_factory=Counter)
-
-    def apply(self, message: Message, partition: int) -> None:
-        self.partitions[partition] += 1
-        if isinstance(message, InstitutionRegistered):
-            self.institutions[message.institution_id] = message
-        elif isinstance(message, ApplicationSubmitted):
-            self.applications[message.application_id] = message
-            self.first_choices[message.institutions[0]] += 1
-
-    @property
-    def consumed(self) -> int:
-        return len(self.institutions) + len(self.applications)
-
-
-@dataclass
-class Admission:
-    """What the admission part of the demo saw."""
-
-    offers: int = 0
-    waiting: int = 0
-    deadline_set: bool = False
-    cascade_offers: int = 0
-    cascade_seconds: float | None = None
-    accepted: bool = False
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.offers > 0 and self.cascade_offers > 0 and self.accepted and not self.problems
+    """A step of the demo did not happen in time (the report says which)."""
 
 
 @dataclass(frozen=True)
-class DemoResult:
-    published: int
-    consumed: int
-    seconds: float
-    view: QueueRegisterView
-    admission: Admission
+class Scenario:
+    """What ``hub demo`` plays: the municipality, the faults and the parents' answers."""
+
+    children: int = 5000
+    institutions: int = 40
+    seed: int = 7
+    faults: float = 0.02
+    """Share of requests every simulator answers with a fault (503, 429, timeout, garbage)."""
+    accept: float = 0.7
+    decline: float = 0.15
+    """Shares of offers the parents accept and decline; the rest stay silent and expire."""
+    timeout: float = 600.0
+    """Seconds any one step may take before the demo gives up on it."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.faults < 1:
+            raise DemoError("--faults is a share of requests: from 0 up to (not including) 1")
+        if self.accept < 0 or self.decline < 0 or self.accept + self.decline > 1:
+            raise DemoError("--accept and --decline are shares of offers that add up to at most 1")
+
+
+class DemoClock:
+    """The services' clock: real time plus an offset the demo moves forward (never back)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def move_to(self, moment: datetime) -> None:
+        self.offset = max(self.offset, moment - datetime.now(UTC))
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass
+class SeasonReport:
+    """What the season did, and whether every invariant held."""
+
+    scenario: Scenario
+    municipality: str = ""
+    seconds: float = 0.0
+    applications: int = 0
+    offers: int = 0
+    round_offers: int = 0
+    answers: Counter[str] = field(default_factory=Counter)
+    """accept, decline, silent, too_late (the offer closed before the answer came)."""
+    outcomes: Counter[str] = field(default_factory=Counter)
+    """Offers by final status: accepted, declined, expired, revoked, live."""
+    cascade_steps: Counter[int] = field(default_factory=Counter)
+    """Offers by cascade step: 0 the round's, n the n-th offer of a freed place."""
+    decided: Counter[str] = field(default_factory=Counter)
+    """What the parents decided per offer: accept, decline, silent."""
+    clock_moves: int = 0
+    unplaced: Counter[str] = field(default_factory=Counter)
+    institutions: list[tuple[str, int, int]] = field(default_factory=list)
+    """(institution, seats, accepted) for every institution."""
+    channels: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    faults_injected: int = 0
+    retries: int = 0
+    enrolled: int = 0
+    enrollment_refused: int = 0
+    checks: list[Check] = field(default_factory=list)
+    failure: str | None = None
 
     @property
     def passed(self) -> bool:
-        return self.consumed == self.published and self.admission.ok
+        return self.failure is None and bool(self.checks) and all(c.passed for c in self.checks)
 
 
 async def run_demo(
     settings: Settings,
+    scenario: Scenario | None = None,
     *,
-    children: int = 300,
-    institutions: int = 2,
-    seed: int = 7,
-    timeout: float = 60.0,
     out: Callable[[str], None] = print,
-) -> DemoResult:
-    """Run the demo end to end and return what was published, consumed and allocated."""
+) -> SeasonReport:
+    """Play the admission season of ``scenario`` and return its report (also printed)."""
+    scenario = scenario or Scenario()
+    report = SeasonReport(scenario)
     started = time.monotonic()
     async with kafka_cluster(settings) as bootstrap:
         external = settings.bootstrap_servers is not None
         # On a cluster that outlives the demo, a code of its own keeps earlier runs out.
         code = f"{settings.municipality}-{uuid4().hex[:6]}" if external else settings.municipality
-        town = SyntheticMunicipality(code, seed=seed, children=children, institutions=institutions)
-        out(
-            f"▶ synthetic municipality {town.code!r}: {institutions} institutions, "
-            f"{children} applications, seed {seed}"
-        )
+        report.municipality = code
         kind = "external cluster" if external else "embedded broker (Tansu)"
         out(f"▶ Kafka ready at {bootstrap} — {kind}")
-        run_id = uuid4().hex[:6]
-        helpers = stand_ins(town.code, prefix=f"demo-{run_id}")
-        allocation = f"demo-{run_id}-allocation"
-        report = await ensure_topics(
-            settings, bootstrap, services=[*(h.name for h in helpers), allocation]
-        )
-        created = sum(s.created for s in report)
-        out(
-            f"▶ topics: {len(report)} ready (catalogue, retry and dead-letter topics),"
-            f" {created} created now"
-        )
-        view, published = await _publish_and_consume(settings, bootstrap, town, timeout, out)
-        _report(view, published, time.monotonic() - started, out)
-        with tempfile.TemporaryDirectory(prefix="hub-demo-") as data:
-            # Short sessions: the embedded broker forms a new consumer group only after
-            # about one session timeout, and the demo starts three services.
-            local = settings.model_copy(
-                update={
-                    "data_dir": Path(data),
-                    "session_timeout": min(settings.session_timeout, 3.0),
-                    "heartbeat_interval": min(settings.heartbeat_interval, 1.0),
-                }
-            )
-            admission = await _admission(local, bootstrap, town, helpers, allocation, timeout, out)
-    seconds = time.monotonic() - started
-    result = DemoResult(published, view.consumed, seconds, view, admission)
-    out("")
-    if result.passed:
-        out(
-            f"PASS: every published message was consumed and matched its schema; the round made"
-            f" {admission.offers} offers, a decline cascaded, the invariants hold ({seconds:.1f}s)"
-        )
-    else:
-        out(f"FAIL: see above ({seconds:.1f}s)")
-    return result
-
-
-async def _publish_and_consume(
-    settings: Settings,
-    bootstrap: str,
-    town: SyntheticMunicipality,
-    timeout: float,
-    out: Callable[[str], None],
-) -> tuple[QueueRegisterView, int]:
-    broker = build_broker(settings, bootstrap, client_id="demo")
-    bus = Bus.on(broker)
-    view = QueueRegisterView()
-    messages: list[Message] = [institution_message(town.code, i) for i in town.institutions]
-    messages += [application_message(town.code, c) for c in town.children]
-    ours = {m.event_id for m in messages}
-    shown: Counter[str] = Counter()
-    all_consumed = asyncio.Event()
-
-    @broker.subscriber(
-        INSTITUTIONS.name,
-        APPLICATIONS.name,
-        group_id=f"demo-queue-register-{uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-    )
-    async def queue_register(msg: KafkaMessage) -> None:
-        topic = BY_NAME[msg.raw_message.topic]
-        message = topic.parse(msg.body)
-        if message.event_id not in ours:
-            return  # the topic may hold earlier runs' messages
-        view.apply(message, msg.raw_message.partition)
-        if view.consumed >= len(messages):
-            all_consumed.set()
-        shown[message.event_type] += 1
-        if shown[message.event_type] <= _SHOWN:
-            out(
-                f"  ✓ {_describe(message)}  [{topic.name} p{msg.raw_message.partition}"
-                f" @{msg.raw_message.offset}]"
-            )
-
-    async with broker:
-        await broker.start()
-        out(f"▶ publishing {len(messages)} messages …")
-        published = await bus.publish_many(messages)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(all_consumed.wait(), timeout)
-    for event_type, count in sorted(shown.items()):
-        if count > _SHOWN:
-            out(f"  ✓ … and {count - _SHOWN} more {event_type}")
-    return view, published
-
-
-_SHOWN = 3
-"""Messages of each type printed in full; the rest are counted."""
-
-
-async def _admission(  # noqa: PLR0917 - the demo's one long story
-    settings: Settings,
-    bootstrap: str,
-    town: SyntheticMunicipality,
-    helpers: list[ServiceSpec],
-    allocation: str,
-    timeout: float,
-    out: Callable[[str], None],
-) -> Admission:
-    """Steps 3–6: the allocation service, a round, a receipt, a decline, an accept."""
-    result = Admission()
-    spec, state = service(load_rules(settings.rules or settings.municipality), town.code)
-    spec = dataclasses.replace(spec, name=allocation)
-    stop = asyncio.Event()
-    async with contextlib.AsyncExitStack() as stack:
-        channels = await stack.enter_async_context(channel_simulators(settings, town))
-        notify_spec, notify = notify_service(channels, name=f"{allocation}-notify")
-        await ensure_topics(settings, bootstrap, services=[notify_spec.name])
-        runners = [
-            asyncio.create_task(ServiceRunner(s, channels, bootstrap).run(stop))
-            for s in (spec, notify_spec, *helpers)
-        ]
+        season = Season(settings, bootstrap, code, scenario, report, out)
+        # Retries of faulted calls are the point of the faults: the report counts them.
+        retries = logging.getLogger("hub.reliability.retry")
+        level = retries.level
+        if settings.log_level != "DEBUG":
+            retries.setLevel(logging.ERROR)
         try:
-            await _admit(bootstrap, town, state, notify, result, timeout, out)
+            await season.play()
+        except (DemoError, TimeoutError) as exc:
+            report.failure = str(exc) or "a step timed out"
+            out(f"✗ {report.failure}")
         finally:
-            stop.set()
-            await asyncio.gather(*runners)
-    return result
+            retries.setLevel(level)
+    report.seconds = time.monotonic() - started
+    _print_report(report, out)
+    return report
 
 
-async def _admit(  # noqa: PLR0917
-    bootstrap: str,
-    town: SyntheticMunicipality,
-    state: AllocationState,
-    notify: Any,
-    result: Admission,
-    timeout: float,
-    out: Callable[[str], None],
-) -> None:
-    async with Parents(bootstrap, town.code) as parents:
-        out("")
-        out(
-            "▶ allocation service started; VIIS and GIS stand-ins answer its requests;"
-            " the notification service sends through e-adrese, e-mail, SMS and post"
-            " simulators"
+# ----------------------------------------------------------------------------- the season
+
+
+class Season:
+    """One season's moving parts and the steps that drive them."""
+
+    def __init__(  # noqa: PLR0917 - one story, told once
+        self,
+        settings: Settings,
+        bootstrap: str,
+        code: str,
+        scenario: Scenario,
+        report: SeasonReport,
+        out: Callable[[str], None],
+    ) -> None:
+        self.settings, self.bootstrap, self.code = settings, bootstrap, code
+        self.scenario, self.report, self.out = scenario, report, out
+        self.town = SyntheticMunicipality(
+            code, seed=scenario.seed, children=scenario.children, institutions=scenario.institutions
         )
-        began = time.monotonic()
-        count = len(town.children)
-        await _until(
-            lambda: len(state.children) == count and state.waiting_for_facts() == 0,
-            timeout,
-            "enrichment",
+        self.clock = DemoClock()
+        self.rng = random.Random(scenario.seed)
+        self.decided: dict[str, str] = {}
+        """offer id → accept, decline or silent."""
+        self.services: Services | None = None
+        self.local = settings
+
+    @property
+    def state(self) -> AllocationState:
+        assert self.services is not None
+        return self.services.state("allocation")  # type: ignore[no-any-return]
+
+    async def play(self) -> None:
+        scenario, data = self.scenario, self.settings.data_dir / "demo"
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(parents=True)
+        self.out(
+            f"▶ synthetic municipality {self.code!r}: {scenario.children} children,"
+            f" {scenario.institutions} institutions, seed {scenario.seed};"
+            f" simulators fault {scenario.faults:.0%} of requests"
         )
-        out(
-            f"▶ enriched on the bus: {count} applications have their VIIS and GIS facts"
-            f" ({time.monotonic() - began:.1f}s)"
-        )
-        await _round(bootstrap, town, state, parents, result, timeout, out)
-        await _notified(state, notify, result, timeout, out)
-        await _cascade(parents, state, result, out)
-        await _accept(parents, state, result, out)
-        result.problems = invariant_problems(state)
-        out(
-            "▶ invariants hold: one live offer per child, no seat offered twice,"
-            " offers within capacity"
-            if not result.problems
-            else f"✗ invariants broken: {result.problems}"
-        )
+        local = self.local = self._settings(data)
+        async with SimulatorsProcess(local, data, sim_env(local, scenario)) as simulators:
+            self.out(f"▶ simulators of VPS, VIIS, GIS, DVS, e-adrese, SMTP, SMS, post: {data}")
+            services = self.services = assemble(["all"], local, self.bootstrap, clock=self.clock)
+            report = await ensure_topics(local, self.bootstrap, services=list(services.built))
+            self.out(
+                f"▶ topics: {len(report)} ready, {sum(s.created for s in report)} created now;"
+                f" services: {', '.join(services.built)}"
+            )
+            self.out(
+                f"  health http://127.0.0.1:{local.health_port}/health,"
+                f" allocation API http://{local.allocation_api}/health"
+            )
+            stop = asyncio.Event()
+            running = asyncio.create_task(services.run(stop, port=local.health_port))
+            try:
+                await self._steps()
+            finally:
+                stop.set()
+                clean = await running
+                self.report.faults_injected = await simulators.faults_injected()
+                self.report.retries = int(services.metrics.total(services.metrics.retried))
+                await self._check(clean)
 
+    async def _steps(self) -> None:
+        await self._register()
+        await self._enriched()
+        await self._round()
+        await self._answer()
+        await self._registered()
 
-async def _until(done: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise DemoError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def _round(  # noqa: PLR0917
-    bootstrap: str,
-    town: SyntheticMunicipality,
-    state: AllocationState,
-    parents: Parents,
-    result: Admission,
-    timeout: float,
-    out: Callable[[str], None],
-) -> None:
-    command = RunRound.new(
-        producer=OPERATOR,
-        municipality=town.code,
-        round_id=uuid4(),
-        round_date=date(town.admission_year, 9, 1),
-        requested_by="demo",
-    )
-    began = time.monotonic()
-    await publish_messages(bootstrap, [command])
-    await _until(lambda: state.round_id == str(command.round_id), timeout, "the round")
-    await parents.wait_until(lambda: len(parents.live) >= len(state.live), timeout)
-    assert state.allocator is not None
-    result.offers = len(state.live)
-    result.waiting = len(state.allocator.children()) - result.offers
-    out(
-        f"▶ round as of {command.round_date}: {result.offers} offers, {result.waiting} children"
-        f" wait; admission list sent to the DVS for registration"
-        f" ({time.monotonic() - began:.2f}s, offers read back by the parents' e-service)"
-    )
-    for child_ref in sorted(parents.live)[:_SHOWN]:
-        offer = parents.live[child_ref]
-        out(
-            f"  offer {child_ref} → {offer.institution_id} group {offer.group_code}"
-            f" (choice {offer.preference_rank})"
-        )
-
-
-async def _notified(
-    state: AllocationState,
-    notify: Any,
-    result: Admission,
-    timeout: float,
-    out: Callable[[str], None],
-) -> None:
-    """Wait until every live offer's deadline runs from a receipt; show how they went out."""
-    began = time.monotonic()
-    await _until(
-        lambda: all(state.offers[o].respond_by for o in state.live.values()),
-        timeout,
-        "every offer's delivery receipt",
-    )
-    channels = Counter(r.channel for r in notify.records.values() if r.status == "confirmed")
-    result.deadline_set = bool(channels)
-    shown = ", ".join(f"{_CHANNEL_NAMES[c]} {n}" for c, n in channels.most_common())
-    out(
-        f"▶ offers delivered: {shown}; every deadline runs from its receipt"
-        f" ({time.monotonic() - began:.1f}s)"
-    )
-    example = next(
-        (o for o in state.offers.values() if o.status == LIVE and o.notified_on),
-        None,
-    )
-    record = next(
-        (
-            r
-            for r in notify.records.values()
-            if example is not None and str(r.request.offer_id) == example.offer_id
-        ),
-        None,
-    )
-    if example is not None and record is not None and record.sent_at:
-        sent = local_date(datetime.fromisoformat(record.sent_at))
-        out(
-            f"  {example.child_ref}: {_CHANNEL_NAMES[record.channel or 'e_adrese']} sent"
-            f" {sent:%a %Y-%m-%d} → notified {date.fromisoformat(example.notified_on):%a %Y-%m-%d}"
-            f" → answers by {date.fromisoformat(example.respond_by or ''):%a %Y-%m-%d}"
-        )
-
-
-_CHANNEL_NAMES = {"e_adrese": "e-adrese", "email": "e-mail", "sms": "SMS", "letter": "letter"}
-
-
-@contextlib.asynccontextmanager
-async def channel_simulators(
-    settings: Settings, town: SyntheticMunicipality
-) -> AsyncIterator[Settings]:
-    """e-adrese, SMTP, SMS and post simulators on loopback; settings that point at them."""
-    from simulators.eadrese.app import create_app as eadrese_app
-    from simulators.letter.app import create_app as letter_app
-    from simulators.serving import serving
-    from simulators.sms.app import create_app as sms_app
-    from simulators.smtp import create_server
-
-    guardians = [c.guardians[0].personal_code for c in town.children]
-    async with (
-        serving(eadrese_app(active=guardians[::2]), name="e-adrese") as eadrese,
-        serving(sms_app(rate_per_second=1000, callback_delay=0.05), name="sms") as sms,
-        serving(letter_app(post_after=0.3), name="post") as post,
-        create_server() as smtp,
-    ):
-        yield settings.model_copy(
-            update={
-                "eadrese_url": eadrese.url,
-                "sms_url": sms.url,
-                "letter_url": post.url,
-                "smtp_port": smtp.port,
+    def _settings(self, data: Path) -> Settings:
+        urls = {f"{s}_url": f"http://127.0.0.1:{free_port()}" for s in SIMULATED}
+        rates = {f"notify_rate_{c}": 100_000 for c in ("eadrese", "email", "sms", "letter")}
+        return self.settings.model_copy(
+            update=urls
+            | rates
+            | {
+                "data_dir": data,
+                "municipality": self.code,
+                "rules": self.settings.rules or self.settings.municipality,
+                "smtp_port": free_port(),
                 "notify_callback": f"127.0.0.1:{free_port()}",
-                "http_timeout": 2.0,
-                "notify_rate_eadrese": 100_000,
-                "notify_rate_email": 100_000,
-                "notify_rate_sms": 100_000,
-                "notify_rate_letter": 100_000,
+                "allocation_api": f"127.0.0.1:{free_port()}",
+                "health_port": free_port(),
+                # The embedded broker forms a consumer group only after about one
+                # session timeout, and the demo starts eleven consumers.
+                "session_timeout": min(self.settings.session_timeout, 3.0),
+                "heartbeat_interval": min(self.settings.heartbeat_interval, 1.0),
+                "http_timeout": 1.0,
+                "http_attempts": 8,
+                "http_max_seconds": 30.0,
+                "retry_first_delay": 0.5,
+                "retry_max_delay": 5.0,
+                "max_attempts": 10,
+                "expiry_interval": 0.5,
+                "vps_poll_interval": 0.2,
             }
         )
 
+    # --- 1. registration ------------------------------------------------------------
 
-def _decline_candidates(parents: Parents, state: AllocationState) -> list[str]:
-    """Children offered a seat in a group that other children wait for, longest queue first."""
+    async def _register(self) -> None:
+        children, began = self.town.children, time.monotonic()
+        self.out(f"▶ parents submit {len(children)} applications to the VPS e-service")
+        gate = asyncio.Semaphore(32)
+        done = 0
+
+        async def submit(http: httpx.AsyncClient, form: dict[str, Any]) -> None:
+            nonlocal done
+            async with gate:
+                answer = await http.post("/v1/applications", json=form)
+            if answer.status_code != 201:
+                raise DemoError(f"the VPS e-service refused an application: {answer.status_code}")
+            done += 1
+
+        async with self._vps() as http:
+            forms = [application_form(c) for c in children]
+            await self._with_progress(
+                asyncio.gather(*(submit(http, f) for f in forms)),
+                lambda: f"submitted {done}/{len(children)}",
+            )
+        self.report.applications = len(children)
+        self.out(f"  submitted {len(children)} ({time.monotonic() - began:.1f}s)")
+
+    # --- 2. enrichment --------------------------------------------------------------
+
+    async def _enriched(self) -> None:
+        count, began = len(self.town.children), time.monotonic()
+        state = self.state
+        await self._until(
+            lambda: len(state.children) == count and state.waiting_for_facts() == 0,
+            "every application on the topics with its VIIS and GIS facts",
+            lambda: (
+                f"in the allocation service {len(state.children)}/{count},"
+                f" waiting for VIIS or GIS {state.waiting_for_facts()}"
+            ),
+        )
+        self.out(
+            f"▶ {count} applications read from the VPS feed and enriched through VIIS and GIS"
+            f" ({time.monotonic() - began:.1f}s)"
+        )
+
+    # --- 3. the round -----------------------------------------------------------------
+
+    async def _round(self) -> None:
+        state, began = self.state, time.monotonic()
+        command = RunRound.new(
+            producer=OPERATOR,
+            municipality=self.code,
+            round_id=uuid4(),
+            round_date=date(self.town.admission_year, 9, 1),
+            requested_by="demo",
+        )
+        await publish_messages(self.bootstrap, [command])
+        await self._until(lambda: state.round_id == str(command.round_id), "the round")
+        self.report.round_offers = len(state.live)
+        self.out(
+            f"▶ one click: round as of {command.round_date}: {len(state.live)} offers,"
+            f" {len(state.children) - len(state.live)} children wait"
+            f" ({time.monotonic() - began:.2f}s)"
+        )
+
+    # --- 4. answers, expiries, cascades ---------------------------------------------------
+
+    async def _answer(self) -> None:
+        """Parents answer each offer once they are notified of it; cascades follow at once.
+
+        When only offers nobody will answer are open, the services' clock moves past
+        their deadlines; they expire and their seats cascade. Until no offer is open.
+        """
+        state, began = self.state, time.monotonic()
+        gate = asyncio.Semaphore(32)
+        sending: set[asyncio.Task[None]] = set()
+        answered: set[str] = set()
+        moved: set[str] = set()
+        """Silent offers the clock has already moved past."""
+        stalled, last, shown = time.monotonic(), (-1, -1), time.monotonic()
+
+        async def send(offer_id: str, verdict: str) -> None:
+            async with gate:
+                await self._answer_one(http, offer_id, verdict)
+
+        async with self._vps() as http:
+            while True:
+                self._fail_if_stopped()
+                live = [o for o in state.offers.values() if o.status == LIVE]
+                for offer in live:
+                    if offer.offer_id in self.decided or not offer.respond_by:
+                        continue  # answered already, or the parents do not know of it yet
+                    verdict = self._verdict()
+                    self.decided[offer.offer_id] = verdict
+                    self.report.decided[verdict] += 1
+                    if verdict != "silent":
+                        answered.add(offer.offer_id)
+                        task = asyncio.create_task(send(offer.offer_id, verdict))
+                        sending.add(task)
+                        task.add_done_callback(sending.discard)
+                waiting = [o for o in live if o.offer_id in answered or not o.respond_by]
+                if not live and not sending:
+                    break
+                if (
+                    live
+                    and not waiting
+                    and not sending
+                    and not moved.issuperset(o.offer_id for o in live)
+                ):
+                    # Only silent offers are open: time passes until their deadlines do.
+                    self._time_passes(live)
+                    moved |= {o.offer_id for o in live}
+                progress = (len(state.offers), len(state.offers) - len(live))
+                if progress != last:
+                    stalled, last = time.monotonic(), progress
+                elif time.monotonic() - stalled > self.scenario.timeout:
+                    raise DemoError(
+                        f"no offer made or closed for {self.scenario.timeout:.0f}s;"
+                        f" {len(live)} open, {len(waiting)} waiting for a receipt or an answer"
+                    )
+                if time.monotonic() - shown >= 5:
+                    shown = time.monotonic()
+                    self._progress(live, waiting)
+                await asyncio.sleep(0.05)
+        d = self.report.decided
+        self.out(
+            f"▶ the queue settled: {len(state.offers)} offers made in all; parents accepted"
+            f" {d['accept']}, declined {d['decline']}, let {d['silent']} expire;"
+            f" the clock moved {self.report.clock_moves} times"
+            f" ({time.monotonic() - began:.1f}s)"
+        )
+
+    def _verdict(self) -> str:
+        draw = self.rng.random()
+        if draw < self.scenario.accept:
+            return "accept"
+        return "decline" if draw < self.scenario.accept + self.scenario.decline else "silent"
+
+    def _time_passes(self, live: list[Any]) -> None:
+        latest = max(date.fromisoformat(o.respond_by or "1970-01-01") for o in live)
+        moment = datetime.combine(latest + timedelta(days=1), datetime.min.time(), RIGA)
+        self.clock.move_to(moment + timedelta(hours=9))
+        self.report.clock_moves += 1
+        self.out(
+            f"▶ {len(live)} offers unanswered: the services' clock moves to"
+            f" {self.clock():%Y-%m-%d}, past their deadlines"
+        )
+
+    def _progress(self, live: list[Any], waiting: list[Any]) -> None:
+        state, d = self.state, self.report.decided
+        notified = sum(1 for o in state.offers.values() if o.respond_by)
+        self.out(
+            f"  … offers made {len(state.offers)}, delivered {notified}; parents accept"
+            f" {d['accept']}, decline {d['decline']}, silent {d['silent']}; open {len(live)}"
+            f" ({len(waiting)} waiting for a receipt or an answer to take effect)"
+        )
+
+    async def _answer_one(self, http: httpx.AsyncClient, offer_id: str, verdict: str) -> None:
+        """Answer in the e-service; the offer may not be shown there yet (its adapter lags)."""
+        deadline = time.monotonic() + self.scenario.timeout
+        while time.monotonic() < deadline:
+            answer = await http.post(f"/v1/offers/{offer_id}/answer", json={"verdict": verdict})
+            if answer.status_code == 204:
+                self.report.answers[verdict] += 1
+                return
+            if answer.status_code == 409:  # closed before the parents answered
+                self.report.answers["too_late"] += 1
+                return
+            await asyncio.sleep(0.2)
+        raise DemoError(f"offer {offer_id} never showed in the e-service")
+
+    # --- 5. VIIS enrolments, DVS decisions -------------------------------------------------
+
+    async def _registered(self) -> None:
+        state, began = self.state, time.monotonic()
+        accepted = [o for o in state.offers.values() if o.status == "accepted"]
+
+        def enrolled() -> int:
+            return sum(1 for o in accepted if state.children[o.child_ref].status == "enrolled")
+
+        def refused() -> int:
+            return sum(1 for o in accepted if state.children[o.child_ref].enrollment_refused)
+
+        def decided() -> int:
+            return sum(1 for o in accepted if o.decision_number)
+
+        lists = [r for r in state.rounds.values() if r.get("document_key")]
+        await self._until(
+            lambda: (
+                enrolled() + refused() == decided() == len(accepted)
+                and all(r.get("registration_number") for r in lists)
+            ),
+            "every enrolment in VIIS and every decision in the DVS",
+            lambda: (
+                f"VIIS enrolments {enrolled()}/{len(accepted)} (refused {refused()}),"
+                f" DVS decisions {decided()}/{len(accepted)}"
+            ),
+        )
+        numbers = ", ".join(str(r["registration_number"]) for r in lists)
+        self.report.enrolled, self.report.enrollment_refused = enrolled(), refused()
+        self.out(
+            f"▶ {len(accepted)} places accepted: {enrolled()} enrolled in VIIS"
+            f" ({refused()} refused: already enrolled elsewhere, a transfer their current"
+            f" institution registers), {decided()} decisions registered in the DVS;"
+            f" admission list {numbers} ({time.monotonic() - began:.1f}s)"
+        )
+
+    # --- 6. checks ------------------------------------------------------------------------
+
+    async def _check(self, clean: bool) -> None:
+        state, report = self.state, self.report
+        offers = list(state.offers.values())
+        report.offers = len(offers)
+        report.outcomes = Counter(o.status for o in offers)
+        notify = self.services.state("notify-adapter") if self.services else None
+        confirmed: Counter[str] = Counter()
+        if notify is not None:
+            for record in notify.records.values():
+                if record.status == "confirmed" and record.request.offer_id is not None:
+                    report.channels[record.channel or "?"] += 1
+                    confirmed[str(record.request.offer_id)] += 1
+        topic = await self._offer_messages()
+        report.cascade_steps = cascade_steps(topic)
+        report.unplaced = unplaced(state)
+        seats = {
+            i.institution_id: sum(p.capacity for p in i.pools) for i in state.institutions.values()
+        }
+        taken = Counter(o.institution_id for o in offers if o.status == "accepted")
+        report.institutions = [(i, seats[i], taken[i]) for i in sorted(seats)]
+        letters = [
+            d for d in await dead_letters(self.bootstrap) if f'"{self.code}"'.encode() in d.value
+        ]
+        report.dead_letters = Counter(f"{d.service}: {d.reason}" for d in letters)
+
+        made = {str(m.offer_id) for m in topic if isinstance(m, OfferMade)}
+        closing = {str(m.offer_id) for m in topic if isinstance(m, _CLOSING)}
+        problems = invariant_problems(state)
+        delivered = [o for o in offers if o.respond_by]
+        checks = [
+            Check(
+                "every application submitted to VPS reached the allocation service once",
+                len(state.children) == len(self.town.children)
+                and await self._applications_on_topic() == len(self.town.children),
+                f"{len(state.children)} of {len(self.town.children)}",
+            ),
+            Check(
+                "one live offer per child, no seat offered twice, offers within capacity",
+                not problems,
+                "; ".join(problems[:3]),
+            ),
+            Check(
+                "the queue settled: no offer left open",
+                report.outcomes[LIVE] == 0,
+                f"{report.outcomes[LIVE]} open",
+            ),
+            Check(
+                "the offers topic and the service agree: every offer made and closed on both",
+                made == {o.offer_id for o in offers}
+                and closing == {o.offer_id for o in offers if o.status != LIVE},
+                f"{len(made)} made on the topic, {len(offers)} in the service",
+            ),
+            Check(
+                "every delivered offer was confirmed on exactly one channel",
+                all(confirmed[o.offer_id] == 1 for o in delivered),
+                f"{sum(1 for o in delivered if confirmed[o.offer_id] != 1)} not exactly once",
+            ),
+            Check(
+                "every accepted place is enrolled in VIIS (or refused by it with a reason)"
+                " and its decision registered in the DVS",
+                all(
+                    (
+                        state.children[o.child_ref].status == "enrolled"
+                        or state.children[o.child_ref].enrollment_refused
+                    )
+                    and o.decision_number
+                    for o in offers
+                    if o.status == "accepted"
+                ),
+            ),
+            Check(
+                "no seat left empty while a child waits for it",
+                not self._empty_seats_with_queue(),
+                self._empty_seats_with_queue(),
+            ),
+            Check(
+                "no message dead-lettered for a fault of the hub",
+                not any(d.reason == "handler_error" for d in letters),
+            ),
+            Check("every service stopped cleanly", clean),
+        ]
+        report.checks = checks
+
+    def _empty_seats_with_queue(self) -> str:
+        """A group with a free seat and a child in its queue who still wants it."""
+        engine = self.state.allocator
+        if engine is None:
+            return "no round"
+        open_groups = {g.pool for g in engine.groups() if g.placed < g.capacity}
+        for child_ref in engine.children():
+            placement = engine.placement(child_ref)
+            if placement.pool is not None:
+                continue
+            for position in engine.queue(child_ref):
+                pool = (position.institution_id, position.group)
+                if any((p.institution_id, p.group) == pool for p in open_groups):
+                    return f"{child_ref} waits for {pool[0]}/{pool[1]}, which has a free seat"
+        return ""
+
+    async def _applications_on_topic(self) -> int:
+        records = await read_topic(self.bootstrap, "vps.pii.applications.v1")
+        ours = [json.loads(r.value) for r in records]
+        return len(
+            {
+                m["application_id"]
+                for m in ours
+                if m.get("municipality") == self.code
+                and m.get("event_type") == "ApplicationSubmitted"
+            }
+        )
+
+    async def _offer_messages(self) -> list[Any]:
+        topic = BY_NAME["allocation.offers.v1"]
+        messages = [topic.parse(r.value) for r in await read_topic(self.bootstrap, topic.name)]
+        return [m for m in messages if m.municipality == self.code]
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _vps(self) -> httpx.AsyncClient:
+        # Parents use the e-service; the faults are for the hub's adapters, not for them.
+        return httpx.AsyncClient(
+            base_url=str(self.local.vps_url),
+            headers={HEADER: "none"},
+            timeout=30,
+            limits=httpx.Limits(max_connections=32),
+        )
+
+    async def _until(
+        self,
+        done: Callable[[], bool],
+        what: str,
+        progress: Callable[[], str] | None = None,
+    ) -> None:
+        deadline = time.monotonic() + self.scenario.timeout
+        shown = time.monotonic()
+        while not done():
+            if self.services is not None:
+                self._fail_if_stopped()
+            if time.monotonic() > deadline:
+                raise DemoError(f"timed out after {self.scenario.timeout:.0f}s waiting for {what}")
+            if progress is not None and time.monotonic() - shown >= 5:
+                shown = time.monotonic()
+                self.out(f"  … {progress()}")
+            await asyncio.sleep(0.05)
+
+    async def _with_progress(self, work: Awaitable[Any], progress: Callable[[], str]) -> Any:
+        task = asyncio.ensure_future(work)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=5)
+            if done:
+                return task.result()
+            self.out(f"  … {progress()}")
+
+    def _fail_if_stopped(self) -> None:
+        assert self.services is not None
+        failed = [r.spec.name for r in self.services.runners if r.phase in ("failed", "stopped")]
+        if failed:
+            raise DemoError(f"service stopped: {', '.join(failed)} (see the log above)")
+
+
+_CLOSING = (OfferDeclined, OfferExpired, OfferRevoked, PlaceAccepted)
+SIMULATED = ("vps", "viis", "gis", "dvs", "eadrese", "sms", "letter")
+
+
+def sim_env(settings: Settings, scenario: Scenario) -> dict[str, str]:
+    """The ``HUB_*`` settings ``hub simulate all`` needs to play the scenario's municipality."""
+    env = {f"HUB_{s.upper()}_URL": str(getattr(settings, f"{s}_url")) for s in SIMULATED}
+    return env | {
+        "HUB_MUNICIPALITY": settings.municipality,
+        "HUB_SIM_SEED": str(scenario.seed),
+        "HUB_SIM_CHILDREN": str(scenario.children),
+        "HUB_SIM_INSTITUTIONS": str(scenario.institutions),
+        "HUB_SIM_FAULT_RATE": str(scenario.faults),
+        "HUB_SMTP_PORT": str(settings.smtp_port),
+        "HUB_HTTP_TIMEOUT": str(settings.http_timeout),
+    }
+
+
+def cascade_steps(messages: list[Any]) -> Counter[int]:
+    """Offers by cascade step: 0 for the round's, 1 + the step of the offer whose freed seat
+    (declined, expired) caused it. Read from the offers topic: an offer and the closing of
+    the offer that freed its seat share a causation id."""
+
+    def cause(m: Any) -> str:
+        # An expiry has no causing message: its messages share a correlation id of their own.
+        return str(m.causation_id if m.causation_id is not None else m.correlation_id)
+
+    freed: dict[str, list[str]] = {}
+    for m in messages:
+        if isinstance(m, (OfferDeclined, OfferExpired)):
+            freed.setdefault(cause(m), []).append(str(m.offer_id))
+    made = {str(m.offer_id): cause(m) for m in messages if isinstance(m, OfferMade)}
+    step: dict[str, int] = {}
+
+    def step_of(offer_id: str, seen: frozenset[str] = frozenset()) -> int:
+        if offer_id not in step:
+            before = [o for o in freed.get(made.get(offer_id, ""), []) if o not in seen]
+            seen |= {offer_id}
+            step[offer_id] = 1 + max((step_of(o, seen) for o in before), default=-1)
+        return step[offer_id]
+
+    for offer_id in made:
+        step_of(offer_id)
+    return Counter(step[o] for o in made)
+
+
+def unplaced(state: AllocationState) -> Counter[str]:
+    """Children without an accepted place, by why."""
+    reasons: Counter[str] = Counter()
+    closed: dict[str, set[str]] = {}
+    for offer in state.offers.values():
+        closed.setdefault(offer.child_ref, set()).add(offer.status)
     engine = state.allocator
-    assert engine is not None
-    seated = engine.matching()
-    waiting: Counter[tuple[str, str]] = Counter()
-    for child_ref in engine.children():
-        if child_ref not in seated:
-            waiting.update((q.institution_id, q.group) for q in engine.queue(child_ref))
-
-    def queue(child_ref: str) -> int:
-        offer = parents.live[child_ref]
-        return waiting[offer.institution_id, offer.group_code]
-
-    return sorted((c for c in parents.live if queue(c)), key=lambda c: (-queue(c), c))
-
-
-async def _cascade(
-    parents: Parents, state: AllocationState, result: Admission, out: Callable[[str], None]
-) -> None:
-    for child_ref in _decline_candidates(parents, state)[:5]:
-        offer = parents.live[child_ref]
-        out(f"▶ the parents of {child_ref} decline {offer.institution_id}/{offer.group_code}")
-        reaction = await parents.answer(child_ref, "decline")
-        for made in reaction.offers:
-            whose = "the same child, next choice" if made.child_ref == child_ref else "was waiting"
-            out(
-                f"  ↳ offer {made.child_ref} → {made.institution_id} group {made.group_code}"
-                f" (choice {made.preference_rank}; {whose})"
-            )
-        if any(made.child_ref != child_ref for made in reaction.offers):
-            result.cascade_offers = len(reaction.offers)
-            result.cascade_seconds = reaction.first_offer_after
-            out(
-                f"  cascade: the next offer was read {reaction.first_offer_after * 1000:.0f} ms"
-                " after the decline was sent, with no one touching it"
-            )
-            return
-        out("  the seat went to nobody new")
+    for child_ref, file in state.children.items():
+        statuses = closed.get(child_ref, set())
+        if "accepted" in statuses:
+            continue
+        if "expired" in statuses or file.status == "annulled":
+            reasons["did not answer: offer expired"] += 1
+        elif "declined" in statuses:
+            reasons["declined the offer made"] += 1
+        elif engine is not None and child_ref in engine:
+            placement = engine.placement(child_ref)
+            why = "held" if placement.kind == "held" else placement.reason or "placed"
+            reasons[_WHY.get(why, why)] += 1
+        else:
+            reasons[file.status] += 1
+    return reasons
 
 
-async def _accept(
-    parents: Parents, state: AllocationState, result: Admission, out: Callable[[str], None]
-) -> None:
-    child_ref = sorted(parents.live)[0]
-    offer = parents.live[child_ref]
-    reaction = await parents.answer(child_ref, "accept")
-    if any(isinstance(m, PlaceAccepted) for m in reaction.messages):
-        result.accepted = True
-        out(
-            f"▶ the parents of {child_ref} accept {offer.institution_id}/{offer.group_code}:"
-            " the place is theirs; the enrolment is sent to VIIS"
-        )
+_WHY = {
+    "outranked": "every group listed is full of children with a higher priority",
+    "no_fitting_group": "no group for the child's age or language at the institutions listed",
+    "not_yet_due": "wants to start after this round",
+    "held": "keeps the place it attends now (waits for one ranked higher)",
+}
 
 
-def _describe(message: Message) -> str:
-    if isinstance(message, InstitutionRegistered):
-        seats = sum(p.capacity for p in message.pools)
-        groups = len(message.pools)
-        return f"{message.event_type} {message.institution_id}: {groups} groups, {seats} seats"
-    if isinstance(message, ApplicationSubmitted):
-        return (
-            f"{message.event_type} {message.application_id} child {message.child_ref} "
-            f"(code {message.child_personal_code}, born {message.child_birth_date:%Y}) "
-            f"→ {' > '.join(message.institutions)}"
-        )
-    return message.event_type
-
-
-def _report(
-    view: QueueRegisterView, published: int, seconds: float, out: Callable[[str], None]
-) -> None:
+def _print_report(report: SeasonReport, out: Callable[[str], None]) -> None:
+    out("")
+    out(f"Season report — {report.municipality}")
+    s = report.scenario
     out(
-        f"Consumed and validated {view.consumed} of {published} messages in {seconds:.1f}s; "
-        f"partitions used: {dict(sorted(view.partitions.items()))}"
+        f"  applications {report.applications}; offers {report.offers}"
+        f" (round {report.round_offers}, cascades {report.offers - report.round_offers});"
+        f" the clock moved {report.clock_moves} times for silent offers to expire"
     )
-    out(f"{'institution':<12} {'groups':>6} {'seats':>6} {'1st choice':>10}")
-    for inst_id, inst in sorted(view.institutions.items()):
-        seats = sum(p.capacity for p in inst.pools)
-        out(f"{inst_id:<12} {len(inst.pools):>6} {seats:>6} {view.first_choices[inst_id]:>10}")
-    if view.consumed != published:
-        out(f"✗ {published - view.consumed} messages not consumed in time")
+    o, a = report.outcomes, report.answers
+    out(
+        f"  accepted {o['accepted']}, declined {o['declined']}, expired {o['expired']},"
+        f" revoked {o['revoked']}, still open {o[LIVE]};"
+        f" parents: accept {a['accept']}, decline {a['decline']}, too late {a['too_late']}"
+        f" (scenario: {s.accept:.0%} accept, {s.decline:.0%} decline, the rest silent)"
+    )
+    steps = ", ".join(f"{k}: {v}" for k, v in sorted(report.cascade_steps.items()))
+    out(f"  offers by cascade step (0 = the round): {steps or '-'}")
+    if report.institutions:
+        out("  seats filled per institution (accepted / seats):")
+        cells = [f"{i} {t}/{n}" for i, n, t in report.institutions]
+        for row in range(0, len(cells), 5):
+            out("    " + "  ".join(f"{c:<18}" for c in cells[row : row + 5]).rstrip())
+    total = sum(report.unplaced.values())
+    out(f"  children without a place: {total}")
+    for why, n in report.unplaced.most_common():
+        out(f"    {n:>6}  {why}")
+    shown = ", ".join(f"{_CHANNELS.get(c, c)} {n}" for c, n in report.channels.most_common())
+    out(f"  notifications confirmed per channel: {shown or '-'}")
+    out(
+        f"  faults the simulators injected: {report.faults_injected};"
+        f" calls the hub retried: {report.retries}"
+    )
+    out(
+        f"  VIIS enrolments {report.enrolled}, refused {report.enrollment_refused}"
+        " (already enrolled elsewhere)"
+    )
+    letters = ", ".join(f"{k} {v}" for k, v in report.dead_letters.most_common())
+    out(f"  dead letters: {sum(report.dead_letters.values())}{f' ({letters})' if letters else ''}")
+    out("  invariants:")
+    for check in report.checks:
+        mark = "PASS" if check.passed else "FAIL"
+        detail = f" — {check.detail}" if check.detail and not check.passed else ""
+        out(f"    {mark}  {check.name}{detail}")
+    out("")
+    verdict = "PASS" if report.passed else "FAIL"
+    reason = f": {report.failure}" if report.failure else ""
+    out(f"{verdict}{reason} ({report.seconds:.1f}s)")
+    sys.stdout.flush()
+
+
+_CHANNELS = {"e_adrese": "e-adrese", "email": "e-mail", "sms": "SMS", "letter": "letter"}
+
+__all__ = ["DemoError", "Scenario", "SeasonReport", "run_demo"]

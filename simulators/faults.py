@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,8 @@ Fault = Literal["none", "error", "rate_limit", "timeout", "malformed", "latency"
 FAULTS: tuple[Fault, ...] = ("none", "error", "rate_limit", "timeout", "malformed", "latency")
 HEADER = "x-simulate-fault"
 _UNFAULTED = ("/docs", "/openapi.json", "/health", "/redoc")
+FAULTS_PATH = "/_faults"
+"""Answered by the middleware itself (never faulted): what it has injected so far, by fault."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,9 @@ class FaultInjection:
         return "none"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == FAULTS_PATH:
+            await _answer(send, 200, json.dumps(dict(self.injected), sort_keys=True).encode())
+            return
         if scope["type"] != "http" or scope["path"].startswith(_UNFAULTED):
             await self.app(scope, receive, send)
             return
@@ -146,4 +152,4 @@ async def _answer(
     await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["FAULTS", "HEADER", "Fault", "FaultInjection", "Faults"]
+__all__ = ["FAULTS", "FAULTS_PATH", "HEADER", "Fault", "FaultInjection", "Faults"]

@@ -10,6 +10,7 @@ kills it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -45,6 +46,8 @@ class ServiceProcess:
         self.data, self.service = data, service
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.health_url = f"http://127.0.0.1:{free_port()}"
+        """The service's ``/health`` and ``/metrics`` (every service has them)."""
         self.log = data / f"{service}.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
         self.env |= {
@@ -52,6 +55,7 @@ class ServiceProcess:
             "HUB_DATA_DIR": str(data),
             "HUB_MUNICIPALITY": municipality,
             "HUB_ALLOCATION_API": f"127.0.0.1:{self.port}",
+            "HUB_HEALTH_PORT": self.health_url.rpartition(":")[2],
             "HUB_LOG_LEVEL": "WARNING",
         }
         self.env |= dict(env or {})
@@ -133,3 +137,88 @@ class ServiceProcess:
                 progress(state)
             await asyncio.sleep(0.1)
         raise ServiceProcessError(f"timed out after {timeout:.0f} s while {what}; see {self.log}")
+
+
+class SimulatorsProcess:
+    """``hub simulate all`` as a child process, on the URLs ``settings`` name.
+
+    ``async with SimulatorsProcess(settings, data, env)`` starts it with the
+    ``HUB_*`` variables in ``env`` (its municipality, seed, fault rate) and
+    waits until every simulator answers; leaving stops it. Its output goes to
+    ``<data>/simulators.log``.
+    """
+
+    SYSTEMS = ("vps", "viis", "gis", "dvs", "eadrese", "sms", "letter")
+
+    def __init__(self, settings: Any, data: Path, env: Mapping[str, str]) -> None:
+        self.urls = {s: str(getattr(settings, f"{s}_url")) for s in self.SYSTEMS}
+        self.smtp = (settings.smtp_host, settings.smtp_port)
+        self.log = data / "simulators.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+        self.env |= {"HUB_LOG_LEVEL": "WARNING", "HUB_DATA_DIR": str(data), **env}
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> SimulatorsProcess:
+        with self.log.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "hub", "simulate", "all"),
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
+        try:
+            await self._wait_until_up(timeout=60)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.send_signal(signal.SIGKILL)
+                await self.process.wait()
+
+    async def _wait_until_up(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2) as http:
+            for system, url in self.urls.items():
+                while True:
+                    if self.process is not None and self.process.returncode is not None:
+                        tail = self.log.read_text(errors="replace")[-2000:]
+                        raise ServiceProcessError(f"the simulators exited:\n{tail}")
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await http.get(f"{url}/health")).status_code == 200:
+                            break
+                    if time.monotonic() > deadline:
+                        raise ServiceProcessError(
+                            f"the {system} simulator did not start; see {self.log}"
+                        )
+                    await asyncio.sleep(0.1)
+        while True:
+            try:
+                _, writer = await asyncio.open_connection(*self.smtp)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ServiceProcessError(
+                        f"the SMTP simulator did not start; see {self.log}"
+                    ) from None
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            return
+
+    async def faults_injected(self) -> int:
+        """Requests the HTTP simulators have answered with a fault so far."""
+        from simulators.faults import FAULTS_PATH
+
+        total = 0
+        async with httpx.AsyncClient(timeout=5) as http:
+            for url in self.urls.values():
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    counts = (await http.get(f"{url}{FAULTS_PATH}")).json()
+                    total += sum(n for fault, n in counts.items() if fault != "none")
+        return total

@@ -33,32 +33,13 @@ from hub.wiring import REGISTER_ADAPTERS, REGISTERS, adapter, simulator_apps
 from schemas.allocation import RunRound
 from schemas.topics import OPERATOR
 from simulators.faults import HEADER
+from simulators.messages import application_form
 from simulators.municipality import Child, SyntheticMunicipality
 from simulators.serving import serving
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.real_broker
 CHILDREN = 40
-
-
-def application(child: Child) -> dict[str, Any]:
-    return {
-        "child_personal_code": child.personal_code,
-        "child_birth_date": child.birth_date.isoformat(),
-        "guardians": [
-            {"personal_code": g.personal_code, "email": g.email, "phone": g.phone}
-            for g in child.guardians
-        ],
-        "residence_address_code": child.address_code,
-        "institutions": list(child.choices),
-        "desired_start_date": child.desired_start_date.isoformat(),
-        "language": child.language,
-        "accepts_any_institution": child.accepts_any_institution,
-        "claims": {
-            "large_family": child.large_family,
-            "sibling_personal_codes": child.sibling_codes,
-        },
-    }
 
 
 async def test_the_chain_through_every_adapter_with_a_fifth_of_requests_faulted(
@@ -105,7 +86,7 @@ async def test_the_chain_through_every_adapter_with_a_fifth_of_requests_faulted(
                 base_url=settings.vps_url, headers={HEADER: "none"}
             ) as parents:
                 for child in town.children:
-                    answer = await parents.post("/v1/applications", json=application(child))
+                    answer = await parents.post("/v1/applications", json=application_form(child))
                     assert answer.status_code == 201, answer.text
             await eventually(
                 lambda: (

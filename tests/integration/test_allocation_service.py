@@ -34,7 +34,6 @@ from hub.allocation.engine import Allocator
 from hub.allocation.rebuild import JOURNAL, journal_steps
 from hub.allocation.rules import load_rules
 from hub.allocation.service import LIVE, SCHEMA, AllocationState, invariant_problems, service
-from hub.demo import application_message, institution_message
 from hub.embedded import free_port
 from hub.kafka import publish_messages
 from hub.reliability.deadletters import dead_letters, read_topic
@@ -46,6 +45,7 @@ from schemas.allocation import ParentAccepted, ParentDeclined, RunRound
 from schemas.notifications import NotificationSent
 from schemas.topics import OPERATOR
 from simulators.instant import running
+from simulators.messages import application_message, institution_message
 from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Parents
 from simulators.process import ServiceProcess

@@ -29,7 +29,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from hub.demo import application_message
 from hub.embedded import free_port
 from hub.reliability.consumer import RetrySchedule
 from hub.reliability.deadletters import DeadLetter, dead_letters, read_topic, replay
@@ -39,6 +38,7 @@ from hub.reliability.store import unpublished
 from hub.settings import Settings
 from schemas.applications import ApplicationSubmitted
 from schemas.topics import retry_topic
+from simulators.messages import application_message
 from simulators.municipality import SyntheticMunicipality
 from tests.conftest import eventually
 from tests.reliability_app import client_for, spec
