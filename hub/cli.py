@@ -228,7 +228,7 @@ def _iso_date(text: str) -> date:
         raise argparse.ArgumentTypeError("expected a date as YYYY-MM-DD") from None
 
 
-def _run_async(work: Any) -> Any:
+def run_async(work: Any) -> Any:
     """Run ``work`` on uvloop's event loop where it is installed (the services' HTTP, Kafka
     and SQLite traffic share one loop per process, and uvloop's is the faster one)."""
     try:
@@ -257,32 +257,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "broker":
-        return _run_async(_broker(settings, args.port))
+        return run_async(_broker(settings, args.port))
     if args.command == "topics" and args.topics_command == "create":
-        return _run_async(_topics_create(settings))
+        return run_async(_topics_create(settings))
     if args.command == "topics":
         _topics_list()
         return 0
     if args.command == "asyncapi":
         return _asyncapi(args.output)
     if args.command == "demo":
-        return _run_async(_demo(settings, args))
+        return run_async(_demo(settings, args))
     if args.command == "allocate":
         return _allocate(args)
     if args.command == "dlq":
-        return _run_async(_dlq(settings, args))
+        return run_async(_dlq(settings, args))
     if args.command == "run":
-        return _run_async(_run(settings, args.service))
+        return run_async(_run(settings, args.service))
     if args.command == "simulate":
-        return _run_async(_simulate(settings, args))
+        return run_async(_simulate(settings, args))
     if args.command == "allocation":
-        return _run_async(_rebuild(settings, args))
+        return run_async(_rebuild(settings, args))
     if args.command == "round":
-        return _run_async(_round_start(settings, args))
+        return run_async(_round_start(settings, args))
     if args.command == "queue":
         return _queue(settings, args)
     if args.command == "ops":
-        return _run_async(_ops(settings, args.port or settings.ops_port))
+        return run_async(_ops(settings, args.port or settings.ops_port))
     raise AssertionError(f"unhandled command {args.command}")
 
 

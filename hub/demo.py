@@ -56,6 +56,7 @@ from hub.calendar import RIGA
 from hub.embedded import free_port
 from hub.errors import HubError
 from hub.kafka import ensure_topics, kafka_cluster, publish_messages
+from hub.ops import ops_task
 from hub.reliability.deadletters import dead_letters, read_topic
 from hub.services import Services, assemble
 from hub.settings import Settings
@@ -242,11 +243,15 @@ class Season:
                 f" services: {', '.join(services.built)}"
             )
             self.out(
-                f"  health http://127.0.0.1:{local.health_port}/health,"
-                f" allocation API http://{local.allocation_api}/health"
+                f"  operations view http://127.0.0.1:{local.ops_port}/ · health"
+                f" http://127.0.0.1:{local.health_port}/health · allocation API"
+                f" http://{local.allocation_api}/health"
             )
             stop = asyncio.Event()
-            running = asyncio.create_task(services.run(stop, port=local.health_port))
+            view = ops_task(
+                local, self.bootstrap, port=local.ops_port, services=list(services.built)
+            )
+            running = asyncio.create_task(services.run(stop, port=local.health_port, tasks=[view]))
             try:
                 await self._steps()
             finally:
@@ -277,6 +282,7 @@ class Season:
                 "notify_callback": f"127.0.0.1:{free_port()}",
                 "allocation_api": f"127.0.0.1:{free_port()}",
                 "health_port": free_port(),
+                "ops_port": free_port(),
                 # The embedded broker forms a consumer group only after about one
                 # session timeout, and the demo starts eleven consumers.
                 "session_timeout": min(self.settings.session_timeout, 3.0),
