@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from bench.calibration import python_speed
 from hub.cli import run_async
 from hub.demo import Scenario, run_demo

@@ -493,8 +493,7 @@ def report(hub: HubRun, entries: int, produced: float, consumed: float, town: An
     say(
         f"allocation service: every child stored after {hub.children_done - hub.first_poll:.2f}"
         f" s, every event applied after {hub_seconds:.2f} s; {hub.dead} dead letters; parked"
-        f" to be tried again: {parked} (a residence handled before its child's application"
-        " waits on the retry topic, at least HUB_RETRY_FIRST_DELAY)"
+        f" to be tried again: {parked}"
     )
     for note in hub.notes:
         say(f"note: {note}")
