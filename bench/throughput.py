@@ -74,7 +74,8 @@ from hub.settings import Settings
 from hub.wiring import simulator_apps
 from schemas.institutions import InstitutionRegistered
 from schemas.topics import ALLOCATION, DEAD_LETTERS, VPS, retry_topic
-from simulators.municipality import Child, SyntheticMunicipality
+from simulators.messages import application_form
+from simulators.municipality import SyntheticMunicipality
 from simulators.process import ServiceProcess, ServiceProcessError
 from simulators.serving import serving
 from simulators.vps.app import ApplicationIn, Register
@@ -134,27 +135,6 @@ class FeedWatch:
         self.app.release()  # let go of requests held by injected timeouts
 
 
-def form(child: Child) -> dict[str, Any]:
-    """The child's application as the parents fill it in the e-service."""
-    return {
-        "child_personal_code": child.personal_code,
-        "child_birth_date": child.birth_date.isoformat(),
-        "guardians": [
-            {"personal_code": g.personal_code, "email": g.email, "phone": g.phone}
-            for g in child.guardians
-        ],
-        "residence_address_code": child.address_code,
-        "institutions": list(child.choices),
-        "desired_start_date": child.desired_start_date.isoformat(),
-        "language": child.language,
-        "accepts_any_institution": child.accepts_any_institution,
-        "claims": {
-            "large_family": child.large_family,
-            "sibling_personal_codes": child.sibling_codes,
-        },
-    }
-
-
 def fill(register: Register, town: SyntheticMunicipality) -> None:
     """Submit every child's application to the simulator's register before the clock starts.
 
@@ -162,7 +142,7 @@ def fill(register: Register, town: SyntheticMunicipality) -> None:
     it would only add untimed minutes to the set-up.
     """
     for n, child in enumerate(town.children, 1):
-        register.submit(ApplicationIn.model_validate(form(child)))
+        register.submit(ApplicationIn.model_validate(application_form(child)))
         if n % 5000 == 0 and n < len(town.children):
             say(f"  … {n:,}/{len(town.children):,} applications submitted")
 

@@ -33,6 +33,7 @@ from schemas.allocation import (
 )
 from schemas.topics import BY_NAME, VPS
 from simulators.faults import Faults
+from simulators.messages import application_form
 from simulators.municipality import Child, SyntheticMunicipality
 from simulators.serving import serving
 from simulators.vps.app import BROKEN_EMAIL, ApplicationIn, Register, create_app
@@ -44,20 +45,7 @@ NO_FAULT = {"X-Simulate-Fault": "none"}
 
 
 def form(child: Child, **changes: Any) -> dict[str, Any]:
-    body = {
-        "child_personal_code": child.personal_code,
-        "child_birth_date": child.birth_date.isoformat(),
-        "guardians": [
-            {"personal_code": g.personal_code, "email": g.email, "phone": g.phone}
-            for g in child.guardians
-        ],
-        "residence_address_code": child.address_code,
-        "institutions": list(child.choices),
-        "desired_start_date": child.desired_start_date.isoformat(),
-        "language": child.language,
-        "claims": {"large_family": child.large_family},
-    }
-    return body | changes
+    return application_form(child) | changes
 
 
 @pytest_asyncio.fixture
