@@ -384,7 +384,7 @@ class Season:
         async with self._vps() as http:
             while True:
                 self._fail_if_stopped()
-                live = [o for o in state.offers.values() if o.status == LIVE]
+                live = [state.offers[i] for i in state.live.values()]
                 for offer in live:
                     if offer.offer_id in self.decided or not offer.respond_by:
                         continue  # answered already, or the parents do not know of it yet
@@ -419,7 +419,7 @@ class Season:
                 if time.monotonic() - shown >= 5:
                     shown = time.monotonic()
                     self._progress(live, waiting)
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.1)
         d = self.report.decided
         self.out(
             f"▶ the queue settled: {len(state.offers)} offers made in all; parents accepted"
@@ -648,7 +648,7 @@ class Season:
             if progress is not None and time.monotonic() - shown >= 5:
                 shown = time.monotonic()
                 self.out(f"  … {progress()}")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
 
     async def _with_progress(self, work: Awaitable[Any], progress: Callable[[], str]) -> Any:
         task = asyncio.ensure_future(work)

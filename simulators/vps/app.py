@@ -203,9 +203,12 @@ class Register:
     answered: dict[str, str] = field(default_factory=dict)
     rounds: dict[str, RoundIn] = field(default_factory=dict)
     feed_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    queued: dict[str, str] = field(default_factory=dict)
+    """VPS child id → its active application's id (one at a time)."""
 
     def __post_init__(self) -> None:
         self._ids = random.Random(f"{self.town.code}:{self.town.seed}:child-ids")
+        self._issued = set(self.child_ids.values())
         self.institutions = {i.institution_id: i for i in self.town.institutions}
         self.declared_elsewhere = {
             _code(c.personal_code) for c in self.town.children if not c.declared_here
@@ -240,11 +243,11 @@ class Register:
         code (a hash of a personal code is reversed by trying every code)."""
         code = _code(personal_code)
         if code not in self.child_ids:
-            issued = set(self.child_ids.values())
             new = f"{self._ids.getrandbits(48):012x}"
-            while new in issued:
+            while new in self._issued:
                 new = f"{self._ids.getrandbits(48):012x}"
             self.child_ids[code] = new
+            self._issued.add(new)
         return self.child_ids[code]
 
     def offer(self, offer_id: str) -> OfferIn:
@@ -269,7 +272,7 @@ class Register:
         if on_behalf and not (form.staff_id and form.power_of_attorney):
             raise HTTPException(422, {"error": "power_of_attorney_required"})
         child_id = self.child_id(form.child_personal_code)
-        if any(a["child_id"] == child_id and a["active"] for a in self.applications.values()):
+        if child_id in self.queued:
             raise HTTPException(409, {"error": "already_queued"})
         now = self.clock()
         application_id = f"APP-{now.year}-{len(self.applications) + 1:06d}"
@@ -280,6 +283,7 @@ class Register:
             **form.model_dump(mode="json"),
         }
         self.applications[application_id] = {**data, "active": True}
+        self.queued[child_id] = application_id
         if any(g.email == BROKEN_EMAIL for g in form.guardians):
             data = {"application_id": application_id}  # a faulty release drops the fields
         self.append("application.submitted", data)
@@ -326,6 +330,7 @@ class Register:
     def withdraw(self, application_id: str, reason: str) -> None:
         found = self.application(application_id)
         found["active"] = False
+        self.queued.pop(found["child_id"], None)
         self.append(
             "application.withdrawn",
             {
