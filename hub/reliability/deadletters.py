@@ -194,7 +194,8 @@ async def read_topic(
     carry. (The embedded broker answers list-offsets requests with the base
     offset of the last batch rather than the end, so ``end_offsets`` would
     stop short there.) A partition that gives no records and no watermark
-    for ``idle_polls`` polls in a row is taken as empty.
+    for ``idle_polls`` polls in a row is taken as empty; one with a watermark
+    it has not reached is read on (given up only after twenty times as many).
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **client_options
@@ -219,7 +220,10 @@ async def read_topic(
                 end = consumer.highwater(tp)
                 idle[tp] = 0 if got else idle[tp] + 1
                 caught_up = end is not None and await consumer.position(tp) >= end
-                if caught_up or idle[tp] >= idle_polls:
+                # A partition known to hold more may sit out a few polls while the others'
+                # records come first: only one that never answered is taken as empty soon.
+                patience = idle_polls if end is None else idle_polls * 20
+                if caught_up or idle[tp] >= patience:
                     behind.discard(tp)
         return records
     finally:
