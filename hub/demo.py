@@ -60,6 +60,7 @@ from hub.ops import ops_task
 from hub.reliability.deadletters import dead_letters, read_topic
 from hub.services import Services, assemble
 from hub.settings import Settings
+from hub.wiring import SYSTEMS
 from schemas.allocation import (
     OfferDeclined,
     OfferExpired,
@@ -269,7 +270,7 @@ class Season:
         await self._registered()
 
     def _settings(self, data: Path) -> Settings:
-        urls = {f"{s}_url": f"http://127.0.0.1:{free_port()}" for s in SIMULATED}
+        urls = {f"{s}_url": f"http://127.0.0.1:{free_port()}" for s in SYSTEMS}
         rates = {f"notify_rate_{c}": 100_000 for c in ("eadrese", "email", "sms", "letter")}
         return self.settings.model_copy(
             update=urls
@@ -533,6 +534,7 @@ class Season:
         made = {str(m.offer_id) for m in topic if isinstance(m, OfferMade)}
         closing = {str(m.offer_id) for m in topic if isinstance(m, _CLOSING)}
         problems = invariant_problems(state)
+        empty_seat = self._empty_seats_with_queue()
         delivered = [o for o in offers if o.respond_by]
         checks = [
             Check(
@@ -577,8 +579,8 @@ class Season:
             ),
             Check(
                 "no seat left empty while a child waits for it",
-                not self._empty_seats_with_queue(),
-                self._empty_seats_with_queue(),
+                not empty_seat,
+                empty_seat,
             ),
             Check(
                 "no message dead-lettered for a fault of the hub",
@@ -666,12 +668,11 @@ class Season:
 
 
 _CLOSING = (OfferDeclined, OfferExpired, OfferRevoked, PlaceAccepted)
-SIMULATED = ("vps", "viis", "gis", "dvs", "eadrese", "sms", "letter")
 
 
 def sim_env(settings: Settings, scenario: Scenario) -> dict[str, str]:
     """The ``HUB_*`` settings ``hub simulate all`` needs to play the scenario's municipality."""
-    env = {f"HUB_{s.upper()}_URL": str(getattr(settings, f"{s}_url")) for s in SIMULATED}
+    env = {f"HUB_{s.upper()}_URL": str(getattr(settings, f"{s}_url")) for s in SYSTEMS}
     return env | {
         "HUB_MUNICIPALITY": settings.municipality,
         "HUB_SIM_SEED": str(scenario.seed),

@@ -148,10 +148,10 @@ class SimulatorsProcess:
     ``<data>/simulators.log``.
     """
 
-    SYSTEMS = ("vps", "viis", "gis", "dvs", "eadrese", "sms", "letter")
-
     def __init__(self, settings: Any, data: Path, env: Mapping[str, str]) -> None:
-        self.urls = {s: str(getattr(settings, f"{s}_url")) for s in self.SYSTEMS}
+        from hub.wiring import SYSTEMS
+
+        self.urls = {s: str(getattr(settings, f"{s}_url")) for s in SYSTEMS}
         self.smtp = (settings.smtp_host, settings.smtp_port)
         self.log = data / "simulators.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
