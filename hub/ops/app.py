@@ -20,11 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-import uvicorn
 from aiokafka.errors import KafkaError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -34,7 +32,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from hub.errors import HubError
+from hub.http import serve
 from hub.ops.live import LiveView, NotReplayable
 from hub.settings import Settings
 from schemas.topics import SERVICES
@@ -127,20 +125,6 @@ def create_app(view: LiveView, *, host: str = "127.0.0.1") -> Starlette:
     )
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise HubError(
-            f"the operations view cannot listen on {host}:{port}: {exc.strerror}"
-        ) from None
-    return sock
-
-
 async def serve_ops(
     settings: Settings,
     bootstrap: str,
@@ -160,34 +144,23 @@ async def serve_ops(
     port is taken.
     """
     view = LiveView(settings, bootstrap, services=tuple(services or SERVICES))
-    sock = _listen(host, port)
-    config = uvicorn.Config(
-        create_app(view, host=host), log_level="warning", lifespan="off", access_log=False
-    )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     reading = asyncio.create_task(view.run(stop), name="ops-view")
-    serving = asyncio.create_task(server.serve(sockets=[sock]), name="ops-http")
     try:
-        if ready is not None:
-            while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn's flag
-                await asyncio.sleep(0.02)
-            ready.set()
-        waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait([waiter, serving], return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
+        await serve(
+            create_app(view, host=host),
+            stop,
+            port=port,
+            host=host,
+            what="the operations view",
+            ready=ready,
+        )
     finally:
-        server.should_exit = True
-        try:
-            await serving
-        finally:
-            sock.close()
-            if stop.is_set():
-                await reading  # it notices the stop within a fetch
-            else:
-                reading.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reading
+        if stop.is_set():
+            await reading  # it notices the stop within a fetch
+        else:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
 
 
 def ops_task(
