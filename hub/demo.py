@@ -62,11 +62,10 @@ from hub.services import Services, assemble
 from hub.settings import Settings
 from hub.wiring import SYSTEMS
 from schemas.allocation import (
+    OFFER_CLOSED,
     OfferDeclined,
     OfferExpired,
     OfferMade,
-    OfferRevoked,
-    PlaceAccepted,
     RunRound,
 )
 from schemas.topics import BY_NAME, OPERATOR
@@ -235,7 +234,14 @@ class Season:
             f" simulators fault {scenario.faults:.0%} of requests"
         )
         local = self.local = self._settings(data)
-        async with SimulatorsProcess(local, data, sim_env(local, scenario)) as simulators:
+        async with SimulatorsProcess(
+            local,
+            data,
+            sim_seed=scenario.seed,
+            sim_children=scenario.children,
+            sim_institutions=scenario.institutions,
+            sim_fault_rate=scenario.faults,
+        ) as simulators:
             self.out(f"▶ simulators of VPS, VIIS, GIS, DVS, e-adrese, SMTP, SMS, post: {data}")
             services = self.services = assemble(["all"], local, self.bootstrap, clock=self.clock)
             report = await ensure_topics(local, self.bootstrap, services=list(services.built))
@@ -532,7 +538,7 @@ class Season:
         report.dead_letters = Counter(f"{d.service}: {d.reason}" for d in letters)
 
         made = {str(m.offer_id) for m in topic if isinstance(m, OfferMade)}
-        closing = {str(m.offer_id) for m in topic if isinstance(m, _CLOSING)}
+        closing = {str(m.offer_id) for m in topic if isinstance(m, OFFER_CLOSED)}
         problems = invariant_problems(state)
         empty_seat = self._empty_seats_with_queue()
         delivered = [o for o in offers if o.respond_by]
@@ -665,23 +671,6 @@ class Season:
         failed = [r.spec.name for r in self.services.runners if r.phase in ("failed", "stopped")]
         if failed:
             raise DemoError(f"service stopped: {', '.join(failed)} (see the log above)")
-
-
-_CLOSING = (OfferDeclined, OfferExpired, OfferRevoked, PlaceAccepted)
-
-
-def sim_env(settings: Settings, scenario: Scenario) -> dict[str, str]:
-    """The ``HUB_*`` settings ``hub simulate all`` needs to play the scenario's municipality."""
-    env = {f"HUB_{s.upper()}_URL": str(getattr(settings, f"{s}_url")) for s in SYSTEMS}
-    return env | {
-        "HUB_MUNICIPALITY": settings.municipality,
-        "HUB_SIM_SEED": str(scenario.seed),
-        "HUB_SIM_CHILDREN": str(scenario.children),
-        "HUB_SIM_INSTITUTIONS": str(scenario.institutions),
-        "HUB_SIM_FAULT_RATE": str(scenario.faults),
-        "HUB_SMTP_PORT": str(settings.smtp_port),
-        "HUB_HTTP_TIMEOUT": str(settings.http_timeout),
-    }
 
 
 def cascade_steps(messages: list[Any]) -> Counter[int]:

@@ -100,6 +100,10 @@ class PlaceAccepted(_OfferRef, Event):
     accepted_at: UtcDatetime = Field(description="When the parent accepted.")
 
 
+OFFER_CLOSED = (OfferDeclined, OfferExpired, OfferRevoked, PlaceAccepted)
+"""The events that close an offer: after one of them it is never live again."""
+
+
 class InstitutionFill(FrozenModel):
     """Seats and offers of one institution after a round."""
 

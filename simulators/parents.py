@@ -23,11 +23,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from hub.reliability.consumer import outbox_row
 from schemas.allocation import (
+    OFFER_CLOSED,
     OfferDeadlineSet,
     OfferDeclined,
-    OfferExpired,
     OfferMade,
-    OfferRevoked,
     ParentAccepted,
     ParentDeclined,
     PlaceAccepted,
@@ -36,7 +35,6 @@ from schemas.base import Message
 from schemas.topics import BY_NAME, VPS
 
 OFFERS = BY_NAME["allocation.offers.v1"]
-_CLOSING = (OfferDeclined, OfferExpired, OfferRevoked, PlaceAccepted)
 
 
 @dataclass
@@ -126,7 +124,7 @@ class Parents:
         if isinstance(message, OfferMade):
             self.live[message.child_ref] = message
             self.made += 1
-        elif isinstance(message, _CLOSING):
+        elif isinstance(message, OFFER_CLOSED):
             live = self.live.get(message.child_ref)
             if live is not None and live.offer_id == message.offer_id:
                 del self.live[message.child_ref]

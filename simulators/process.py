@@ -28,6 +28,38 @@ class ServiceProcessError(RuntimeError):
     """The service exited or did not reach the awaited state in time."""
 
 
+def _environment(data: Path, settings: Mapping[str, object]) -> dict[str, str]:
+    """This process's environment without its ``HUB_*`` variables, plus ``settings`` (by field
+    name) for a child ``hub`` process that keeps its data and log in ``data``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env |= {"HUB_DATA_DIR": str(data), "HUB_LOG_LEVEL": "WARNING"}
+    return env | _variables(settings)
+
+
+def _variables(settings: Mapping[str, object]) -> dict[str, str]:
+    """``HUB_*`` variables for settings given by field name (``fetch_max_wait=0.01``)."""
+    return {f"HUB_{name.upper()}": str(value) for name, value in settings.items()}
+
+
+async def _spawn(log: Path, env: Mapping[str, str], *command: str) -> asyncio.subprocess.Process:
+    """``python -m hub COMMAND…`` with its output appended to ``log``."""
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hub", *command, env=dict(env), stdout=out, stderr=out
+        )
+
+
+async def _terminate(process: asyncio.subprocess.Process, timeout: float) -> int:
+    """SIGTERM; SIGKILL if it has not exited within ``timeout``. Its exit status."""
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            process.send_signal(signal.SIGKILL)
+    return await process.wait()
+
+
 class ServiceProcess:
     """``hub run SERVICE`` as a child process; its output goes to ``<data>/<service>.log``."""
 
@@ -49,29 +81,23 @@ class ServiceProcess:
         self.health_url = f"http://127.0.0.1:{free_port()}"
         """The service's ``/health`` and ``/metrics`` (every service has them)."""
         self.log = data / f"{service}.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
-        self.env |= {
-            "HUB_BOOTSTRAP_SERVERS": bootstrap,
-            "HUB_DATA_DIR": str(data),
-            "HUB_MUNICIPALITY": municipality,
-            "HUB_ALLOCATION_API": f"127.0.0.1:{self.port}",
-            "HUB_HEALTH_PORT": self.health_url.rpartition(":")[2],
-            "HUB_LOG_LEVEL": "WARNING",
-        }
+        self.env = _environment(
+            data,
+            {
+                "bootstrap_servers": bootstrap,
+                "municipality": municipality,
+                "allocation_api": f"127.0.0.1:{self.port}",
+                "health_port": self.health_url.rpartition(":")[2],
+            },
+        )
         self.env |= dict(env or {})
-        self.env |= {f"HUB_{name.upper()}": str(value) for name, value in settings.items()}
+        self.env |= _variables(settings)
         self.process: asyncio.subprocess.Process | None = None
         self._http = httpx.AsyncClient()
 
     async def start(self, timeout: float = 60) -> None:
         """Start the service (for the allocation service: and wait until its API answers)."""
-        with self.log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "hub", "run", self.service),
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
+        self.process = await _spawn(self.log, self.env, "run", self.service)
         if self.service == "allocation":
             await self.wait_for(lambda _: True, "starting", timeout)
 
@@ -93,13 +119,7 @@ class ServiceProcess:
         clean stop), None if it never ran."""
         if self.process is None:
             return None
-        if self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout)
-            except TimeoutError:
-                self.process.send_signal(signal.SIGKILL)
-        return await self.process.wait()
+        return await _terminate(self.process, timeout)
 
     async def close(self) -> None:
         await self.kill()
@@ -142,30 +162,30 @@ class ServiceProcess:
 class SimulatorsProcess:
     """``hub simulate all`` as a child process, on the URLs ``settings`` name.
 
-    ``async with SimulatorsProcess(settings, data, env)`` starts it with the
-    ``HUB_*`` variables in ``env`` (its municipality, seed, fault rate) and
-    waits until every simulator answers; leaving stops it. Its output goes to
+    ``async with SimulatorsProcess(settings, data, sim_seed=…, sim_children=…)``
+    starts it for the municipality, URLs, SMTP port and HTTP timeout of
+    ``settings`` and the simulator settings given (by field name), and waits
+    until every simulator answers; leaving stops it. Its output goes to
     ``<data>/simulators.log``.
     """
 
-    def __init__(self, settings: Any, data: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, settings: Any, data: Path, **simulation: object) -> None:
         from hub.wiring import SYSTEMS
 
         self.urls = {s: str(getattr(settings, f"{s}_url")) for s in SYSTEMS}
         self.smtp = (settings.smtp_host, settings.smtp_port)
         self.log = data / "simulators.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
-        self.env |= {"HUB_LOG_LEVEL": "WARNING", "HUB_DATA_DIR": str(data), **env}
+        shared = ("municipality", "smtp_port", "http_timeout")
+        self.env = _environment(
+            data,
+            {f"{s}_url": url for s, url in self.urls.items()}
+            | {name: getattr(settings, name) for name in shared}
+            | simulation,
+        )
         self.process: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> SimulatorsProcess:
-        with self.log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "hub", "simulate", "all"),
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
+        self.process = await _spawn(self.log, self.env, "simulate", "all")
         try:
             await self._wait_until_up(timeout=60)
         except BaseException:
@@ -174,13 +194,8 @@ class SimulatorsProcess:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except TimeoutError:
-                self.process.send_signal(signal.SIGKILL)
-                await self.process.wait()
+        if self.process is not None:
+            await _terminate(self.process, 10)
 
     async def _wait_until_up(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
