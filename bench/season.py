@@ -16,7 +16,6 @@ There is no peer to compare with; the figures are the hub's own.
 from __future__ import annotations
 
 import argparse
-import re
 import resource
 import sys
 import tempfile
@@ -30,8 +29,6 @@ from hub.cli import run_async
 from hub.demo import Scenario, run_demo
 from hub.observability import setup_logging
 from hub.settings import Settings
-
-STEP = re.compile(r"^▶ (.*) \((\d+(?:\.\d+)?)s\)$")
 
 
 def main() -> int:
@@ -51,10 +48,8 @@ def main() -> int:
         faults=args.faults,
         timeout=args.timeout,
     )
-    lines: list[str] = []
 
     def out(line: str) -> None:
-        lines.append(line)
         print(line, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="hub-season-") as data:
@@ -70,10 +65,8 @@ def main() -> int:
         f" faults {args.faults:.0%}: {'PASS' if report.passed else 'FAIL'}"
     )
     print(f"  wall time                        {wall:8.1f} s")
-    for line in lines:
-        step = STEP.match(line)
-        if step:
-            print(f"    {step.group(1)[:60]:<60} {float(step.group(2)):8.1f} s")
+    for step, seconds in report.steps:
+        print(f"    {step:<44} {seconds:8.1f} s")
     print(
         f"  offers {report.offers:,}, accepted {report.outcomes['accepted']:,},"
         f" notifications {sum(report.channels.values()):,}"

@@ -149,6 +149,8 @@ class SeasonReport:
     retries: int = 0
     enrolled: int = 0
     enrollment_refused: int = 0
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    """Each step of the season and the seconds it took."""
     checks: list[Check] = field(default_factory=list)
     failure: str | None = None
 
@@ -328,7 +330,8 @@ class Season:
                 lambda: f"submitted {done}/{len(children)}",
             )
         self.report.applications = len(children)
-        self.out(f"  submitted {len(children)} ({time.monotonic() - began:.1f}s)")
+        took = self._step("submit the applications", began)
+        self.out(f"  submitted {len(children)} ({took:.1f}s)")
 
     # --- 2. enrichment --------------------------------------------------------------
 
@@ -343,9 +346,10 @@ class Season:
                 f" waiting for VIIS or GIS {state.waiting_for_facts()}"
             ),
         )
+        took = self._step("registration read and enriched", began)
         self.out(
             f"▶ {count} applications read from the VPS feed and enriched through VIIS and GIS"
-            f" ({time.monotonic() - began:.1f}s)"
+            f" ({took:.1f}s)"
         )
 
     # --- 3. the round -----------------------------------------------------------------
@@ -362,10 +366,11 @@ class Season:
         await publish_messages(self.bootstrap, [command])
         await self._until(lambda: state.round_id == str(command.round_id), "the round")
         self.report.round_offers = len(state.live)
+        took = self._step("the round", began)
         self.out(
             f"▶ one click: round as of {command.round_date}: {len(state.live)} offers,"
             f" {len(state.children) - len(state.live)} children wait"
-            f" ({time.monotonic() - began:.2f}s)"
+            f" ({took:.2f}s)"
         )
 
     # --- 4. answers, expiries, cascades ---------------------------------------------------
@@ -428,12 +433,19 @@ class Season:
                     self._progress(live, waiting)
                 await asyncio.sleep(0.1)
         d = self.report.decided
+        took = self._step("answers and cascades until settled", began)
         self.out(
             f"▶ the queue settled: {len(state.offers)} offers made in all; parents accepted"
             f" {d['accept']}, declined {d['decline']}, let {d['silent']} expire;"
             f" the clock moved {self.report.clock_moves} times"
-            f" ({time.monotonic() - began:.1f}s)"
+            f" ({took:.1f}s)"
         )
+
+    def _step(self, name: str, began: float) -> float:
+        """Record how long step ``name`` took (for the report); the seconds."""
+        took = time.monotonic() - began
+        self.report.steps.append((name, took))
+        return took
 
     def _verdict(self) -> str:
         draw = self.rng.random()
@@ -503,11 +515,12 @@ class Season:
         )
         numbers = ", ".join(str(r["registration_number"]) for r in lists)
         self.report.enrolled, self.report.enrollment_refused = enrolled(), refused()
+        took = self._step("VIIS enrolments and DVS decisions", began)
         self.out(
             f"▶ {len(accepted)} places accepted: {enrolled()} enrolled in VIIS"
             f" ({refused()} refused: already enrolled elsewhere, a transfer their current"
             f" institution registers), {decided()} decisions registered in the DVS;"
-            f" admission list {numbers} ({time.monotonic() - began:.1f}s)"
+            f" admission list {numbers} ({took:.1f}s)"
         )
 
     # --- 6. checks ------------------------------------------------------------------------
