@@ -996,9 +996,9 @@ class Receipts(_On):
         if isinstance(message, NotificationDeemedNotified):
             notified = message.deemed_notified_on
         elif isinstance(message, NotificationSent) and message.channel == "e_adrese":
-            notified = deemed_notified(max(message.sent_at, made or message.sent_at))
+            notified = deemed_notified(max(message.sent_at, made) if made else message.sent_at)
         elif isinstance(message, NotificationDelivered) and message.channel != "e_adrese":
-            notified = local_date(max(message.delivered_at, made or message.delivered_at))
+            notified = local_date(message.delivered_at)
         else:
             return
         if made is not None:

@@ -453,3 +453,18 @@ async def test_a_better_offer_left_unanswered_expires_and_the_held_place_stays(
     # It leaves the queue for better places; the seat it holds is not offered to anyone.
     assert state.allocator is not None and child not in state.allocator
     check(state)
+
+
+async def test_a_receipt_from_a_clock_running_behind_starts_the_deadline_no_earlier_than_the_offer(
+    harness: Harness,
+) -> None:
+    await registered(harness, children=40)
+    state = harness.state
+    await harness.feed(round_command())
+    offer_id = sorted(state.live.values())[0]
+    made = datetime.fromisoformat(state.offers[offer_id].made_at)
+    late = harness.receipt(offer_id).model_copy(update={"sent_at": made - timedelta(days=30)})
+    await harness.feed(late)
+    offer = state.offers[offer_id]
+    # e-adrese: deemed notified on the second working day after the offer, not after the stamp.
+    assert date.fromisoformat(offer.notified_on or "") > made.date()
