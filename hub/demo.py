@@ -132,7 +132,7 @@ class SeasonReport:
     offers: int = 0
     round_offers: int = 0
     answers: Counter[str] = field(default_factory=Counter)
-    """accept, decline, silent, too_late (the offer closed before the answer came)."""
+    """Answers the e-service took: accept, decline; too_late (the offer closed first)."""
     outcomes: Counter[str] = field(default_factory=Counter)
     """Offers by final status: accepted, declined, expired, revoked, live."""
     cascade_steps: Counter[int] = field(default_factory=Counter)
@@ -717,12 +717,12 @@ def cascade_steps(messages: list[Any]) -> Counter[int]:
 def unplaced(state: AllocationState) -> Counter[str]:
     """Children without an accepted place, by why."""
     reasons: Counter[str] = Counter()
-    closed: dict[str, set[str]] = {}
+    statuses_of: dict[str, set[str]] = {}
     for offer in state.offers.values():
-        closed.setdefault(offer.child_ref, set()).add(offer.status)
+        statuses_of.setdefault(offer.child_ref, set()).add(offer.status)
     engine = state.allocator
     for child_ref, file in state.children.items():
-        statuses = closed.get(child_ref, set())
+        statuses = statuses_of.get(child_ref, set())
         if "accepted" in statuses:
             continue
         if "expired" in statuses or file.status == "annulled":
