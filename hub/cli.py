@@ -11,6 +11,7 @@
     hub allocation rebuild     rebuild the allocation service's state from the topics
     hub round start …          publish a one-click admission round command
     hub queue CHILD_REF        where a child stands, from the allocation service
+    hub clock show|advance|set the simulated clock of a simulation (HUB_SIMULATION=true)
 
 Settings come from HUB_* environment variables (see README). Errors the hub
 expects are printed as one line and exit with status 2.
@@ -197,6 +198,7 @@ def _parser() -> argparse.ArgumentParser:
             " invalid_message out unless asked for",
         )
     _ops_command(commands)
+    _clock_command(commands)
     return parser
 
 
@@ -204,6 +206,25 @@ def _ops_command(commands: Any) -> None:
     """``hub ops``."""
     ops = commands.add_parser("ops", help="serve the operations view (a web page) on 127.0.0.1")
     ops.add_argument("--port", type=int, help="port to listen on (HUB_OPS_PORT, 8700)")
+
+
+def _clock_command(commands: Any) -> None:
+    """``hub clock show|advance|set``: the simulated clock of a simulation."""
+    clock = commands.add_parser(
+        "clock", help="the simulated clock of a simulation (needs HUB_SIMULATION=true)"
+    )
+    actions = clock.add_subparsers(dest="clock_command", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="print the simulated time and its offset")
+    advance = actions.add_parser("advance", help="move the simulated clock forward by a duration")
+    advance.add_argument("duration", metavar="DURATION", help="such as 20d, 36h, 90m, 45s, 1d12h")
+    set_ = actions.add_parser("set", help="move the simulated clock forward to a time")
+    set_.add_argument(
+        "moment", metavar="ISO_DATETIME", help="with its time zone, such as 2026-12-01T09:00+02:00"
+    )
+    for sub in (show, advance, set_):
+        sub.add_argument("--municipality", help="municipality (default: HUB_MUNICIPALITY)")
+    for sub in (advance, set_):
+        sub.add_argument("--by", default=os.environ.get("USER", "operator"), help="operator name")
 
 
 def _moment(text: str) -> datetime:
@@ -283,6 +304,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _queue(settings, args)
     if args.command == "ops":
         return run_async(_ops(settings, args.port or settings.ops_port))
+    if args.command == "clock":
+        return run_async(_clock(settings, args))
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -525,14 +548,18 @@ def _print_dead_letter(letter: Any, *, reveal: bool) -> None:
 async def _run(settings: Settings, name: str) -> int:
     from hub.kafka import ensure_topics, kafka_cluster
     from hub.reliability.service import stop_on_signals
-    from hub.services import assemble, health_port
+    from hub.services import Task, assemble, health_port
     from hub.wiring import url_setting
 
     stop = asyncio.Event()
     stop_on_signals(stop)
     async with kafka_cluster(settings) as bootstrap:
-        services = assemble([name], settings, bootstrap)
+        clock = _simulated_clock(settings)
+        services = assemble([name], settings, bootstrap, clock=clock)
         await ensure_topics(settings, bootstrap, services=list(services.built))
+        tasks: list[Task] = []
+        if clock is not None:
+            tasks.append(await _follow_clock(settings, bootstrap, clock))
         port = health_port(settings, name)
         for service in services.built:
             system = service.removesuffix("-adapter")
@@ -546,7 +573,6 @@ async def _run(settings: Settings, name: str) -> int:
             print(f"{service} for {settings.municipality} on {bootstrap}; {where}", file=sys.stderr)
         if port:
             print(f"health: http://127.0.0.1:{port}/health, metrics: /metrics", file=sys.stderr)
-        tasks = []
         if name == "all":
             from hub.ops import ops_task
 
@@ -554,6 +580,92 @@ async def _run(settings: Settings, name: str) -> int:
             print(f"operations view: http://127.0.0.1:{settings.ops_port}/", file=sys.stderr)
         clean = await services.run(stop, port=port, tasks=tasks)
     return 0 if clean else 1
+
+
+def _simulated_clock(settings: Settings) -> Any:
+    """A simulated clock at no offset for ``HUB_CLOCK=simulated`` (None: the system clock)."""
+    if settings.clock != "simulated":
+        return None
+    from hub.clock import SimulatedClock
+
+    return SimulatedClock()
+
+
+async def _follow_clock(settings: Settings, bootstrap: str, clock: Any) -> Any:
+    """Catch ``clock`` up with the moves on the topic before the services start, so that a
+    restarted process resumes at the simulated time; the task that follows later moves."""
+    from aiokafka.errors import KafkaError
+
+    from hub.clock import catch_up, clock_follower, format_duration
+    from hub.kafka import client_options
+
+    options = client_options(settings)
+    try:
+        await catch_up(clock, bootstrap, settings.municipality, **options)
+    except KafkaError as exc:
+        raise BrokerUnavailable(
+            f"cannot read the simulated clock from {bootstrap}: {exc!r}"
+        ) from None
+    print(
+        f"simulated clock of {settings.municipality}: {clock():%Y-%m-%d %H:%M:%S %Z}"
+        f" ({format_duration(clock.offset)} ahead of the system clock)",
+        file=sys.stderr,
+    )
+    return clock_follower(clock, bootstrap, settings.municipality, **options)
+
+
+async def _clock(settings: Settings, args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from hub.clock import ClockError, advance_clock, format_duration, parse_duration, read_clock
+    from hub.kafka import client_options
+
+    if not settings.simulation:
+        raise ConfigurationError(
+            "hub clock moves a simulation's clock: set HUB_SIMULATION=true (synthetic data and"
+            " simulators only)"
+        )
+    if not settings.bootstrap_servers:
+        raise ConfigurationError("HUB_BOOTSTRAP_SERVERS is not set: whose clock?")
+    bootstrap = settings.bootstrap_servers
+    municipality = args.municipality or settings.municipality
+    options = client_options(settings)
+    try:
+        if args.clock_command == "show":
+            clock = await read_clock(bootstrap, municipality, **options)
+            offset, last = clock.offset, clock.last_move
+            print(f"simulated time  {clock().isoformat(timespec='seconds')}  ({municipality})")
+            print(f"offset          {format_duration(offset)} ahead of the system clock")
+            if last is None:
+                print("moved           never: it reads the system time")
+            else:
+                print(f"moved           {clock.moves} times, last by {last.requested_by}")
+            return 0
+        if args.clock_command == "advance":
+            moved = await advance_clock(
+                bootstrap,
+                municipality,
+                by=parse_duration(args.duration),
+                requested_by=args.by,
+                **options,
+            )
+        else:
+            try:
+                moment = datetime.fromisoformat(args.moment)
+            except ValueError:
+                raise ClockError(
+                    f"bad time {args.moment!r}: expected ISO 8601 with a time zone, such as"
+                    " 2026-12-01T09:00+02:00"
+                ) from None
+            moved = await advance_clock(
+                bootstrap, municipality, to=moment, requested_by=args.by, **options
+            )
+    except KafkaError as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the simulated clock on {bootstrap}: {exc!r}"
+        ) from None
+    print(f"simulated clock of {municipality} moved to {moved.isoformat(timespec='seconds')}")
+    return 0
 
 
 async def _simulate(settings: Settings, args: argparse.Namespace) -> int:

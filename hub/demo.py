@@ -44,7 +44,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -53,6 +53,7 @@ import httpx
 
 from hub.allocation.service import LIVE, AllocationState, invariant_problems
 from hub.calendar import RIGA
+from hub.clock import SimulatedClock
 from hub.embedded import free_port
 from hub.errors import HubError
 from hub.kafka import ensure_topics, kafka_cluster, publish_messages
@@ -99,19 +100,6 @@ class Scenario:
             raise DemoError("--faults is a share of requests: from 0 up to (not including) 1")
         if self.accept < 0 or self.decline < 0 or self.accept + self.decline > 1:
             raise DemoError("--accept and --decline are shares of offers that add up to at most 1")
-
-
-class DemoClock:
-    """The services' clock: real time plus an offset the demo moves forward (never back)."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def move_to(self, moment: datetime) -> None:
-        self.offset = max(self.offset, moment - datetime.now(UTC))
 
 
 @dataclass
@@ -214,7 +202,7 @@ class Season:
         self.town = SyntheticMunicipality(
             code, seed=scenario.seed, children=scenario.children, institutions=scenario.institutions
         )
-        self.clock = DemoClock()
+        self.clock = SimulatedClock()  # the services' clock, moved forward by the demo
         self.rng = random.Random(scenario.seed)
         self.decided: dict[str, str] = {}
         """offer id → accept, decline or silent."""

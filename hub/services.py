@@ -8,7 +8,9 @@ process serves on ``127.0.0.1:HUB_HEALTH_PORT``:
 - ``GET /health`` — every service of the process: its phase (``starting``,
   ``running``, ``stopping``, ``stopped``, ``failed``), assigned partitions,
   messages handled, duplicates skipped, parked and dead-lettered, and the
-  outbox backlog; 200 when every service runs, 503 otherwise;
+  outbox backlog; 200 when every service runs, 503 otherwise; and the time the
+  services read (``clock``) and whether it is the system or a simulated clock
+  (``clock_mode``);
 - ``GET /health/{service}`` — one of them;
 - ``GET /metrics`` — the Prometheus counters of every service of the process.
 """
@@ -20,7 +22,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -44,6 +46,7 @@ HEALTH_PORTS = {"allocation": 8720, "all": 8720} | {
 """Where each service serves ``/health`` unless ``HUB_HEALTH_PORT`` says otherwise."""
 
 Task = Callable[[asyncio.Event], Awaitable[None]]
+ClockMode = Literal["system", "simulated"]
 
 
 @dataclass
@@ -80,7 +83,7 @@ def build(
             )
         return Built(spec, state)
     if name == "notify-adapter":
-        spec, state = notify_service(settings)
+        spec, state = notify_service(settings, **({"clock": clock} if clock is not None else {}))
         return Built(spec, state)
     if name in ADAPTERS:
         return Built(adapter(name, settings))
@@ -94,15 +97,32 @@ def health_port(settings: Settings, name: str) -> int | None:
     return settings.health_port or None
 
 
-def health_app(runners: Sequence[ServiceRunner], metrics: Metrics) -> Starlette:
-    """``/health``, ``/health/{service}`` and ``/metrics`` of the runners of one process."""
+def health_app(
+    runners: Sequence[ServiceRunner],
+    metrics: Metrics,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    clock_mode: ClockMode = "system",
+) -> Starlette:
+    """``/health``, ``/health/{service}`` and ``/metrics`` of the runners of one process.
+
+    ``/health`` also says what time the process's services read (``clock``, ISO 8601) and
+    whether that is the system clock or a simulated one (``clock_mode``), so a test of a
+    simulation can wait until every process has seen a move of the clock.
+    """
     by_name = {r.spec.name: r for r in runners}
+    now = clock or (lambda: datetime.now(UTC))
 
     async def health(_: Request) -> JSONResponse:
         services = [r.status() for r in runners]
         ok = all(s["status"] == "running" for s in services)
         return JSONResponse(
-            {"status": "ok" if ok else "unavailable", "services": services},
+            {
+                "status": "ok" if ok else "unavailable",
+                "clock": now().isoformat(),
+                "clock_mode": clock_mode,
+                "services": services,
+            },
             status_code=200 if ok else 503,
         )
 
@@ -136,6 +156,8 @@ class Services:
     bootstrap: str
     metrics: Metrics = field(default_factory=Metrics.create)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    clock_mode: ClockMode = "system"
+    """``simulated`` when ``clock`` is not the system clock (``HUB_CLOCK``, the demo's)."""
     runners: list[ServiceRunner] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -159,7 +181,10 @@ class Services:
         """
         extra = list(tasks)
         if port:
-            extra.append(http_task(health_app(self.runners, self.metrics), port))
+            app = health_app(
+                self.runners, self.metrics, clock=self.clock, clock_mode=self.clock_mode
+            )
+            extra.append(http_task(app, port))
 
         async def run(runner: ServiceRunner) -> bool:
             try:
@@ -188,10 +213,16 @@ def assemble(
     clock: Callable[[], datetime] | None = None,
     api: bool = True,
 ) -> Services:
-    """The services ``names`` (``all``: every one), ready to :meth:`Services.run`."""
+    """The services ``names`` (``all``: every one), ready to :meth:`Services.run`.
+
+    ``clock`` (a simulated time) is the time of every one of them: their runners, the
+    allocation service and the notification service.
+    """
     wanted = SERVICES if "all" in names else tuple(names)
     built = {name: build(name, settings, clock=clock, api=api) for name in wanted}
-    options: dict[str, Any] = {"clock": clock} if clock is not None else {}
+    options: dict[str, Any] = {}
+    if clock is not None:
+        options = {"clock": clock, "clock_mode": "simulated"}
     return Services(built, settings, bootstrap, **options)
 
 
@@ -199,6 +230,7 @@ __all__ = [
     "HEALTH_PORTS",
     "SERVICES",
     "Built",
+    "ClockMode",
     "Services",
     "assemble",
     "build",

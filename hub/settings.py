@@ -62,6 +62,20 @@ class Settings(BaseSettings):
     expiry_interval: float = Field(
         default=60.0, gt=0, description="Seconds between checks for offers past their deadline."
     )
+    simulation: bool = Field(
+        default=False,
+        description=(
+            "This deployment is a simulation: synthetic data and simulators; allows the"
+            " simulated clock (HUB_CLOCK=simulated) and `hub clock`."
+        ),
+    )
+    clock: Literal["system", "simulated"] = Field(
+        default="system",
+        description=(
+            "The services' clock: the system clock, or (in a simulation only) the system clock"
+            " plus the offset operators publish on hub.clock.v1 with `hub clock advance|set`."
+        ),
+    )
 
     # Reliability: batches, retries, parking, shutdown, metrics.
     batch_size: int = Field(default=500, ge=1, le=10_000, description="Records per batch.")
@@ -201,6 +215,12 @@ class Settings(BaseSettings):
             raise ValueError("heartbeat_interval must be shorter than session_timeout")
         if self.retry_first_delay > self.retry_max_delay:
             raise ValueError("retry_first_delay must not exceed retry_max_delay")
+        if self.clock == "simulated" and not self.simulation:
+            # A clock anyone can move would let offers expire early in production.
+            raise ValueError(
+                "HUB_CLOCK=simulated needs HUB_SIMULATION=true: only a simulation (synthetic"
+                " data and simulators) may run on a simulated clock"
+            )
         return self
 
     @property

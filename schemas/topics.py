@@ -31,6 +31,7 @@ from schemas.allocation import (
 )
 from schemas.applications import ApplicationChanged, ApplicationSubmitted, ApplicationWithdrawn
 from schemas.base import Message
+from schemas.clock import ClockAdvanced
 from schemas.documents import DocumentRegistered, DocumentRegistrationFailed, RegisterDocument
 from schemas.enrollment import (
     CheckEnrollment,
@@ -268,6 +269,19 @@ TOPICS: tuple[Topic, ...] = (
         consumers=(ALLOCATION,),
         messages=(DocumentRegistered, DocumentRegistrationFailed),
         description="Registration numbers assigned by the DVS, or why registration failed.",
+    ),
+    Topic(
+        name="hub.clock.v1",
+        key="municipality",
+        partitions=1,
+        producer=OPERATOR,
+        consumers=(ALLOCATION, VPS, VIIS, GIS, DVS, NOTIFY),
+        messages=(ClockAdvanced,),
+        description=(
+            "Moves of a simulation's clock (`hub clock advance|set`): every `hub run` process"
+            " with HUB_CLOCK=simulated reads it without a consumer group, from the beginning,"
+            " and runs that far ahead of its system clock. Simulations only."
+        ),
     ),
 )
 

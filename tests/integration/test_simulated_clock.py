@@ -1,0 +1,150 @@
+"""The simulated clock across processes: `hub clock advance` moves a `hub run` process's time,
+and a process killed and started again resumes at the moved time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hub.cli import main
+from hub.settings import Settings
+from simulators.process import ServiceProcess
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.real_broker
+
+SLACK = timedelta(minutes=1)
+"""How far a reading may be from the expected time: process start-up and polling, not days."""
+
+
+async def _hub(env: dict[str, str], *args: str, timeout: float = 30) -> tuple[int, str, str]:
+    """``hub ARGS…`` in a process of its own; its exit status, standard output and error."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hub",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def _environment(tmp_path: Path, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    return (
+        env | {"HUB_DATA_DIR": str(tmp_path)} | {f"HUB_{k.upper()}": v for k, v in settings.items()}
+    )
+
+
+async def _health(http: httpx.AsyncClient, process: ServiceProcess) -> dict[str, Any] | None:
+    """The process's ``/health`` (200 or 503: both carry the clock), None while it does not
+    answer; fails the test if the process has exited."""
+    if message := process.exited():
+        pytest.fail(message)
+    try:
+        answer = await http.get(process.health_url + "/health")
+    except httpx.HTTPError:
+        return None
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def _ahead(health: dict[str, Any]) -> timedelta:
+    return datetime.fromisoformat(health["clock"]) - datetime.now(UTC)
+
+
+async def test_hub_clock_advance_moves_a_process_which_resumes_there_after_a_kill(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    bootstrap = kafka_settings.bootstrap_servers or ""
+    municipality = f"t{uuid.uuid4().hex[:8]}"  # the session broker's clock topic is shared
+    process = ServiceProcess(
+        bootstrap,
+        tmp_path,
+        municipality,
+        service="gis-adapter",  # nothing answers at HUB_GIS_URL: it starts and waits anyway
+        clock="simulated",
+        simulation="true",
+        session_timeout=3,
+        heartbeat_interval=1,
+    )
+    operator = _environment(
+        tmp_path, bootstrap_servers=bootstrap, municipality=municipality, simulation="true"
+    )
+    seen: dict[str, Any] = {}
+
+    async def answered() -> bool:
+        seen["health"] = await _health(http, process)
+        return seen["health"] is not None
+
+    async def moved() -> bool:
+        return await answered() and _ahead(seen["health"]) > timedelta(days=20) - SLACK
+
+    async with httpx.AsyncClient(timeout=2) as http:
+        try:
+            await process.start()
+            await eventually(answered, timeout=20, what="the process's /health")
+            assert seen["health"]["clock_mode"] == "simulated"
+            assert abs(_ahead(seen["health"])) < SLACK  # nobody moved this municipality's clock
+
+            code, out, err = await _hub(operator, "clock", "advance", "20d", "--by", "tester")
+            assert code == 0, err
+            assert f"simulated clock of {municipality} moved to" in out
+            await eventually(moved, timeout=10, what="the process's clock 20 days ahead")
+            assert _ahead(seen["health"]) < timedelta(days=20) + SLACK
+
+            await process.kill()
+            seen.clear()
+            await process.start()
+            await eventually(answered, timeout=20, what="the restarted process's /health")
+            # The first answer already reads the moved time: it caught up before serving.
+            ahead = _ahead(seen["health"])
+            assert timedelta(days=20) - SLACK < ahead < timedelta(days=20) + SLACK
+
+            code, out, _ = await _hub(operator, "clock", "show")
+            assert code == 0 and "20d" in out and "last by tester" in out
+
+            # The follower stops with the services: SIGTERM is a clean stop.
+            assert await process.stop(timeout=30) == 0, process.exited()
+        finally:
+            await process.close()
+
+
+def test_hub_clock_refuses_to_move_back(
+    kafka_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    municipality = f"t{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("HUB_BOOTSTRAP_SERVERS", kafka_settings.bootstrap_servers or "")
+    monkeypatch.setenv("HUB_MUNICIPALITY", municipality)
+    monkeypatch.setenv("HUB_SIMULATION", "true")
+    assert main(["clock", "set", "2100-01-01T00:00+00:00", "--by", "tester"]) == 0
+    assert "moved to 2100-01-01T00:00:00+00:00" in capsys.readouterr().out
+    assert main(["clock", "set", "2099-12-31T00:00+00:00"]) == 2
+    err = capsys.readouterr().err
+    assert "only moves forward" in err and len(err.strip().splitlines()) == 1
+    assert main(["clock", "advance", "1d"]) == 0  # forward from 2100, not from now
+    assert "moved to 2100-01-02" in capsys.readouterr().out
+
+
+async def test_hub_run_refuses_a_simulated_clock_outside_a_simulation(tmp_path: Path) -> None:
+    env = _environment(tmp_path, clock="simulated", bootstrap_servers="127.0.0.1:1")
+    code, _, err = await _hub(env, "run", "gis-adapter")
+    assert code == 2
+    assert "HUB_CLOCK=simulated needs HUB_SIMULATION=true" in err
+    assert len(err.strip().splitlines()) == 1
