@@ -51,7 +51,13 @@ from uuid import uuid4
 
 import httpx
 
-from hub.allocation.service import LIVE, AllocationState, invariant_problems
+from hub.allocation.service import (
+    LIVE,
+    AllocationState,
+    invariant_problems,
+    reloaded,
+    state_differences,
+)
 from hub.calendar import RIGA
 from hub.clock import SimulatedClock
 from hub.embedded import free_port
@@ -594,8 +600,19 @@ class Season:
                 not any(d.reason == "handler_error" for d in letters),
             ),
             Check("every service stopped cleanly", clean),
+            Check(
+                "the store reloaded equals the live state",
+                not (reload := await self._reload_differences()),
+                "; ".join(reload[:3]),
+            ),
         ]
         report.checks = checks
+
+    async def _reload_differences(self) -> list[str]:
+        """How the allocation service's state, loaded from its store as at a restart, differs
+        from the state it ran with (the service has stopped: its store is closed)."""
+        path = self.local.data_dir / "allocation.sqlite3"
+        return state_differences(self.state, await reloaded(self.state, path))
 
     def _empty_seats_with_queue(self) -> str:
         """A group with a free seat and a child in its queue who still wants it."""

@@ -89,6 +89,22 @@ class Move(NamedTuple):
     after: PoolRef | None
 
 
+class Changes(NamedTuple):
+    """What the events since the last :meth:`Allocator.take_changes` changed.
+
+    Everything a store of the engine must write again: a child's entry (added,
+    changed, or gone when it is no longer in the queue), a group's capacity,
+    and the children whose seat or held place moved (whose offers change).
+    """
+
+    children: frozenset[str]
+    groups: frozenset[PoolRef]
+    seats: frozenset[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.children or self.groups or self.seats)
+
+
 class Priority(NamedTuple):
     """A decoded priority key: what a group compares children by."""
 
@@ -267,6 +283,10 @@ class Allocator:
         self._any_by_spec: list[list[int]] = [[] for _ in self._specs]
         self._any_special: dict[int, list[int]] = {}
         self._fit_cache: dict[tuple[str, date | None, str | None], frozenset[int]] = {}
+        # What events changed since the last take_changes(): see Changes.
+        self._changed_children: set[str] = set()
+        self._changed_pools: set[int] = set()
+        self._moved: set[str] = set()
         with without_gc_pauses():
             self._register_all(list(instance.children), sort=False)
             if len(self._by_id) != len(self._child):
@@ -394,7 +414,11 @@ class Allocator:
         return keys
 
     def _register(self, child: Child) -> int:
-        """Index one child and its rankings (it takes no seat yet); returns its index."""
+        """Index one child and its rankings (it takes no seat yet); returns its index.
+
+        The way events add a child or change its entry (the round indexes all at once).
+        """
+        self._changed_children.add(child.child_id)
         self._register_all([child], sort=True)
         return len(self._child) - 1
 
@@ -757,15 +781,20 @@ class Allocator:
         if self._any[c]:
             yield from self._fallback_of(c)[self._fpos[c] :]
 
+    def _resize(self, p: int, delta: int) -> None:
+        """The one way a group's capacity changes (so that it is recorded as changed)."""
+        self._cap[p] += delta
+        self._changed_pools.add(p)
+
     def _add_seats(self, p: int, count: int) -> None:
-        self._cap[p] += count
+        self._resize(p, count)
         affected: set[int] = set()
         for _ in range(count):
             affected |= self._vacancy_chain(p)
         self._eliminate_cycles(affected)
 
     def _remove_seats(self, p: int, count: int) -> None:
-        self._cap[p] -= count
+        self._resize(p, -count)
         stack = []
         while len(self._holders[p]) > self._cap[p]:
             d = self._who(self._holders[p][-1])
@@ -798,6 +827,7 @@ class Allocator:
             now = self._where(c) if c is not None else _NONE
             if now != journal[child_id]:
                 moves.append(Move(child_id, self._ref(journal[child_id]), self._ref(now)))
+        self._moved.update(m.child_id for m in moves)
         return moves
 
     def _index(self, child_id: str) -> int:
@@ -823,6 +853,7 @@ class Allocator:
         def apply() -> None:
             self._leave(c)
             del self._by_id[child_id]
+            self._changed_children.add(child_id)
 
         return self._event(apply)
 
@@ -869,7 +900,7 @@ class Allocator:
         def apply() -> None:
             self._unseat(c)
             self._retire(c)
-            self._cap[p] -= 1  # the seat leaves the market with the child
+            self._resize(p, -1)  # the seat leaves the market with the child
             d = self._register(changed)
             # Deferred acceptance had turned the child away from every pool above.
             self._pos[d] = len(self._prefs[d])
@@ -913,6 +944,7 @@ class Allocator:
         self._retire(c)
         self._any[c] = was_any
         child = self._child[c] = replace(self._child[c], facts=facts)
+        self._changed_children.add(child_id)
         [(base, special)] = self._keys_for([child], [self._base[c] & _TIE_MASK])
         self._base[c], self._special[c] = base, special
         self._owner[base] = c
@@ -946,6 +978,22 @@ class Allocator:
             for iid, inst in self._institutions.items()
         )
         return Instance(institutions, tuple(self._child[c] for c in self._by_id.values()))
+
+    def take_changes(self) -> Changes:
+        """What the events since the last call changed (see :class:`Changes`); starts anew.
+
+        A store of the engine's :attr:`instance` that writes these after every
+        step stays equal to it, whichever events the step applied.
+        """
+        changes = Changes(
+            frozenset(self._changed_children),
+            frozenset(self._refs[p] for p in self._changed_pools),
+            frozenset(self._moved),
+        )
+        self._changed_children.clear()
+        self._changed_pools.clear()
+        self._moved.clear()
+        return changes
 
     def children(self) -> list[str]:
         return list(self._by_id)

@@ -93,7 +93,7 @@ async def replay(
     done = Replayed()
     writes = Writes()
     for step in steps:
-        state.sequence, reading[0] = step.sequence - 1, step.at  # begin() numbers it again
+        state.sequence, reading[0] = step.sequence - 1, step.at  # journal() numbers it again
         unit = Unit()
         if step.step == "clock":
             expire_due(state, unit)

@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from hub.allocation.engine import Allocator, EngineError, Move, PoolRef
@@ -113,6 +114,9 @@ VIEW_TABLES = (
     "round_institutions",
 )
 """The tables that hold the service's view (what a rebuild must reproduce)."""
+
+_KEYS = {"children": "child_ref", "institutions": "institution_id", "rounds": "round_id"}
+"""Key column of the view tables stored as one JSON body per key."""
 
 LIVE = "live"
 CLOSED = ("accepted", "declined", "expired", "revoked")
@@ -256,11 +260,14 @@ class AllocationState:
         self.moment = clock()
         """The clock's reading for the step being taken: every time a step records."""
         self.sequence = 0
-        """The number of the step being taken (numbers grow; failed steps leave gaps)."""
+        """The number of the last step taken (one more per step journaled: a step that
+        fails, or a clock tick that finds nothing due, takes no number)."""
+        self.touched: dict[str, set[str]] = {}
+        """Rows of the view the step being taken has changed, by table (see :meth:`flush`)."""
 
     def begin(self) -> datetime:
-        """Start a step: number it, and read the clock once for all its timestamps."""
-        self.sequence += 1
+        """Start a step: read the clock once for all its timestamps."""
+        self.touched.clear()  # a failed step's record is not the next step's
         self.moment = self.clock()
         return self.moment
 
@@ -329,41 +336,74 @@ class AllocationState:
                     extra={"round": self.round_id},
                 )
 
-    def save_child(self, unit: Unit, child_ref: str) -> None:
-        unit.execute(
-            "INSERT INTO children (child_ref, body) VALUES (?, ?)"
-            " ON CONFLICT (child_ref) DO UPDATE SET body = excluded.body",
-            (child_ref, self.children[child_ref].dump()),
-        )
+    # ---------------------------------------------------------------- the step's writes
 
-    def set_institution(self, unit: Unit, inst: InstitutionRegistered) -> None:
+    def changed(self, table: str, key: str) -> None:
+        """Record that the step being taken changed the row ``key`` of the view ``table``
+        (one of :data:`VIEW_TABLES` but the engine's): :meth:`flush` writes it."""
+        self.touched.setdefault(table, set()).add(key)
+
+    def set_institution(self, inst: InstitutionRegistered) -> None:
         """Record an institution as it is now, with its location if known."""
         self.institutions[inst.institution_id] = inst
         if inst.location is not None:
             self.locations[inst.institution_id] = (inst.location.northing, inst.location.easting)
         else:
             self.locations.pop(inst.institution_id, None)
-        unit.execute(
-            "INSERT INTO institutions (institution_id, body) VALUES (?, ?)"
-            " ON CONFLICT (institution_id) DO UPDATE SET body = excluded.body",
-            (inst.institution_id, inst.model_dump_json()),
-        )
+        self.changed("institutions", inst.institution_id)
 
-    def save_offer(self, unit: Unit, offer: Offer) -> None:
-        unit.execute(
-            "INSERT INTO offers (offer_id, child_ref, status, body) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (offer_id) DO UPDATE SET status = excluded.status, body = excluded.body",
-            (offer.offer_id, offer.child_ref, offer.status, offer.dump()),
-        )
+    def flush(self, unit: Unit) -> None:
+        """Write everything the step changed, in the step's transaction.
 
-    def save_round(self, unit: Unit, round_id: str) -> None:
-        unit.execute(
-            "INSERT INTO rounds (round_id, body) VALUES (?, ?)"
-            " ON CONFLICT (round_id) DO UPDATE SET body = excluded.body",
-            (round_id, json.dumps(self.rounds[round_id], sort_keys=True)),
-        )
+        The view's rows are the ones the step recorded as changed; the engine's
+        rows (its children and groups) are the ones the engine itself reports as
+        changed (:meth:`Allocator.take_changes`), so no handler can forget one:
+        a seat given back to another group is saved as surely as the one taken.
+        """
+        for table, keys in sorted(self.touched.items()):
+            for key in sorted(keys):
+                self._write(unit, table, key)
+        self.touched.clear()
+        if self.allocator is None:
+            return
+        changes = self.allocator.take_changes()
+        for child_ref in sorted(changes.children):
+            self._write_engine_child(unit, child_ref)
+        for iid in sorted({g.institution_id for g in changes.groups}):
+            self._write_engine_institution(unit, iid)
+        self._check_seats(changes.seats)
 
-    def save_engine_child(self, unit: Unit, child_ref: str) -> None:
+    def _write(self, unit: Unit, table: str, key: str) -> None:
+        column = _KEYS.get(table, "")
+        upsert = (
+            f"INSERT INTO {table} ({column}, body) VALUES (?, ?)"
+            f" ON CONFLICT ({column}) DO UPDATE SET body = excluded.body"
+        )
+        if table == "children":
+            unit.execute(upsert, (key, self.children[key].dump()))
+        elif table == "institutions":
+            unit.execute(upsert, (key, self.institutions[key].model_dump_json()))
+        elif table == "rounds":
+            unit.execute(upsert, (key, json.dumps(self.rounds[key], sort_keys=True)))
+        elif table == "offers":
+            offer = self.offers[key]
+            unit.execute(
+                "INSERT INTO offers (offer_id, child_ref, status, body) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (offer_id) DO UPDATE SET status = excluded.status,"
+                " body = excluded.body",
+                (key, offer.child_ref, offer.status, offer.dump()),
+            )
+        elif table == "early_residences":
+            unit.execute("DELETE FROM early_residences WHERE child_ref = ?", (key,))
+            for slot, residence in sorted(self.early.get(key, {}).items()):
+                unit.execute(
+                    "INSERT INTO early_residences (child_ref, slot, body) VALUES (?, ?, ?)",
+                    (key, slot, residence.model_dump_json()),
+                )
+        else:
+            raise AssertionError(f"no view table {table}")
+
+    def _write_engine_child(self, unit: Unit, child_ref: str) -> None:
         assert self.allocator is not None
         if child_ref in self.allocator:
             entry = ChildEntry.from_child(self.allocator.child(child_ref))
@@ -375,14 +415,29 @@ class AllocationState:
         else:
             unit.execute("DELETE FROM round_children WHERE child_ref = ?", (child_ref,))
 
-    def save_engine_group(self, unit: Unit, institution_id: str) -> None:
-        assert self.allocator is not None
+    def _write_engine_institution(self, unit: Unit, institution_id: str) -> None:
         inst = self._round_institution(institution_id)
         unit.execute(
             "INSERT INTO round_institutions (institution_id, body) VALUES (?, ?)"
             " ON CONFLICT (institution_id) DO UPDATE SET body = excluded.body",
             (institution_id, InstitutionEntry.from_institution(inst).model_dump_json()),
         )
+
+    def _check_seats(self, children: Iterable[str]) -> None:
+        """The children whose seat moved have the live offer the engine gives them."""
+        engine = self.allocator
+        assert engine is not None
+        for child_ref in children:
+            seat = None
+            if child_ref in engine and (placed := engine.placement(child_ref)).kind != "held":
+                seat = placed.pool
+            offer = self.offers.get(self.live.get(child_ref, ""))
+            offered = None if offer is None else PoolRef(offer.institution_id, offer.group_code)
+            if seat != offered:
+                log.error(
+                    "a seat the engine moved has no matching live offer",
+                    extra={"child_ref": child_ref, "round": self.round_id},
+                )
 
     def _round_institution(self, institution_id: str) -> Institution:
         assert self.allocator is not None
@@ -509,12 +564,14 @@ class Outbox:
         return self.state.moment
 
     def journal(self, source_topic: str | None) -> None:
-        """Record the step on the journal, in the same transaction as its effects.
+        """Write the step's changes and record it on the journal, in one transaction.
 
         Batches may commit in another order than their steps were taken (one is
         prepared while another commits, a clock tick runs between), so each
         entry carries its number and the stored count only ever grows.
         """
+        self.state.flush(self.unit)
+        self.state.sequence += 1
         sequence = self.state.sequence
         self.emit(
             StepTaken,
@@ -591,7 +648,7 @@ class Outbox:
         )
         state.offers[offer.offer_id] = offer
         state.live[child_ref] = offer.offer_id
-        state.save_offer(self.unit, offer)
+        state.changed("offers", offer.offer_id)
 
     def close(self, child_ref: str, status: str, reason: str = "superseded") -> Offer | None:
         """Close the child's live offer (if it has one) with ``status``; publish it."""
@@ -601,7 +658,7 @@ class Outbox:
             return None
         offer = state.offers[offer_id]
         offer.status, offer.closed_at = status, self.now().isoformat()
-        state.save_offer(self.unit, offer)
+        state.changed("offers", offer.offer_id)
         if status == "revoked":
             self.emit(OfferRevoked, offer_id=offer_id, child_ref=child_ref, reason=reason)
         elif status == "declined":
@@ -625,7 +682,6 @@ class Outbox:
         state = self.state
         assert state.allocator is not None
         for move in moves:
-            state.save_engine_child(self.unit, move.child_id)
             if move.child_id == actor:
                 continue
             self.close(
@@ -664,9 +720,7 @@ class Applications(_On):
             early = state.early.pop(message.child_ref, None)
             if early:
                 residences = residences | early
-                out.unit.execute(
-                    "DELETE FROM early_residences WHERE child_ref = ?", (message.child_ref,)
-                )
+                state.changed("early_residences", message.child_ref)
             state.children[message.child_ref] = ChildFile(message, residences=residences)
             self._enrich(out, message)
         elif isinstance(message, ApplicationChanged):
@@ -687,8 +741,7 @@ class Applications(_On):
                 moves = state.allocator.withdraw(message.child_ref)
                 out.close(message.child_ref, "revoked", reason="application_withdrawn")
                 out.moves(moves, actor=message.child_ref)
-                state.save_engine_child(out.unit, message.child_ref)
-        state.save_child(out.unit, message.child_ref)
+        state.changed("children", message.child_ref)
 
     def _file(self, child_ref: str) -> ChildFile:
         file = self.state.children.get(child_ref)
@@ -717,7 +770,7 @@ class Institutions(_On):
             moved = old is None or old.address_code != message.address_code
             if message.location is None and old is not None and not moved:
                 message = message.model_copy(update={"location": old.location})  # as resolved
-            state.set_institution(out.unit, message)
+            state.set_institution(message)
             if message.location is None and moved:
                 out.emit(
                     ResolveAddress,
@@ -741,15 +794,26 @@ class Institutions(_On):
                 else p
                 for p in inst.pools
             )
-        state.set_institution(out.unit, inst.model_copy(update={"pools": pools}))
-        if state.allocator is None:
+        deltas = {
+            p.group_code: p.capacity - before[p.group_code]
+            for p in pools
+            if p.group_code in before and p.capacity != before[p.group_code]
+        }
+        engine = state.allocator
+        if engine is not None:
+            # Refused before anything changes: a refused message leaves the state as it was.
+            for group, delta in deltas.items():
+                if engine.capacity(inst.institution_id, group) + delta < 0:
+                    raise PermanentError(
+                        f"{inst.institution_id}/{group}: {-delta} seats fewer is more than the"
+                        f" {engine.capacity(inst.institution_id, group)} not yet accepted"
+                    )
+        state.set_institution(inst.model_copy(update={"pools": pools}))
+        if engine is None:
             return
-        for pool in pools:
-            delta = pool.capacity - before.get(pool.group_code, pool.capacity)
-            if delta:
-                moves = state.allocator.change_capacity(inst.institution_id, pool.group_code, delta)
-                out.moves(moves, lost_reason="capacity_reduced")
-        state.save_engine_group(out.unit, inst.institution_id)
+        for group, delta in deltas.items():
+            moves = engine.change_capacity(inst.institution_id, group, delta)
+            out.moves(moves, lost_reason="capacity_reduced")
 
 
 class Residences(_On):
@@ -761,14 +825,10 @@ class Residences(_On):
             # application may simply not be here yet. Kept until it comes (``/health``
             # counts them as early residences).
             state.early.setdefault(message.child_ref, {})[slot] = message
-            out.unit.execute(
-                "INSERT INTO early_residences (child_ref, slot, body) VALUES (?, ?, ?)"
-                " ON CONFLICT (child_ref, slot) DO UPDATE SET body = excluded.body",
-                (message.child_ref, slot, message.model_dump_json()),
-            )
+            state.changed("early_residences", message.child_ref)
             return
         file.residences[slot] = message
-        state.save_child(out.unit, message.child_ref)
+        state.changed("children", message.child_ref)
 
 
 class EnrollmentFacts(_On):
@@ -797,7 +857,7 @@ class EnrollmentFacts(_On):
                 "VIIS refused an enrolment",
                 extra={"child_ref": message.child_ref, "reason": message.reason},
             )
-        out.state.save_child(out.unit, message.child_ref)
+        out.state.changed("children", message.child_ref)
 
 
 class Addresses(_On):
@@ -806,7 +866,7 @@ class Addresses(_On):
         inst = state.institutions.get(message.subject_ref)
         if inst is not None:
             if isinstance(message, AddressResolved) and inst.address_code == message.address_code:
-                state.set_institution(out.unit, inst.model_copy(update={"location": message.lks92}))
+                state.set_institution(inst.model_copy(update={"location": message.lks92}))
             return
         file = state.children.get(message.subject_ref)
         if file is None:
@@ -819,7 +879,7 @@ class Addresses(_On):
         else:
             assert isinstance(message, AddressResolutionFailed)
             file.address_failed = message.reason
-        state.save_child(out.unit, message.subject_ref)
+        state.changed("children", message.subject_ref)
 
 
 class Commands(_On):
@@ -892,7 +952,7 @@ def run_round(out: Outbox, command: RunRound) -> None:
     )
     for rid in state.rounds:
         state.rounds[rid]["open"] = False
-        state.save_round(unit, rid)
+        state.changed("rounds", rid)
     state.rounds[round_id] = {
         "round_id": round_id,
         "round_date": on.isoformat(),
@@ -903,7 +963,7 @@ def run_round(out: Outbox, command: RunRound) -> None:
         "document_key": key,
         "registration_number": None,
     }
-    state.save_round(unit, round_id)
+    state.changed("rounds", round_id)
 
 
 class Responses(_On):
@@ -924,14 +984,14 @@ class Responses(_On):
             moves = state.allocator.accept(child_ref)
             state.live.pop(child_ref)
             offer.status, offer.closed_at = "accepted", out.now().isoformat()
-            state.save_offer(out.unit, offer)
+            state.changed("offers", offer.offer_id)
             file = state.children[child_ref]
             # A better place accepted: the one held so far goes back (the engine has
             # passed its seat on) and VIIS moves the enrolment.
             given_up = state.offers.get(file.accepted_offer or "")
             if given_up is not None and given_up.status == "accepted":
                 given_up.status, given_up.closed_at = "revoked", out.now().isoformat()
-                state.save_offer(out.unit, given_up)
+                state.changed("offers", given_up.offer_id)
                 out.emit(
                     OfferRevoked,
                     offer_id=given_up.offer_id,
@@ -944,7 +1004,7 @@ class Responses(_On):
             file.accepted_offer, file.enrollment_refused = offer.offer_id, None
             if file.status == "enrolled":
                 file.status = "queued"  # until VIIS has recorded the new place
-            state.save_child(out.unit, child_ref)
+            state.changed("children", child_ref)
             start = max(state.round_date or date.min, file.application.desired_start_date)
             out.emit(
                 PlaceAccepted,
@@ -967,8 +1027,6 @@ class Responses(_On):
                 transfer_from=transfer_from,
             )
             register_decision(out, offer, start)
-            state.save_engine_group(out.unit, offer.institution_id)
-        state.save_engine_child(out.unit, child_ref)
         out.moves(moves, actor=child_ref)
         # A new seat the engine gives the actor itself (after a decline) is an offer too.
         own = next((m for m in moves if m.child_id == child_ref), None)
@@ -1005,7 +1063,7 @@ class Receipts(_On):
             notified = max(notified, local_date(made))
         respond_by = answer_deadline(notified, state.rules.offer_deadline_days)
         offer.notified_on, offer.respond_by = notified.isoformat(), respond_by.isoformat()
-        state.save_offer(out.unit, offer)
+        state.changed("offers", offer.offer_id)
         out.emit(
             OfferDeadlineSet,
             offer_id=message.offer_id,
@@ -1055,7 +1113,7 @@ class Documents(_On):
             offer = state.offers.get(message.document_key.removeprefix("decision:"))
             if offer is not None and isinstance(message, DocumentRegistered):
                 offer.decision_number = message.registration_number
-                state.save_offer(out.unit, offer)
+                state.changed("offers", offer.offer_id)
             return
         for data in state.rounds.values():
             if data.get("document_key") == message.document_key:
@@ -1064,7 +1122,7 @@ class Documents(_On):
                 else:
                     assert isinstance(message, DocumentRegistrationFailed)
                     data["registration_failed"] = message.reason
-                state.save_round(out.unit, data["round_id"])
+                state.changed("rounds", data["round_id"])
 
 
 def expire_due(state: AllocationState, unit: Unit) -> None:
@@ -1088,8 +1146,7 @@ def expire_due(state: AllocationState, unit: Unit) -> None:
         # A child holding an accepted place keeps it: only the wait for a better one ends.
         if state.rules.on_expiry == "annul" and not state.children[offer.child_ref].accepted_offer:
             state.children[offer.child_ref].status = "annulled"
-            state.save_child(unit, offer.child_ref)
-        state.save_engine_child(unit, offer.child_ref)
+            state.changed("children", offer.child_ref)
         out.moves(moves, actor=offer.child_ref)
         own = next((m for m in moves if m.child_id == offer.child_ref), None)
         if (
@@ -1109,7 +1166,8 @@ def invariant_problems(state: AllocationState) -> list[str]:
     - every offer is live, accepted, declined, expired or revoked;
     - the live offers are exactly the engine's seats, so no seat is offered twice;
     - the live offers plus the places accepted in the round never exceed the seats the
-      institution declared for the group.
+      institution declared for the group, and the places of children who attended the
+      group and have accepted one elsewhere (the engine passes those seats on).
     """
     problems = []
     per_child = Counter(o.child_ref for o in state.offers.values() if o.status == LIVE)
@@ -1134,20 +1192,75 @@ def invariant_problems(state: AllocationState) -> list[str]:
         for (iid, group), n in per_group.items():
             if n > state.allocator.capacity(iid, group):
                 problems.append(f"group {iid}/{group} has {n} live offers for fewer seats")
-        # Against the seats the institution declared: live offers plus accepted places.
+        # Against the seats the institution declared: live offers plus accepted places, where
+        # a child who attended the group (VIIS) and accepted a place elsewhere left one more.
         taken = per_group + Counter(
             (o.institution_id, o.group_code)
             for o in state.offers.values()
             if o.status == "accepted" and o.round_id == state.round_id
         )
+        left = Counter(
+            (f.enrollment.attending_institution_id, f.enrollment.attending_group_code)
+            for f in state.children.values()
+            if f.accepted_offer and f.enrollment and f.enrollment.attending_institution_id
+        )
         for (iid, group), n in taken.items():
             declared = {p.group_code: p.capacity for p in state.institutions[iid].pools}
-            if n > declared.get(group, 0):
+            seats = declared.get(group, 0) + left[(iid, group)]
+            if n > seats:
                 problems.append(
-                    f"group {iid}/{group}: {n} live or accepted offers,"
-                    f" {declared.get(group, 0)} seats declared"
+                    f"group {iid}/{group}: {n} live or accepted offers, {declared.get(group, 0)}"
+                    f" seats declared and {left[(iid, group)]} left by children who moved"
                 )
     return problems
+
+
+def snapshot(state: AllocationState) -> dict[str, Any]:
+    """The service's memory, part by part and key: its view as stored, and the engine's
+    children, groups and seats (compared by value: a child's sets print in any order)."""
+    engine = state.allocator
+    return {
+        "children": {k: f.dump() for k, f in state.children.items()},
+        "offers": {k: o.dump() for k, o in state.offers.items()},
+        "live offers": dict(state.live),
+        "institutions": {k: i.model_dump_json() for k, i in state.institutions.items()},
+        "rounds": {k: json.dumps(r, sort_keys=True) for k, r in state.rounds.items()},
+        "open round": {"round": [state.round_id, str(state.round_date)]},
+        "early residences": {
+            k: {slot: r.model_dump_json() for slot, r in v.items()} for k, v in state.early.items()
+        },
+        "steps": {"taken": state.sequence},
+        "engine children": {}
+        if engine is None
+        else {c.child_id: c for c in engine.instance.children},
+        "engine groups": {} if engine is None else {g.pool: g for g in engine.groups()},
+        "engine seats": {} if engine is None else engine.matching(),
+    }
+
+
+def state_differences(live: AllocationState, other: AllocationState) -> list[str]:
+    """Where two states differ (an empty list when they are equal), part by part and key."""
+    found = []
+    a, b = snapshot(live), snapshot(other)
+    for part, mine in a.items():
+        theirs = b[part]
+        keys = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if keys:
+            shown = ", ".join(map(str, keys[:5])) + (" …" if len(keys) > 5 else "")
+            found.append(f"{part}: {len(keys)} different ({shown})")
+    return found
+
+
+async def reloaded(state: AllocationState, path: Path) -> AllocationState:
+    """A new state loaded from the store at ``path`` (closed, or the service stopped), as a
+    restarted service would load it."""
+    store = await Store.open(path, schema=SCHEMA)
+    try:
+        fresh = AllocationState(state.municipality, state.rules, state.clock)
+        await fresh.load(store)
+    finally:
+        await store.close()
+    return fresh
 
 
 def service(
@@ -1180,4 +1293,12 @@ def service(
     return spec, state
 
 
-__all__ = ["AllocationState", "EngineError", "invariant_problems", "service"]
+__all__ = [
+    "AllocationState",
+    "EngineError",
+    "invariant_problems",
+    "reloaded",
+    "service",
+    "snapshot",
+    "state_differences",
+]

@@ -223,11 +223,20 @@ class Prepared:
     """Parked and dead-lettered copies of the messages that failed."""
     claimed: set[str] = field(default_factory=set)
     """event_ids held in flight until the batch is committed."""
+    timed: list[Unit] = field(default_factory=list)
+    """Changes of work done on a clock rather than on a message (a timer's tick)."""
+    after: asyncio.Future[None] | None = None
+    """Done once the batch prepared before this one has committed (or given up)."""
+    done: asyncio.Future[None] | None = None
+    """Done once this batch has committed (or given up)."""
 
     def writes(self) -> Writes:
         writes = Writes(outbox=list(self.failed))
         for item, unit in self.applied:
             writes.handled.append(item.event_id)
+            writes.statements.extend(unit.statements)
+            writes.outbox.extend(unit.outbox)
+        for unit in self.timed:
             writes.statements.extend(unit.statements)
             writes.outbox.extend(unit.outbox)
         return writes
@@ -257,6 +266,8 @@ class BatchProcessor:
         self._clock = clock
         self._in_flight: set[str] = set()
         """event_ids of prepared batches not yet committed: duplicates, for any other batch."""
+        self._last: asyncio.Future[None] | None = None
+        """Done once the last batch prepared has committed (see :meth:`_queue`)."""
 
     async def process(self, records: Sequence[Incoming]) -> list[OutboxRow]:
         """Handle ``records`` and commit the outcome; returns the outbox rows committed."""
@@ -281,7 +292,31 @@ class BatchProcessor:
                 batch.claimed.add(item.event_id)
             else:
                 self._in_flight.discard(item.event_id)
+        self._queue(batch)  # no await since the applies: the queue keeps their order
         return batch
+
+    async def tick(self, work: Callable[[Unit], None]) -> list[OutboxRow]:
+        """Do timed work (a timer's tick: it records on a unit, as ``apply`` does) and commit
+        it in its turn among the batches; returns the outbox rows committed."""
+        batch = Prepared()
+        unit = Unit()
+        work(unit)
+        if unit.statements or unit.outbox:
+            batch.timed.append(unit)
+        self._queue(batch)
+        return await self.commit(batch)
+
+    def _queue(self, batch: Prepared) -> None:
+        """Give ``batch`` its turn to commit: after every batch prepared before it.
+
+        A service's memory changes when a batch is prepared (``apply``), and what it
+        writes is that memory as it was then. Two batches in flight at once (the
+        main and the retry consumer, a timer's tick between a batch's prepare and
+        its commit) must therefore commit in the order they were prepared, or an
+        older image of a row would overwrite a newer one.
+        """
+        batch.after, batch.done = self._last, asyncio.get_running_loop().create_future()
+        self._last = batch.done
 
     async def commit(self, batch: Prepared) -> list[OutboxRow]:
         """Step 5: commit a prepared batch; returns the outbox rows as stored.
@@ -292,6 +327,8 @@ class BatchProcessor:
         be written, the store itself is failing and the error is raised.
         """
         try:
+            if batch.after is not None:
+                await asyncio.shield(batch.after)
             try:
                 committed = await self.store.commit(self.service, batch.writes())
                 handled = len(batch.applied)
@@ -302,6 +339,8 @@ class BatchProcessor:
                 committed, handled = await self._one_by_one(batch)
         finally:
             self._in_flight.difference_update(batch.claimed)
+            if batch.done is not None and not batch.done.done():
+                batch.done.set_result(None)
         if handled:
             self.metrics.handled.labels(self.service).inc(handled)
         return committed
@@ -319,6 +358,10 @@ class BatchProcessor:
                 rows: list[OutboxRow] = []
                 self._bury(item.record, "handler_error", exc, rows, item)
                 committed += await self.store.commit(self.service, Writes(outbox=rows))
+        for unit in batch.timed:  # if even these cannot be stored, the store is failing
+            committed += await self.store.commit(
+                self.service, Writes(statements=unit.statements, outbox=unit.outbox)
+            )
         return committed, handled
 
     def _parked(self, record: Incoming) -> bool:

@@ -33,7 +33,7 @@ from hub.reliability.metrics import Metrics, serve
 from hub.reliability.poller import SCHEMA as POLL_SCHEMA
 from hub.reliability.poller import Poller, run_poller
 from hub.reliability.relay import OutboxRelay
-from hub.reliability.store import Store, Writes
+from hub.reliability.store import Store
 from hub.settings import Settings
 from schemas.topics import retry_topic
 
@@ -273,11 +273,7 @@ class ServiceRunner:
                 await asyncio.wait_for(stop.wait(), timer.interval)
             if stop.is_set():
                 return
-            unit = Unit()
-            timer.tick(unit)
-            if unit.statements or unit.outbox:
-                writes = Writes(statements=unit.statements, outbox=unit.outbox)
-                relay.hand_over(await processor.store.commit(processor.service, writes))
+            relay.hand_over(await processor.tick(timer.tick))
 
     async def _supervise(
         self, stop: asyncio.Event, workers: list[asyncio.Task[None]], relay: OutboxRelay

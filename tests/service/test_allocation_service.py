@@ -9,12 +9,10 @@ hold, and a service rebuilt from its store must agree with the live one.
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import sqlite3
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -24,98 +22,20 @@ from hub.allocation.engine import Allocator
 from hub.allocation.rebuild import RebuildError, counts, differences, journal_steps, replay
 from hub.allocation.rules import load_rules
 from hub.allocation.service import LIVE, SCHEMA, AllocationState, invariant_problems, service
-from hub.reliability.consumer import BatchProcessor, Incoming, Unit, outbox_row
-from hub.reliability.metrics import Metrics
-from hub.reliability.store import Store, Writes
+from hub.reliability.consumer import outbox_row
+from hub.reliability.store import Store
 from schemas.allocation import ParentAccepted, ParentDeclined, RunRound, StepTaken
 from schemas.applications import ApplicationChanged
-from schemas.base import Message
 from schemas.enrollment import CheckEnrollment
-from schemas.notifications import NotificationSent
 from schemas.residence import ResidenceDeclared
-from schemas.topics import BY_NAME, topic_for
+from schemas.topics import topic_for
 from simulators.instant import answer
 from simulators.messages import application_message, institution_message
 from simulators.municipality import SyntheticMunicipality
+from tests.allocation_harness import Harness
 
 RIGA = load_rules("riga")
 ROUND = date(2026, 9, 1)
-
-
-class Harness:
-    """The service's handlers, a store, a movable clock, and stand-ins for VIIS and GIS."""
-
-    def __init__(self, store: Store, now: datetime) -> None:
-        self.now = now
-        self.spec, self.state = service(RIGA, "riga", clock=lambda: self.now)
-        self.processor = BatchProcessor(
-            "allocation",
-            {h.topic.name: h for h in self.spec.handlers},
-            store,
-            Metrics.create(),
-            clock=lambda: self.now,
-        )
-        self.published: list[Message] = []
-        self.inputs: dict[str, dict[str, bytes]] = {}
-        """Every message handled, by topic and event_id: what the topics would hold."""
-        self.offset = 0
-        self.answer: Callable[[Message], Message | None] = answer  # VIIS and GIS stand-ins
-
-    async def feed(self, *messages: Message) -> list[Message]:
-        """Handle ``messages``; answer enrichment requests at once; return all published."""
-        rows = [outbox_row(m) for m in messages]
-        out: list[Message] = []
-        while rows:
-            records = []
-            for row in rows:
-                self.offset += 1
-                self.inputs.setdefault(row.topic, {})[json.loads(row.value)["event_id"]] = row.value
-                records.append(Incoming(row.topic, 0, self.offset, row.key, row.value, row.headers))
-            committed = await self.processor.process(records)
-            published = [BY_NAME[r.topic].parse(r.value) for r in committed if r.topic in BY_NAME]
-            out += published
-            rows = [
-                outbox_row(answer) for answer in map(self.answer, published) if answer is not None
-            ]
-        self.published += out
-        return out
-
-    def tick(self) -> list[Message]:
-        """Run the expiry timer once; returns what it would publish."""
-        unit = Unit()
-        self.spec.timers[0].tick(unit)
-        return [BY_NAME[r.topic].parse(r.value) for r in unit.outbox]
-
-    async def tick_and_commit(self) -> list[Message]:
-        """Run the expiry timer once and commit what it did, as the service runner does."""
-        unit = Unit()
-        self.spec.timers[0].tick(unit)
-        writes = Writes(statements=unit.statements, outbox=unit.outbox)
-        committed = await self.processor.store.commit("allocation", writes)
-        out = [BY_NAME[r.topic].parse(r.value) for r in committed]
-        self.published += out
-        return out
-
-    def respond(self, kind: type[ParentAccepted | ParentDeclined], offer_id: str) -> Message:
-        offer = self.state.offers[offer_id]
-        return kind.new(
-            producer="vps-adapter",
-            municipality="riga",
-            offer_id=offer.offer_id,
-            child_ref=offer.child_ref,
-            responded_at=self.now,
-        )
-
-    def receipt(self, offer_id: str) -> Message:
-        return NotificationSent.new(
-            producer="notify-adapter",
-            municipality="riga",
-            notification_id=uuid.uuid4(),
-            child_ref=self.state.offers[offer_id].child_ref,
-            channel="e_adrese",
-            offer_id=offer_id,
-            sent_at=self.now,
-        )
 
 
 def check(state: AllocationState) -> None:
@@ -243,7 +163,7 @@ async def test_declines_accepts_and_silences_cascade_and_keep_the_invariants(
     assert all(state.offers[i].respond_by for i in state.live.values())
     harness.now += timedelta(days=40)
     expired_before = sum(1 for o in state.offers.values() if o.status == "expired")
-    unit_out = harness.tick()
+    unit_out = await harness.tick()
     assert any(m.event_type == "OfferExpired" for m in unit_out)
     assert sum(1 for o in state.offers.values() if o.status == "expired") > expired_before
 
@@ -315,7 +235,7 @@ async def test_replaying_the_journal_rebuilds_the_same_store(
     for offer_id in sorted(state.live.values())[:15]:
         await harness.feed(harness.receipt(offer_id))
     harness.now += timedelta(days=40)
-    ticked = await harness.tick_and_commit()
+    ticked = await harness.tick()
     assert any(m.event_type == "OfferExpired" for m in ticked)
     harness.now += timedelta(minutes=5)
     for _ in range(5):
@@ -445,7 +365,7 @@ async def test_a_better_offer_left_unanswered_expires_and_the_held_place_stays(
     harness.now += timedelta(days=1)
     await harness.feed(harness.receipt(better))
     harness.now += timedelta(days=40)
-    await harness.tick_and_commit()
+    await harness.tick()
     child = state.offers[held].child_ref
     assert state.offers[better].status == "expired"
     assert state.offers[held].status == "accepted"
