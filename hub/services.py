@@ -177,7 +177,9 @@ class Services:
         """Run every service (and ``tasks``) until ``stop``; True if all stopped cleanly.
 
         A service that fails stops the others: a half-running hub is worse than a
-        stopped one that its supervisor restarts.
+        stopped one that its supervisor restarts. So does a task that fails (the
+        ``/health`` endpoint on a port already taken): its error is raised once the
+        services have stopped.
         """
         extra = list(tasks)
         if port:
@@ -192,8 +194,20 @@ class Services:
             finally:
                 stop.set()  # one service stopping, for whatever reason, stops them all
 
+        failed: list[BaseException] = []
+
+        def stop_if_failed(helper: asyncio.Task[None]) -> None:
+            # A helper that fails (/health whose port is taken, say) stops the process too:
+            # running on without it would hide the service from whoever watches it.
+            error = None if helper.cancelled() else helper.exception()
+            if error is not None:
+                failed.append(error)
+                stop.set()
+
         runs = [asyncio.create_task(run(r), name=r.spec.name) for r in self.runners]
         helpers = [asyncio.create_task(t(stop)) for t in extra]
+        for helper in helpers:
+            helper.add_done_callback(stop_if_failed)
         try:
             results = await asyncio.gather(*runs, return_exceptions=True)
         finally:
@@ -202,6 +216,8 @@ class Services:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        if failed:
+            raise failed[0]
         return all(results)
 
 

@@ -74,11 +74,15 @@ class ServiceProcess:
         **settings: str | float,
     ) -> None:
         """``settings`` are extra ``HUB_*`` settings by field name (``fetch_max_wait=0.01``),
-        ``env`` further variables as they are (``{"HUB_SMS_URL": …}``)."""
+        ``env`` further variables as they are (``{"HUB_SMS_URL": …}``). The allocation API
+        and ``/health`` listen on free ports unless ``allocation_api`` (``host:port``) and
+        ``health_port`` say where."""
         self.data, self.service = data, service
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.health_url = f"http://127.0.0.1:{free_port()}"
+        api = str(settings.pop("allocation_api", "") or f"127.0.0.1:{free_port()}")
+        health = settings.pop("health_port", None)
+        self.port = int(api.rpartition(":")[2])
+        self.url = f"http://{api}"
+        self.health_url = f"http://127.0.0.1:{free_port() if health is None else int(health)}"
         """The service's ``/health`` and ``/metrics`` (every service has them)."""
         self.log = data / f"{service}.log"
         self.env = _environment(
@@ -86,7 +90,7 @@ class ServiceProcess:
             {
                 "bootstrap_servers": bootstrap,
                 "municipality": municipality,
-                "allocation_api": f"127.0.0.1:{self.port}",
+                "allocation_api": api,
                 "health_port": self.health_url.rpartition(":")[2],
             },
         )

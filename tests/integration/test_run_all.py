@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from pathlib import Path
 
@@ -79,3 +80,31 @@ def test_each_service_has_its_own_default_health_port() -> None:
     assert health_port(settings, "all") == HEALTH_PORTS["allocation"]
     assert health_port(settings.model_copy(update={"health_port": 0}), "allocation") is None
     assert health_port(settings.model_copy(update={"health_port": 9999}), "dvs-adapter") == 9999
+
+
+async def test_a_service_whose_health_port_is_taken_stops_and_says_why(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """Running on without /health would hide the service from its supervisor."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    process = ServiceProcess(
+        kafka_settings.bootstrap_servers or "",
+        tmp_path,
+        f"r{uuid.uuid4().hex[:8]}",
+        service="gis-adapter",  # nothing answers at HUB_GIS_URL: it would start anyway
+        health_port=port,
+        session_timeout=3,
+        heartbeat_interval=1,
+    )
+    try:
+        await process.start()
+        await eventually(lambda: process.exited() is not None, timeout=60, what="the exit")
+        assert process.process is not None and process.process.returncode == 2
+        log = process.log.read_text()
+        assert f"cannot listen on 127.0.0.1:{port}" in log, log
+    finally:
+        await process.close()
+        taken.close()
