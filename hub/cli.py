@@ -754,9 +754,15 @@ async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
         f" {done.ticks:,} clock ticks)"
     )
     print("  " + ", ".join(f"{table} {n:,}" for table, n in counts(output).items()))
+    if done.unsaved:
+        print("the rebuilt store does not reload to the replayed state (a change not saved):")
+        for line in done.unsaved:
+            print(f"  {line}")
+    else:
+        print("the rebuilt store reloads to the replayed state")
     if not live.exists():
         print(f"no live store at {live} to compare with")
-        return 0
+        return 1 if done.unsaved else 0
     if backlog := unpublished(live):
         print(
             f"note: the live store has {backlog:,} unpublished outbox rows, so steps the"
@@ -765,7 +771,7 @@ async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     found = differences(live, output)
     if not found:
         print(f"the rebuilt state equals the live one ({live})")
-        return 0
+        return 1 if done.unsaved else 0
     print(f"the rebuilt state differs from the live one ({live}):")
     for line in found:
         print(f"  {line}")

@@ -6,7 +6,10 @@ the transaction that records the step's effects: the message it applied
 step's number and the clock reading it used. Replaying the journal through
 the service's own handlers, with those clock readings, over the messages
 still on the input topics gives the same view; the rebuilt database is
-written beside the live one and compared with it table by table.
+written beside the live one and compared with it table by table. The
+rebuilt store is also loaded back, as a restarted service would load it, and
+compared with the replayed memory: a step that changes what it does not save
+shows there even when the live store has the same gap.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from hub.allocation.model import Rules
-from hub.allocation.service import SCHEMA, VIEW_TABLES, expire_due, service
+from hub.allocation.service import (
+    SCHEMA,
+    VIEW_TABLES,
+    AllocationState,
+    expire_due,
+    reloaded,
+    service,
+    state_differences,
+)
 from hub.errors import HubError
 from hub.reliability.consumer import Unit
 from hub.reliability.deadletters import read_topic
@@ -71,6 +82,11 @@ class Replayed:
     messages: int = 0
     ticks: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
+    state: AllocationState | None = None
+    """The service's state after the replay (its memory, not its store)."""
+    unsaved: list[str] = field(default_factory=list)
+    """Where the rebuilt store, loaded as at a restart, differs from the replayed memory:
+    a step that changed something it did not save (empty when the store keeps it all)."""
 
 
 async def replay(
@@ -90,7 +106,7 @@ async def replay(
     reading: list[datetime] = [steps[0].at if steps else datetime.fromtimestamp(0)]
     spec, state = service(rules, municipality, clock=lambda: reading[0])
     handlers = {h.topic.name: h for h in spec.handlers}
-    done = Replayed()
+    done = Replayed(state=state)
     writes = Writes()
     for step in steps:
         state.sequence, reading[0] = step.sequence - 1, step.at  # journal() numbers it again
@@ -182,7 +198,7 @@ async def rebuild(
     remove_database(output)
     store = await Store.open(output, schema=SCHEMA)
     try:
-        return await replay(
+        done = await replay(
             steps,
             sources,
             store,
@@ -192,6 +208,9 @@ async def rebuild(
         )
     finally:
         await store.close()
+    assert done.state is not None
+    done.unsaved = state_differences(done.state, await reloaded(done.state, output))
+    return done
 
 
 __all__ = [
