@@ -10,9 +10,7 @@ store.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from typing import Any
 
 from hub.allocation.rebuild import journal_steps
 from hub.reliability.deadletters import read_topic
+from tests.conftest import run_hub
 
 SHOWN = 5
 """Problems of one kind shown in full; the rest are counted."""
@@ -36,25 +35,9 @@ CONFIRMING = ("NotificationDelivered", "NotificationDeemedNotified")
 
 
 async def hub_command(env: Mapping[str, str], *args: str, timeout: float = 180) -> tuple[int, str]:
-    """``hub ARGS…`` in a process of its own; its exit status and what it printed (stdout,
-    then stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hub",
-        *args,
-        env=dict(env),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode() + err.decode()
+    """``hub ARGS…``: its exit status and what it printed (stdout, then stderr)."""
+    code, out, err = await run_hub(env, *args, timeout=timeout)
+    return code, out + err
 
 
 async def read_messages(bootstrap: str, topic: str, municipality: str) -> list[dict[str, Any]]:

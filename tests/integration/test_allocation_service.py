@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import random
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -49,7 +48,7 @@ from simulators.messages import application_message, institution_message
 from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Parents
 from simulators.process import ServiceProcess
-from tests.conftest import eventually
+from tests.conftest import eventually, run_hub
 
 pytestmark = pytest.mark.real_broker
 RULES = load_rules("riga")
@@ -64,22 +63,9 @@ class Clock:
 
 
 async def hub(env: dict[str, str], *args: str) -> tuple[int, str]:
-    """Run the ``hub`` command; its exit status and what it printed (stdout, then stderr).
-
-    Logs go to stderr, so a ``--json`` answer is the stdout part alone.
-    """
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hub",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, out.decode() + err.decode()
+    """Run the ``hub`` command; its exit status and what it printed (stdout, then stderr)."""
+    code, out, err = await run_hub(env, *args, timeout=120)
+    return code, out + err
 
 
 @pytest_asyncio.fixture

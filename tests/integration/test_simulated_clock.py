@@ -3,9 +3,7 @@ and a process killed and started again resumes at the moved time."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,33 +15,12 @@ import pytest
 from hub.cli import main
 from hub.settings import Settings
 from simulators.process import ServiceProcess
-from tests.conftest import eventually
+from tests.conftest import eventually, run_hub
 
 pytestmark = pytest.mark.real_broker
 
 SLACK = timedelta(minutes=1)
 """How far a reading may be from the expected time: process start-up and polling, not days."""
-
-
-async def _hub(env: dict[str, str], *args: str, timeout: float = 30) -> tuple[int, str, str]:
-    """``hub ARGS…`` in a process of its own; its exit status, standard output and error."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hub",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def _environment(tmp_path: Path, **settings: str) -> dict[str, str]:
@@ -103,7 +80,7 @@ async def test_hub_clock_advance_moves_a_process_which_resumes_there_after_a_kil
             assert seen["health"]["clock_mode"] == "simulated"
             assert abs(_ahead(seen["health"])) < SLACK  # nobody moved this municipality's clock
 
-            code, out, err = await _hub(operator, "clock", "advance", "20d", "--by", "tester")
+            code, out, err = await run_hub(operator, "clock", "advance", "20d", "--by", "tester")
             assert code == 0, err
             assert f"simulated clock of {municipality} moved to" in out
             await eventually(moved, timeout=10, what="the process's clock 20 days ahead")
@@ -117,7 +94,7 @@ async def test_hub_clock_advance_moves_a_process_which_resumes_there_after_a_kil
             ahead = _ahead(seen["health"])
             assert timedelta(days=20) - SLACK < ahead < timedelta(days=20) + SLACK
 
-            code, out, _ = await _hub(operator, "clock", "show")
+            code, out, _ = await run_hub(operator, "clock", "show")
             assert code == 0 and "20d" in out and "last by tester" in out
 
             # The follower stops with the services: SIGTERM is a clean stop.
@@ -144,7 +121,7 @@ def test_hub_clock_refuses_to_move_back(
 
 async def test_hub_run_refuses_a_simulated_clock_outside_a_simulation(tmp_path: Path) -> None:
     env = _environment(tmp_path, clock="simulated", bootstrap_servers="127.0.0.1:1")
-    code, _, err = await _hub(env, "run", "gis-adapter")
+    code, _, err = await run_hub(env, "run", "gis-adapter")
     assert code == 2
     assert "HUB_CLOCK=simulated needs HUB_SIMULATION=true" in err
     assert len(err.strip().splitlines()) == 1
