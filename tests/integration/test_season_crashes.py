@@ -72,7 +72,7 @@ from tests.season_checks import (
 
 pytestmark = [pytest.mark.real_broker, pytest.mark.slow]
 
-CHILDREN = 1500
+CHILDREN = 1000
 INSTITUTIONS = 15
 TOWN_SEED = 23
 FAULT_RATE = 0.02
