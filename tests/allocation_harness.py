@@ -25,7 +25,7 @@ from hub.reliability.store import Store
 from schemas.allocation import ParentAccepted, ParentDeclined
 from schemas.base import Message
 from schemas.notifications import NotificationSent
-from schemas.topics import BY_NAME
+from schemas.topics import BY_NAME, DEAD_LETTERS
 from simulators.instant import answer
 
 RIGA = load_rules("riga")
@@ -41,6 +41,8 @@ class Harness:
         self.store = store
         self.rules, self.municipality = rules, municipality
         self.published: list[Message] = []
+        self.dead_letters: list[dict[str, str]] = []
+        """The ``dlq-*`` headers of every message dead-lettered, as text."""
         self.inputs: dict[str, dict[str, bytes]] = {}
         """Every message handled, by topic and event_id: what the topics would hold."""
         self.offset = 0
@@ -63,7 +65,8 @@ class Harness:
     async def restart(self) -> AllocationState:
         """A new service on the same store, loaded as at a process start (memory is lost)."""
         self._build()
-        await self.state.load(self.store)
+        assert self.spec.on_start is not None
+        await self.spec.on_start(self.store)
         return self.state
 
     def _records(self, messages: tuple[Message, ...] | list[Message]) -> list[Incoming]:
@@ -87,6 +90,11 @@ class Harness:
                 await self.restart()
                 crash = False
             committed = await self.processor.process(records)
+            self.dead_letters += [
+                {name: value.decode() for name, value in r.headers if name.startswith("dlq-")}
+                for r in committed
+                if r.topic == DEAD_LETTERS
+            ]
             published = [BY_NAME[r.topic].parse(r.value) for r in committed if r.topic in BY_NAME]
             out += published
             batch = [reply for reply in map(self.answer, published) if reply is not None]

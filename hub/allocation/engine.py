@@ -287,6 +287,7 @@ class Allocator:
         self._changed_children: set[str] = set()
         self._changed_pools: set[int] = set()
         self._moved: set[str] = set()
+        self._events_since_take = False
         with without_gc_pauses():
             self._register_all(list(instance.children), sort=False)
             if len(self._by_id) != len(self._child):
@@ -816,6 +817,7 @@ class Allocator:
     def _event(self, apply: Callable[[], None]) -> list[Move]:
         """Run one event, returning the children whose seat changed, by child id."""
         self._journal = {}
+        self._events_since_take = True
         try:
             apply()
             journal = self._journal
@@ -993,7 +995,14 @@ class Allocator:
         self._changed_children.clear()
         self._changed_pools.clear()
         self._moved.clear()
+        self._events_since_take = False
         return changes
+
+    @property
+    def changed(self) -> bool:
+        """Whether an event has run since the last :meth:`take_changes` (even one that
+        failed half-way)."""
+        return self._events_since_take or bool(self._changed_children)
 
     def children(self) -> list[str]:
         return list(self._by_id)

@@ -109,6 +109,9 @@ class Rules:
     mandatory_age: int = 5
     mandatory_age_rule: Literal["calendar_year", "birthday"] = "calendar_year"
     on_expiry: Literal["decline", "annul"] = "decline"
+    late_applications: Literal["next_round", "join"] = "next_round"
+    """An application complete while a round is open: waits for the next round, or joins
+    the open round at once (it may take a seat no child with priority over it holds)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ shows there even when the live store has the same gap.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,15 +24,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from hub.allocation.model import Rules
-from hub.allocation.service import (
-    SCHEMA,
-    VIEW_TABLES,
-    AllocationState,
-    expire_due,
-    reloaded,
-    service,
-    state_differences,
-)
+from hub.allocation.repository import SCHEMA, VIEW_TABLES, reloaded, table_rows
+from hub.allocation.service import Allocation
+from hub.allocation.state import AllocationState, state_differences
 from hub.errors import HubError
 from hub.reliability.consumer import Unit
 from hub.reliability.deadletters import read_topic
@@ -104,15 +97,16 @@ async def replay(
     Raises :class:`RebuildError` when a step's message is not there.
     """
     reading: list[datetime] = [steps[0].at if steps else datetime.fromtimestamp(0)]
-    spec, state = service(rules, municipality, clock=lambda: reading[0])
-    handlers = {h.topic.name: h for h in spec.handlers}
+    allocation = Allocation(AllocationState(municipality, rules, lambda: reading[0]))
+    state = allocation.state
+    handlers = {h.topic.name: h for h in allocation.handlers}
     done = Replayed(state=state)
     writes = Writes()
     for step in steps:
         state.sequence, reading[0] = step.sequence - 1, step.at  # journal() numbers it again
         unit = Unit()
         if step.step == "clock":
-            expire_due(state, unit)
+            allocation.tick(unit)
             done.ticks += 1
         else:
             topic, event_id = step.source_topic or "", str(step.causation_id)
@@ -136,37 +130,28 @@ async def replay(
     return done
 
 
-def _rows(db: sqlite3.Connection, table: str) -> dict[Any, tuple[Any, ...]]:
-    return {row[0]: tuple(row[1:]) for row in db.execute(f"SELECT * FROM {table}")}
-
-
 def differences(live: Path, rebuilt: Path) -> list[str]:
     """How the view tables of two stores differ (an empty list when they are equal)."""
     found = []
-    with (
-        sqlite3.connect(f"file:{live}?mode=ro", uri=True) as a,
-        sqlite3.connect(f"file:{rebuilt}?mode=ro", uri=True) as b,
-    ):
-        for table in VIEW_TABLES:
-            old, new = _rows(a, table), _rows(b, table)
-            only_live = sorted(set(old) - set(new))
-            only_rebuilt = sorted(set(new) - set(old))
-            changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
-            for what, keys in (
-                ("only in the live store", only_live),
-                ("only in the rebuilt store", only_rebuilt),
-                ("different", changed),
-            ):
-                if keys:
-                    shown = ", ".join(map(str, keys[:5])) + (" …" if len(keys) > 5 else "")
-                    found.append(f"{table}: {len(keys)} {what} ({shown})")
+    for table in VIEW_TABLES:
+        old, new = table_rows(live, table), table_rows(rebuilt, table)
+        only_live = sorted(set(old) - set(new))
+        only_rebuilt = sorted(set(new) - set(old))
+        changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+        for what, keys in (
+            ("only in the live store", only_live),
+            ("only in the rebuilt store", only_rebuilt),
+            ("different", changed),
+        ):
+            if keys:
+                shown = ", ".join(map(str, keys[:5])) + (" …" if len(keys) > 5 else "")
+                found.append(f"{table}: {len(keys)} {what} ({shown})")
     return found
 
 
 def counts(path: Path) -> dict[str, int]:
     """Rows per view table."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in VIEW_TABLES}
+    return {table: len(table_rows(path, table)) for table in VIEW_TABLES}
 
 
 def remove_database(path: Path) -> None:

@@ -9,6 +9,7 @@ any other. The format (see also ``docs/rules.md``)::
     max_institutions = 3             # required, 1..10 institutions per application
     offer_deadline_days = 15         # required, 1..90 calendar days to answer an offer
     on_expiry = "annul"              # optional: "decline" (default) or "annul"
+    late_applications = "next_round" # optional: "next_round" (default) or "join"
     lottery_seed = 20260504          # required, >= 0: published seed of the tie-break lottery
     priorities = ["commission", "mandatory_age", "sibling"]  # required, most important first
 
@@ -46,6 +47,7 @@ TOP_LEVEL_KEYS = (
     "max_institutions",
     "offer_deadline_days",
     "on_expiry",
+    "late_applications",
     "lottery_seed",
     "priorities",
     "mandatory_age",
@@ -197,6 +199,7 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         max_institutions=top.integer("max_institutions", 1, 10),
         offer_deadline_days=top.integer("offer_deadline_days", 1, 90),
         on_expiry=top.choice("on_expiry", ("decline", "annul"), "decline"),
+        late_applications=top.choice("late_applications", ("next_round", "join"), "next_round"),
         lottery_seed=top.integer("lottery_seed", 0, None),
         criteria=top.criteria("priorities"),
         mandatory_age=age.integer("age", 3, 7, 5),

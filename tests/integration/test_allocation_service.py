@@ -31,6 +31,7 @@ import pytest_asyncio
 from hub.allocation.api import serving
 from hub.allocation.engine import Allocator
 from hub.allocation.rebuild import JOURNAL, journal_steps
+from hub.allocation.repository import Repository
 from hub.allocation.rules import load_rules
 from hub.allocation.service import LIVE, SCHEMA, AllocationState, invariant_problems, service
 from hub.embedded import free_port
@@ -348,7 +349,7 @@ async def test_a_killed_service_loses_and_duplicates_nothing(  # noqa: PLR0915 -
     store = await Store.open(tmp_path / "allocation.sqlite3", schema=SCHEMA)
     state = AllocationState(town_code, RULES, Clock())
     try:
-        await state.load(store)
+        await Repository(state).load(store)
     finally:
         await store.close()
     check(state)

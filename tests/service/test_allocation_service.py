@@ -207,8 +207,9 @@ async def test_a_service_rebuilt_from_its_store_agrees_with_the_live_one(
     for offer_id in sorted(state.live.values())[:10]:
         await harness.feed(harness.respond(ParentDeclined, offer_id))
     store = harness.processor.store
-    _, rebuilt = service(RIGA, "riga", clock=lambda: harness.now)
-    await rebuilt.load(store)
+    spec, rebuilt = service(RIGA, "riga", clock=lambda: harness.now)
+    assert spec.on_start is not None
+    await spec.on_start(store)
     assert rebuilt.allocator is not None
     assert rebuilt.allocator.matching() == state.allocator.matching()  # type: ignore[union-attr]
     assert {k: v.dump() for k, v in rebuilt.offers.items()} == {

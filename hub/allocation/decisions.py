@@ -1,0 +1,760 @@
+"""What the allocation service decides for each message: functions from state and message to
+effects.
+
+:func:`decide` looks the message's type up in :data:`DECISIONS` and runs the decision on a
+:class:`Step`. A decision changes the state (the view and the open round's engine) and
+records its effects on the step: the messages to publish (offers, revocations, requests to
+VIIS, GIS, the notification service and the DVS) and the rows of the view it changed. It
+touches no database and no broker: the service (:mod:`hub.allocation.service`) writes the
+effects in the step's transaction. A decision that refuses a message raises
+:class:`~hub.errors.PermanentError`, before it changes anything where it can; where it
+cannot, the service restores the state as it was before the step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from hub.allocation.engine import Allocator, Move, PoolRef
+from hub.allocation.model import Instance
+from hub.allocation.records import LIVE, ChildFile, Offer, stable_id
+from hub.allocation.state import AllocationState
+from hub.calendar import answer_deadline, deemed_notified, local_date
+from hub.errors import PermanentError
+from schemas.addresses import AddressResolutionFailed, AddressResolved, ResolveAddress
+from schemas.allocation import (
+    InstitutionFill,
+    OfferDeadlineSet,
+    OfferDeclined,
+    OfferExpired,
+    OfferMade,
+    OfferRevoked,
+    ParentAccepted,
+    ParentDeclined,
+    PlaceAccepted,
+    RoundCompleted,
+    RunRound,
+)
+from schemas.applications import ApplicationChanged, ApplicationSubmitted, ApplicationWithdrawn
+from schemas.base import Message
+from schemas.documents import DocumentRegistered, DocumentRegistrationFailed, RegisterDocument
+from schemas.enrollment import (
+    CheckEnrollment,
+    EnrollmentChecked,
+    EnrollmentCheckFailed,
+    EnrollmentRefused,
+    EnrollmentRegistered,
+    RegisterEnrollment,
+)
+from schemas.institutions import InstitutionRegistered, PlaceReleased, SeatCapacityChanged
+from schemas.notifications import (
+    NotificationDeemedNotified,
+    NotificationDelivered,
+    NotificationFailed,
+    NotificationSent,
+    Recipient,
+    SendNotification,
+)
+from schemas.residence import ResidenceDeclared
+from schemas.topics import ALLOCATION
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- effects
+
+
+@dataclass
+class Effects:
+    """What one step does besides changing memory: messages to publish, rows to write."""
+
+    messages: list[Message] = field(default_factory=list)
+    rows: dict[str, set[str]] = field(default_factory=dict)
+    """Rows of the view changed, by table (see :data:`hub.allocation.repository.VIEW_TABLES`)."""
+    new_round: bool = False
+    """A round was built: the engine's stored inputs are replaced as a whole."""
+
+    def __bool__(self) -> bool:
+        return bool(self.messages or self.rows or self.new_round)
+
+
+class Step:
+    """One step's decisions being taken: the state, the cause, the time and the effects.
+
+    Without a cause (a clock tick) the messages start a flow of their own.
+    ``cause_id`` seeds the ids of new offers, so taking the same step again (after a
+    crash, in a rebuild) makes the same offers.
+    """
+
+    def __init__(
+        self,
+        state: AllocationState,
+        at: datetime,
+        cause: Message | None = None,
+        cause_id: uuid.UUID | None = None,
+    ) -> None:
+        self.state = state
+        self.at = at
+        self.cause = cause
+        self.cause_id = cause.event_id if cause is not None else cause_id
+        self.effects = Effects()
+
+    def emit(self, kind: type[Message], **fields: Any) -> Message:
+        message = kind.new(
+            producer=ALLOCATION,
+            caused_by=self.cause,
+            municipality=self.state.municipality,
+            correlation_id=None if self.cause is not None else self.cause_id,
+            **fields,
+        )
+        self.effects.messages.append(message)
+        return message
+
+    def changed(self, table: str, key: str) -> None:
+        """The row ``key`` of the view ``table`` changed (the engine's rows are found by
+        the engine itself, see :meth:`Allocator.take_changes`)."""
+        self.effects.rows.setdefault(table, set()).add(key)
+
+    def child(self, child_ref: str) -> ChildFile:
+        """The child's record, to be changed by this step; refused if there is none."""
+        file = self.state.children.get(child_ref)
+        if file is None:
+            raise PermanentError(f"no application for child {child_ref}")
+        self.changed("children", child_ref)
+        return file
+
+    def offer_changed(self, offer: Offer, status: str | None = None) -> None:
+        if status is not None:
+            offer.status, offer.closed_at = status, self.at.isoformat()
+        self.changed("offers", offer.offer_id)
+
+    # ---------------------------------------------------------------- offers
+
+    def offer(self, child_ref: str, seat: PoolRef, round_id: str | None) -> None:
+        """A new live offer for ``child_ref``, and the request to notify the parents."""
+        state = self.state
+        app = state.children[child_ref].application
+        offer_id = stable_id(self.cause_id, child_ref, seat.institution_id, seat.group)
+        assert state.round_date is not None
+        # The rank in the application as the parents made it (the engine's own list
+        # loses the institutions a parent declined).
+        listed = app.institutions
+        rank = listed.index(seat.institution_id) + 1 if seat.institution_id in listed else None
+        institution = state.institutions[seat.institution_id]
+        pool = next(p for p in institution.pools if p.group_code == seat.group)
+        start = max(state.round_date, app.desired_start_date)
+        self.emit(
+            OfferMade,
+            offer_id=offer_id,
+            child_ref=child_ref,
+            round_id=round_id,
+            application_id=app.application_id,
+            institution_id=seat.institution_id,
+            group_code=seat.group,
+            language=pool.language,
+            start_date=start,
+            preference_rank=rank,
+            response_days=state.rules.offer_deadline_days,
+        )
+        guardian = app.guardians[0]
+        self.emit(
+            SendNotification,
+            notification_id=stable_id("notify", offer_id),
+            child_ref=child_ref,
+            purpose="offer",
+            offer_id=offer_id,
+            recipient=Recipient(
+                personal_code=guardian.personal_code,
+                email=guardian.email,
+                phone=guardian.phone,
+                # A registered letter goes to the guardian's postal address, else home.
+                postal_address_code=guardian.postal_address_code or app.residence_address_code,
+            ),
+            language=guardian.correspondence_language,
+            template="offer",
+            variables={
+                "institution": institution.name,
+                "group": seat.group,
+                "start_date": start.isoformat(),
+                "response_days": str(state.rules.offer_deadline_days),
+            },
+        )
+        offer = Offer(
+            str(offer_id),
+            child_ref,
+            app.application_id,
+            seat.institution_id,
+            seat.group,
+            round_id,
+            made_at=self.at.isoformat(),
+        )
+        state.add_offer(offer)
+        self.offer_changed(offer)
+
+    def close(self, child_ref: str, status: str, reason: str = "superseded") -> Offer | None:
+        """Close the child's live offer (if it has one) with ``status``; publish it."""
+        offer_id = self.state.live.pop(child_ref, None)
+        if offer_id is None:
+            return None
+        offer = self.state.offers[offer_id]
+        self.offer_changed(offer, status)
+        if status == "revoked":
+            self.emit(OfferRevoked, offer_id=offer_id, child_ref=child_ref, reason=reason)
+        elif status == "declined":
+            self.emit(OfferDeclined, offer_id=offer_id, child_ref=child_ref, declined_at=self.at)
+        elif status == "expired":
+            self.emit(
+                OfferExpired,
+                offer_id=offer_id,
+                child_ref=child_ref,
+                respond_by=date.fromisoformat(offer.respond_by or ""),
+            )
+        return offer
+
+    def moves(
+        self, moves: Iterable[Move], *, actor: str | None = None, lost_reason: str = "superseded"
+    ) -> None:
+        """Turn the engine's moves into revocations and new offers.
+
+        The ``actor`` (the child whose event it is) loses no offer here (the caller has
+        closed it); a new seat the engine gives the actor is offered like any other.
+        """
+        engine = self.state.allocator
+        assert engine is not None
+        for move in moves:
+            if move.child_id != actor:
+                reason = lost_reason if move.after is None else "superseded"
+                self.close(move.child_id, "revoked", reason=reason)
+            if move.after is not None and engine.placement(move.child_id).kind != "held":
+                self.offer(move.child_id, move.after, None)
+
+
+Decision = Callable[[Step, Any], None]
+
+# --------------------------------------------------------------------------- applications
+
+
+def _enrich(step: Step, app: ApplicationSubmitted) -> None:
+    """Ask VIIS (enrolment, siblings) and GIS (address) for the application's facts."""
+    request = step.emit(
+        CheckEnrollment,
+        child_ref=app.child_ref,
+        child_personal_code=app.child_personal_code,
+        sibling_personal_codes=app.claims.sibling_personal_codes,
+        as_of=local_date(step.at),
+    )
+    step.emit(ResolveAddress, subject_ref=app.child_ref, address_code=app.residence_address_code)
+    step.state.children[app.child_ref].asked = str(request.correlation_id)
+
+
+def _join_open_round(step: Step, child_ref: str) -> None:
+    """A child that is not in the open round's engine joins it now, where the rules say
+    so and its facts are in (``late_applications = "join"``, docs/rules.md)."""
+    state, engine = step.state, step.state.allocator
+    file = state.children[child_ref]
+    if (
+        engine is None
+        or state.round_date is None
+        or state.rules.late_applications != "join"
+        or child_ref in engine
+        or file.status != "queued"
+        or file.missing
+    ):
+        return
+    step.moves(engine.add_child(state.engine_child(file, state.round_date)))
+
+
+def application_submitted(step: Step, message: ApplicationSubmitted) -> None:
+    state = step.state
+    old = state.children.get(message.child_ref)
+    residences = old.residences if old else {}
+    early = state.early.pop(message.child_ref, None)
+    if early:
+        residences = residences | early
+        step.changed("early_residences", message.child_ref)
+    state.children[message.child_ref] = ChildFile(message, residences=residences)
+    step.changed("children", message.child_ref)
+    _enrich(step, message)
+
+
+def application_changed(step: Step, message: ApplicationChanged) -> None:
+    """The parents changed the institutions, the start date or the language.
+
+    Possible until the child is on the admission list (Riga binding regulations Nr. 191,
+    point 16: docs/rules.md, "Changes while a round is open"); a change keeps the original
+    registration time. A child waiting in the open round is entered again with the new
+    choices at once, so it may take a seat now.
+    """
+    state = step.state
+    if state.on_list(message.child_ref):
+        raise PermanentError(
+            f"the application of child {message.child_ref} is on the admission list of round"
+            f" {state.round_id}: it can no longer be changed"
+        )
+    file = step.child(message.child_ref)
+    file.application = file.application.model_copy(
+        update={
+            "institutions": message.institutions,
+            "desired_start_date": message.desired_start_date,
+            "language": message.language,
+            "accepts_any_institution": message.accepts_any_institution,
+        }
+    )
+    _enrich(step, file.application)
+    engine = state.allocator
+    if engine is not None and state.round_date is not None and message.child_ref in engine:
+        step.moves(engine.withdraw(message.child_ref), actor=message.child_ref)
+        step.moves(engine.add_child(state.engine_child(file, state.round_date)))
+
+
+def application_withdrawn(step: Step, message: ApplicationWithdrawn) -> None:
+    state = step.state
+    file = step.child(message.child_ref)
+    file.status = "withdrawn"
+    engine = state.allocator
+    if engine is not None and message.child_ref in engine:
+        moves = engine.withdraw(message.child_ref)
+        step.close(message.child_ref, "revoked", reason="application_withdrawn")
+        step.moves(moves, actor=message.child_ref)
+
+
+# --------------------------------------------------------------------------- institutions
+
+
+def institution_registered(step: Step, message: InstitutionRegistered) -> None:
+    state = step.state
+    old = state.institutions.get(message.institution_id)
+    moved = old is None or old.address_code != message.address_code
+    if message.location is None and old is not None and not moved:
+        message = message.model_copy(update={"location": old.location})  # as resolved
+    state.set_institution(message)
+    step.changed("institutions", message.institution_id)
+    if message.location is None and moved:
+        step.emit(
+            ResolveAddress, subject_ref=message.institution_id, address_code=message.address_code
+        )
+
+
+def seats_changed(step: Step, message: SeatCapacityChanged | PlaceReleased) -> None:
+    """Seats added or taken away: the engine passes them on at once."""
+    state = step.state
+    inst = state.institutions.get(message.institution_id)
+    if inst is None:
+        raise PermanentError(f"unknown institution {message.institution_id}")
+    before = {p.group_code: p.capacity for p in inst.pools}
+    if isinstance(message, SeatCapacityChanged):
+        pools = message.pools
+    else:
+        if message.group_code not in before:
+            raise PermanentError(f"no group {message.group_code} at {message.institution_id}")
+        pools = tuple(
+            p.model_copy(update={"capacity": p.capacity + message.count})
+            if p.group_code == message.group_code
+            else p
+            for p in inst.pools
+        )
+    deltas = {
+        p.group_code: p.capacity - before[p.group_code]
+        for p in pools
+        if p.group_code in before and p.capacity != before[p.group_code]
+    }
+    engine = state.allocator
+    if engine is not None:
+        # Refused before anything changes where it can be seen beforehand.
+        for group, delta in deltas.items():
+            if engine.capacity(inst.institution_id, group) + delta < 0:
+                raise PermanentError(
+                    f"{inst.institution_id}/{group}: {-delta} seats fewer is more than the"
+                    f" {engine.capacity(inst.institution_id, group)} not yet accepted"
+                )
+    state.set_institution(inst.model_copy(update={"pools": pools}))
+    step.changed("institutions", inst.institution_id)
+    if engine is None:
+        return
+    for group, delta in deltas.items():
+        step.moves(
+            engine.change_capacity(inst.institution_id, group, delta),
+            lost_reason="capacity_reduced",
+        )
+
+
+# --------------------------------------------------------------------------- facts
+
+
+def residence_declared(step: Step, message: ResidenceDeclared) -> None:
+    state, slot = step.state, f"{message.subject}:{message.guardian_index or 0}"
+    file = state.children.get(message.child_ref)
+    if file is None:
+        # The register reports residence beside the application, on another topic: the
+        # application may simply not be here yet. Kept until it comes (``/health``
+        # counts them as early residences).
+        state.early.setdefault(message.child_ref, {})[slot] = message
+        step.changed("early_residences", message.child_ref)
+        return
+    file.residences[slot] = message
+    step.changed("children", message.child_ref)
+
+
+def enrollment_checked(step: Step, message: EnrollmentChecked | EnrollmentCheckFailed) -> None:
+    """VIIS's answer: where the child and its siblings attend (or why it could not say)."""
+    file = step.state.children.get(message.child_ref)
+    if file is None:
+        raise PermanentError(f"no application for child {message.child_ref}")
+    if not file.answers(message):
+        log.info("stale VIIS answer ignored", extra={"child_ref": message.child_ref})
+        return
+    step.changed("children", message.child_ref)
+    if isinstance(message, EnrollmentChecked):
+        file.enrollment, file.enrollment_failed = message, None
+    else:
+        file.enrollment_failed = message.reason
+    _join_open_round(step, message.child_ref)
+
+
+def enrollment_recorded(step: Step, message: EnrollmentRegistered | EnrollmentRefused) -> None:
+    """VIIS recorded (or refused) the enrolment in an accepted place."""
+    file = step.child(message.child_ref)
+    if str(message.offer_id) != (file.accepted_offer or str(message.offer_id)):
+        return  # about a place the child has since given up for a better one
+    if isinstance(message, EnrollmentRegistered):
+        file.status = "enrolled"
+    else:
+        file.enrollment_refused = message.reason
+        log.warning(
+            "VIIS refused an enrolment",
+            extra={"child_ref": message.child_ref, "reason": message.reason},
+        )
+
+
+def address_answered(step: Step, message: AddressResolved | AddressResolutionFailed) -> None:
+    """GIS's answer about an institution's or a child's address."""
+    state = step.state
+    inst = state.institutions.get(message.subject_ref)
+    if inst is not None:
+        if isinstance(message, AddressResolved) and inst.address_code == message.address_code:
+            state.set_institution(inst.model_copy(update={"location": message.lks92}))
+            step.changed("institutions", inst.institution_id)
+        return
+    file = state.children.get(message.subject_ref)
+    if file is None:
+        raise PermanentError(f"no child or institution {message.subject_ref}")
+    if not file.answers(message):
+        log.info("stale GIS answer ignored", extra={"child_ref": message.subject_ref})
+        return
+    step.changed("children", message.subject_ref)
+    if isinstance(message, AddressResolved):
+        file.address, file.address_failed = message, None
+    else:
+        file.address_failed = message.reason
+    _join_open_round(step, message.subject_ref)
+
+
+# --------------------------------------------------------------------------- the round
+
+
+def run_round(step: Step, command: RunRound) -> None:
+    """Build the admission list as of ``command.round_date`` and offer every seat it gives."""
+    state = step.state
+    if state.live:
+        raise PermanentError(f"a round is still open: {len(state.live)} offers await an answer")
+    on = command.round_date
+    ready = [
+        f for f in state.children.values() if f.status in ("queued", "enrolled") and not f.missing
+    ]
+    institutions = tuple(state.engine_institution(i) for i in state.institutions.values())
+    children = tuple(state.engine_child(f, on) for f in ready)
+    state.allocator = Allocator(Instance(institutions, children), state.rules, on)
+    step.effects.new_round = True
+    round_id = str(command.round_id)
+    state.round_id, state.round_date = round_id, on
+    matching = state.allocator.matching()
+    for child_ref, seat in sorted(matching.items()):
+        step.offer(child_ref, seat, round_id)
+    fills = [
+        InstitutionFill(
+            institution_id=i.institution_id,
+            capacity=sum(p.capacity for p in i.pools),
+            offered=sum(1 for s in matching.values() if s.institution_id == i.institution_id),
+            accepted=0,
+        )
+        for i in institutions
+    ]
+    step.emit(
+        RoundCompleted,
+        round_id=command.round_id,
+        round_date=on,
+        applications_considered=len(children),
+        offers_made=len(matching),
+        children_unplaced=len(children) - len(matching),
+        lottery_seed=state.rules.lottery_seed,
+        institutions=fills,
+    )
+    listing = json.dumps(
+        sorted([cid, s.institution_id, s.group] for cid, s in matching.items())
+    ).encode()
+    key = f"admission-list:{state.municipality}:{round_id}"
+    step.emit(
+        RegisterDocument,
+        document_key=key,
+        document_type="admission_list",
+        title=f"Admission list {on.isoformat()} ({len(matching)} places)",
+        author_unit="Education board",
+        media_type="application/json",
+        content_sha256=hashlib.sha256(listing).hexdigest(),
+        content_size=len(listing),
+    )
+    for rid in state.rounds:
+        state.rounds[rid]["open"] = False
+        step.changed("rounds", rid)
+    state.open_round(
+        {
+            "round_id": round_id,
+            "round_date": on.isoformat(),
+            "open": True,
+            "offers": len(matching),
+            "considered": len(children),
+            "waiting_for_facts": state.waiting_for_facts(),
+            "document_key": key,
+            "registration_number": None,
+        }
+    )
+    step.changed("rounds", round_id)
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def _live_offer(step: Step, message: ParentAccepted | ParentDeclined) -> Offer:
+    offer = step.state.offers.get(str(message.offer_id))
+    if offer is None or offer.child_ref != message.child_ref:
+        raise PermanentError(f"no offer {message.offer_id} for child {message.child_ref}")
+    if offer.status != LIVE:
+        raise PermanentError(f"offer {message.offer_id} is already {offer.status}")
+    return offer
+
+
+def declined(step: Step, message: ParentDeclined) -> None:
+    _live_offer(step, message)
+    engine = step.state.allocator
+    assert engine is not None
+    moves = engine.decline(message.child_ref)
+    step.close(message.child_ref, "declined")
+    step.moves(moves, actor=message.child_ref)
+
+
+def accepted(step: Step, message: ParentAccepted) -> None:
+    """The parents accepted: the place is the child's, VIIS and the DVS are told."""
+    state, child_ref = step.state, message.child_ref
+    offer = _live_offer(step, message)
+    engine = state.allocator
+    assert engine is not None
+    moves = engine.accept(child_ref)
+    state.live.pop(child_ref)
+    step.offer_changed(offer, "accepted")
+    file = step.child(child_ref)
+    # A better place accepted: the one held so far goes back (the engine has
+    # passed its seat on) and VIIS moves the enrolment.
+    given_up = state.offers.get(file.accepted_offer or "")
+    if given_up is not None and given_up.status == "accepted":
+        step.offer_changed(given_up, "revoked")
+        step.emit(
+            OfferRevoked, offer_id=given_up.offer_id, child_ref=child_ref, reason="superseded"
+        )
+    attends = file.enrollment.attending_institution_id if file.enrollment else None
+    transfer_from = given_up.institution_id if given_up is not None else attends
+    file.enrolled_at = f"{offer.institution_id}/{offer.group_code}"
+    file.accepted_offer, file.enrollment_refused = offer.offer_id, None
+    if file.status == "enrolled":
+        file.status = "queued"  # until VIIS has recorded the new place
+    start = max(state.round_date or date.min, file.application.desired_start_date)
+    step.emit(
+        PlaceAccepted,
+        offer_id=message.offer_id,
+        child_ref=child_ref,
+        application_id=offer.application_id,
+        institution_id=offer.institution_id,
+        group_code=offer.group_code,
+        start_date=start,
+        accepted_at=message.responded_at,
+    )
+    step.emit(
+        RegisterEnrollment,
+        child_ref=child_ref,
+        child_personal_code=file.application.child_personal_code,
+        offer_id=message.offer_id,
+        institution_id=offer.institution_id,
+        group_code=offer.group_code,
+        start_date=start,
+        transfer_from=transfer_from,
+    )
+    _register_decision(step, offer, start)
+    step.moves(moves, actor=child_ref)
+
+
+def _register_decision(step: Step, offer: Offer, start: date) -> None:
+    """The admission decision of an accepted offer goes to the DVS for registration.
+
+    Its content names the child by reference only; the key is the offer's, so a
+    redelivered acceptance registers the same decision once.
+    """
+    round_data = step.state.rounds.get(offer.round_id or "", {})
+    decision = json.dumps(
+        {
+            "child_ref": offer.child_ref,
+            "institution_id": offer.institution_id,
+            "group_code": offer.group_code,
+            "start_date": start.isoformat(),
+            "offer_id": offer.offer_id,
+        },
+        sort_keys=True,
+    ).encode()
+    step.emit(
+        RegisterDocument,
+        document_key=offer.decision_key,
+        document_type="decision",
+        title=f"Admission decision: {offer.institution_id} group {offer.group_code}",
+        author_unit="Education board",
+        media_type="application/json",
+        content_sha256=hashlib.sha256(decision).hexdigest(),
+        content_size=len(decision),
+        related_document_keys=tuple(
+            k for k in (round_data.get("document_key"),) if isinstance(k, str)
+        ),
+        child_ref=offer.child_ref,
+    )
+
+
+# --------------------------------------------------------------------------- receipts, documents
+
+
+def receipt(step: Step, message: Any) -> None:
+    """A delivery receipt starts the legal clock of the offer it is about."""
+    state = step.state
+    if message.offer_id is None or isinstance(message, NotificationFailed):
+        return
+    offer = state.offers.get(str(message.offer_id))
+    if offer is None or offer.status != LIVE or offer.respond_by is not None:
+        return  # nothing to start: unknown, closed, or already running
+    # A receipt cannot start the clock before the offer existed: another system's
+    # clock may run behind this one's.
+    made = datetime.fromisoformat(offer.made_at) if offer.made_at else None
+    if isinstance(message, NotificationDeemedNotified):
+        notified = message.deemed_notified_on
+    elif isinstance(message, NotificationSent) and message.channel == "e_adrese":
+        notified = deemed_notified(max(message.sent_at, made) if made else message.sent_at)
+    elif isinstance(message, NotificationDelivered) and message.channel != "e_adrese":
+        notified = local_date(message.delivered_at)
+    else:
+        return
+    if made is not None:
+        notified = max(notified, local_date(made))
+    respond_by = answer_deadline(notified, state.rules.offer_deadline_days)
+    offer.notified_on, offer.respond_by = notified.isoformat(), respond_by.isoformat()
+    step.offer_changed(offer)
+    step.emit(
+        OfferDeadlineSet,
+        offer_id=message.offer_id,
+        child_ref=offer.child_ref,
+        notified_on=notified,
+        respond_by=respond_by,
+    )
+
+
+def document_answered(step: Step, message: DocumentRegistered | DocumentRegistrationFailed) -> None:
+    """The DVS registered (or refused) an admission list or a decision."""
+    state = step.state
+    if message.document_key.startswith("decision:"):
+        offer = state.offers.get(message.document_key.removeprefix("decision:"))
+        if offer is not None and isinstance(message, DocumentRegistered):
+            offer.decision_number = message.registration_number
+            step.offer_changed(offer)
+        return
+    for data in state.rounds.values():
+        if data.get("document_key") == message.document_key:
+            if isinstance(message, DocumentRegistered):
+                data["registration_number"] = message.registration_number
+            else:
+                data["registration_failed"] = message.reason
+            step.changed("rounds", data["round_id"])
+
+
+# --------------------------------------------------------------------------- the table
+
+
+DECISIONS: dict[type[Message], Decision] = {
+    ApplicationSubmitted: application_submitted,
+    ApplicationChanged: application_changed,
+    ApplicationWithdrawn: application_withdrawn,
+    InstitutionRegistered: institution_registered,
+    SeatCapacityChanged: seats_changed,
+    PlaceReleased: seats_changed,
+    ResidenceDeclared: residence_declared,
+    EnrollmentChecked: enrollment_checked,
+    EnrollmentCheckFailed: enrollment_checked,
+    EnrollmentRegistered: enrollment_recorded,
+    EnrollmentRefused: enrollment_recorded,
+    AddressResolved: address_answered,
+    AddressResolutionFailed: address_answered,
+    RunRound: run_round,
+    ParentAccepted: accepted,
+    ParentDeclined: declined,
+    NotificationSent: receipt,
+    NotificationDelivered: receipt,
+    NotificationDeemedNotified: receipt,
+    NotificationFailed: receipt,
+    DocumentRegistered: document_answered,
+    DocumentRegistrationFailed: document_answered,
+}
+"""Message type → the decision the service takes on it."""
+
+
+def decide(step: Step, message: Message) -> None:
+    """Take the decision on ``message`` (the step's cause) that :data:`DECISIONS` names."""
+    decision = DECISIONS.get(type(message))
+    if decision is None:
+        raise PermanentError(
+            f"the allocation service takes no decision on {type(message).__name__}"
+        )
+    decision(step, message)
+
+
+def expire_due(step: Step) -> None:
+    """Expire every live offer whose answer deadline has passed; each expiry cascades.
+
+    A clock tick's decision: the step has no cause (its effects stay empty when nothing
+    was due).
+    """
+    state = step.state
+    today = local_date(step.at)
+    due = sorted(
+        (
+            o
+            for o in state.offers.values()
+            if o.status == LIVE and o.respond_by and date.fromisoformat(o.respond_by) < today
+        ),
+        key=lambda o: o.offer_id,
+    )
+    engine = state.allocator
+    for offer in due:
+        if state.live.get(offer.child_ref) != offer.offer_id:
+            continue  # an earlier expiry's cascade has already moved this child
+        assert engine is not None
+        step.cause_id = stable_id("expiry", offer.offer_id)
+        moves = engine.expire(offer.child_ref)
+        step.close(offer.child_ref, "expired")
+        # A child holding an accepted place keeps it: only the wait for a better one ends.
+        file = state.children[offer.child_ref]
+        if state.rules.on_expiry == "annul" and not file.accepted_offer:
+            file.status = "annulled"
+            step.changed("children", offer.child_ref)
+        step.moves(moves, actor=offer.child_ref)
+    step.cause_id = stable_id("tick", step.at.isoformat())
+
+
+__all__ = ["DECISIONS", "Decision", "Effects", "Step", "decide", "expire_due"]

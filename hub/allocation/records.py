@@ -1,0 +1,141 @@
+"""What the allocation service records of each child and offer (its view's records).
+
+Plain data with their JSON form: the repository (:mod:`hub.allocation.repository`)
+stores them, the decisions (:mod:`hub.allocation.decisions`) change them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.addresses import AddressResolved
+from schemas.applications import ApplicationSubmitted
+from schemas.base import Message
+from schemas.enrollment import EnrollmentChecked
+from schemas.residence import ResidenceDeclared
+
+_IDS = uuid.UUID("5a1e0c3e-6f0b-4c2a-9a57-0d3f3e6c1b2a")
+"""Namespace of the service's deterministic ids: a redelivered cause yields the same offer."""
+
+LIVE = "live"
+CLOSED = ("accepted", "declined", "expired", "revoked")
+
+
+def stable_id(*parts: object) -> uuid.UUID:
+    return uuid.uuid5(_IDS, ":".join(str(p) for p in parts))
+
+
+@dataclass
+class ChildFile:
+    """Everything the service knows of one child's application."""
+
+    application: ApplicationSubmitted
+    status: str = "queued"
+    """queued, withdrawn, annulled or enrolled."""
+    enrollment: EnrollmentChecked | None = None
+    enrollment_failed: str | None = None
+    address: AddressResolved | None = None
+    address_failed: str | None = None
+    residences: dict[str, ResidenceDeclared] = field(default_factory=dict)
+    enrolled_at: str | None = None
+    """``institution/group`` of an accepted place registered in VIIS."""
+    enrollment_refused: str | None = None
+    """Why VIIS refused to enrol the child in the accepted place (e.g. ``already_enrolled``)."""
+    accepted_offer: str | None = None
+    """The offer whose place the child holds (accepted); a better one accepted replaces it."""
+    asked: str | None = None
+    """``correlation_id`` of the latest enrichment requests: answers to older ones are stale."""
+
+    def answers(self, message: Message) -> bool:
+        """Whether ``message`` answers the latest enrichment requests (not earlier ones)."""
+        return self.asked is None or str(message.correlation_id) == self.asked
+
+    @property
+    def missing(self) -> list[str]:
+        """Facts the application still waits for."""
+        waiting = []
+        if self.enrollment is None:
+            waiting.append(
+                "viis" + (f" (failed: {self.enrollment_failed})" if self.enrollment_failed else "")
+            )
+        if self.address is None and self.address_failed is None:
+            waiting.append("gis")
+        return waiting
+
+    def dump(self) -> str:
+        def js(message: Message | None) -> Any:
+            return None if message is None else json.loads(message.model_dump_json())
+
+        return json.dumps(
+            {
+                "application": js(self.application),
+                "status": self.status,
+                "enrollment": js(self.enrollment),
+                "enrollment_failed": self.enrollment_failed,
+                "address": js(self.address),
+                "address_failed": self.address_failed,
+                "residences": {k: js(v) for k, v in self.residences.items()},
+                "enrolled_at": self.enrolled_at,
+                "enrollment_refused": self.enrollment_refused,
+                "accepted_offer": self.accepted_offer,
+                "asked": self.asked,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def load(cls, text: str) -> ChildFile:
+        data = json.loads(text)
+
+        def model(kind: type[Message], value: Any) -> Any:
+            return None if value is None else kind.model_validate(value)
+
+        return cls(
+            application=ApplicationSubmitted.model_validate(data["application"]),
+            status=data["status"],
+            enrollment=model(EnrollmentChecked, data["enrollment"]),
+            enrollment_failed=data["enrollment_failed"],
+            address=model(AddressResolved, data["address"]),
+            address_failed=data["address_failed"],
+            residences={
+                k: ResidenceDeclared.model_validate(v) for k, v in data["residences"].items()
+            },
+            enrolled_at=data["enrolled_at"],
+            enrollment_refused=data.get("enrollment_refused"),
+            accepted_offer=data.get("accepted_offer"),
+            asked=data.get("asked"),
+        )
+
+
+@dataclass
+class Offer:
+    offer_id: str
+    child_ref: str
+    application_id: str
+    institution_id: str
+    group_code: str
+    round_id: str | None
+    status: str = LIVE
+    made_at: str = ""
+    notified_on: str | None = None
+    respond_by: str | None = None
+    closed_at: str | None = None
+    decision_number: str | None = None
+    """The DVS registration number of the admission decision (an accepted offer)."""
+
+    def dump(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @property
+    def decision_key(self) -> str:
+        return f"decision:{self.offer_id}"
+
+    @classmethod
+    def load(cls, text: str) -> Offer:
+        return cls(**json.loads(text))
+
+
+__all__ = ["CLOSED", "LIVE", "ChildFile", "Offer", "stable_id"]
