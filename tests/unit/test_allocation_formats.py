@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from datetime import UTC, date, datetime
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from pydantic import ValidationError
 
+from hub.allocation import formats
 from hub.allocation.engine import Allocator, Priority
 from hub.allocation.formats import (
     SCHEMA_FILES,
@@ -309,6 +312,9 @@ def test_riga_files_that_cannot_be_read(tmp_path: Path) -> None:
     seats.write_bytes(b"institution_id\xff\n")
     with pytest.raises(AllocationInputError, match="not UTF-8 text"):
         read_riga_csv(queue_csv(tmp_path), seats)
+    missing = tmp_path / "missing.csv"
+    with pytest.raises(AllocationInputError, match=r"missing\.csv: cannot read the file"):
+        read_riga_csv(missing, SEATS)
 
 
 # --------------------------------------------------------------------------- hub allocate
@@ -362,6 +368,36 @@ def test_hub_allocate_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["allocate", str(INSTANCE), "--rules", "riga"]) == 2
     assert "hub: error: hub allocate needs --date, --out" in capsys.readouterr().err
     assert not Path(out).exists()
+
+
+# --------------------------------------------------------------------------- package
+
+
+@pytest.mark.parametrize(
+    "module", [formats.common, formats.instance, formats.result, formats.riga_csv]
+)
+def test_the_package_exports_every_public_name_of_its_modules(module: ModuleType) -> None:
+    tree = ast.parse(Path(module.__file__ or "").read_text(encoding="utf-8"))
+    defined = [
+        target.id
+        for node in tree.body
+        for target in (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, ast.AnnAssign)
+            else []
+        )
+        if isinstance(target, ast.Name)
+    ] + [node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.ClassDef)]
+    public = {name for name in defined if not name.startswith("_")}
+    assert public
+    missing = sorted(
+        name
+        for name in public
+        if name not in formats.__all__ or getattr(formats, name) is not getattr(module, name)
+    )
+    assert not missing, f"hub.allocation.formats does not export {missing}"
 
 
 # --------------------------------------------------------------------------- schemas
