@@ -367,7 +367,7 @@ def _asyncapi(output: Path | None) -> int:
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from hub.demo import Scenario, run_demo
+    from simulators.demo import Scenario, run_demo
 
     with contextlib.suppress(AttributeError):
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]

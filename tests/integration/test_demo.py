@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.demo import DemoError, Scenario, run_demo
 from hub.settings import Settings
+from simulators.demo import DemoError, Scenario, run_demo
 from simulators.municipality import SyntheticMunicipality
 
 pytestmark = [pytest.mark.real_broker, pytest.mark.slow]

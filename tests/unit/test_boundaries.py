@@ -26,7 +26,7 @@ ADAPTER_SYSTEMS = ("vps", "viis", "gis", "dvs", "notify")
 SHARED_SIMULATOR_MODULES = ("api.py", "faults.py", "serving.py", "municipality.py", "messages.py")
 # Hub test kits: they drive the hub (publish commands, play parents, run the processes)
 # rather than imitate an external system, so they may import ``hub``.
-SIMULATOR_EXCEPTIONS = ("instant.py", "parents.py", "process.py")
+SIMULATOR_EXCEPTIONS = ("instant.py", "parents.py", "process.py", "demo.py")
 
 ENGINE = ROOT / "hub" / "allocation" / "engine.py"
 ENGINE_FORBIDDEN = ("faststream", "aiokafka", "aiosqlite")
