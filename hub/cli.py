@@ -33,8 +33,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from hub import __version__
 from hub.errors import BrokerUnavailable, ConfigurationError, HubError
 from hub.observability import setup_logging
@@ -679,13 +677,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
         "sim_fault_rate": args.fault_rate,
         "sim_latency": args.latency,
     }
-    try:
-        settings = Settings.model_validate(
-            settings.model_dump() | {k: v for k, v in overrides.items() if v is not None}
-        )
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise ConfigurationError(f"simulate: {error['loc'][0]}: {error['msg']}") from None
+    settings = settings.derive(**{k: v for k, v in overrides.items() if v is not None})
     systems = SYSTEMS if args.system == "all" else (args.system,)
     with_smtp = args.system in ("all", "smtp")
     systems = tuple(s for s in systems if s != "smtp")

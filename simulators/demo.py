@@ -274,8 +274,8 @@ class Season:
     def _settings(self, data: Path) -> Settings:
         urls = {f"{s}_url": f"http://127.0.0.1:{free_port()}" for s in SYSTEMS}
         rates = {f"notify_rate_{c}": 100_000 for c in ("eadrese", "email", "sms", "letter")}
-        return self.settings.model_copy(
-            update=urls
+        return self.settings.derive(
+            **urls
             | rates
             | {
                 "data_dir": data,

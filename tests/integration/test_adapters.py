@@ -50,20 +50,18 @@ async def test_the_chain_through_every_adapter_with_a_fifth_of_requests_faulted(
     town = SyntheticMunicipality(
         code, seed=21, children=CHILDREN, institutions=3, admission_year=2026
     )
-    settings = kafka_settings.model_copy(
-        update={
-            "data_dir": tmp_path,
-            "municipality": code,
-            "sim_fault_rate": 0.2,
-            "sim_seed": 5,
-            "http_timeout": 0.5,
-            "http_attempts": 8,
-            "http_max_seconds": 20,
-            "vps_poll_interval": 0.2,
-            "retry_first_delay": 0.2,
-            "retry_max_delay": 1.0,
-            "max_attempts": 10,
-        }
+    settings = kafka_settings.derive(
+        data_dir=tmp_path,
+        municipality=code,
+        sim_fault_rate=0.2,
+        sim_seed=5,
+        http_timeout=0.5,
+        http_attempts=8,
+        http_max_seconds=20,
+        vps_poll_interval=0.2,
+        retry_first_delay=0.2,
+        retry_max_delay=1.0,
+        max_attempts=10,
     )
     apps = simulator_apps(settings, REGISTERS, town=town)
     stop = asyncio.Event()
@@ -72,7 +70,7 @@ async def test_the_chain_through_every_adapter_with_a_fifth_of_requests_faulted(
         for system in REGISTERS:
             served = await stack.enter_async_context(serving(apps[system], name=system))
             urls[f"{system}_url"] = served.url
-        settings = settings.model_copy(update=urls)
+        settings = settings.derive(**urls)
         adapters = [adapter(name, settings) for name in REGISTER_ADAPTERS]
         spec, state = service(load_rules("riga"), code)
         spec = dataclasses.replace(spec, name=f"{code}-allocation")

@@ -152,9 +152,7 @@ def runner_for(
     )
     return ServiceRunner(
         spec(lane.service, lane.input, lane.output, client),
-        settings.model_copy(
-            update={"data_dir": tmp, "session_timeout": 6, "heartbeat_interval": 1}
-        ),
+        settings.derive(data_dir=tmp, session_timeout=6, heartbeat_interval=1),
         settings.bootstrap_servers or "",
         options=RuntimeOptions(**options),
         metrics=metrics,

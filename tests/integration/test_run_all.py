@@ -78,8 +78,8 @@ def test_each_service_has_its_own_default_health_port() -> None:
     ports = [health_port(settings, name) for name in SERVICES]
     assert len(set(ports)) == len(SERVICES)
     assert health_port(settings, "all") == HEALTH_PORTS["allocation"]
-    assert health_port(settings.model_copy(update={"health_port": 0}), "allocation") is None
-    assert health_port(settings.model_copy(update={"health_port": 9999}), "dvs-adapter") == 9999
+    assert health_port(settings.derive(health_port=0), "allocation") is None
+    assert health_port(settings.derive(health_port=9999), "dvs-adapter") == 9999
 
 
 async def test_a_service_whose_health_port_is_taken_stops_and_says_why(

@@ -387,14 +387,12 @@ class Season:
         )
         ports = iter(quiet_ports(len(SYSTEMS) + 3 + len(SERVICES)))
         urls = {f"{s}_url": f"http://127.0.0.1:{next(ports)}" for s in SYSTEMS}
-        self.settings = settings.model_copy(
-            update=urls
-            | {
-                "municipality": code,
-                "data_dir": tmp_path,
-                "smtp_port": next(ports),
-                "http_timeout": 1.0,
-            }
+        self.settings = settings.derive(
+            **urls,
+            municipality=code,
+            data_dir=tmp_path,
+            smtp_port=next(ports),
+            http_timeout=1.0,
         )
         shared: dict[str, Any] = (
             urls
