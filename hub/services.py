@@ -13,6 +13,9 @@ process serves on ``127.0.0.1:HUB_HEALTH_PORT``:
   (``clock_mode``);
 - ``GET /health/{service}`` — one of them;
 - ``GET /metrics`` — the Prometheus counters of every service of the process.
+
+With ``HUB_METRICS_PORT`` the process also serves ``/metrics`` alone on that port:
+once, however many services it runs.
 """
 
 from __future__ import annotations
@@ -24,15 +27,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from hub.errors import ConfigurationError
 from hub.http import http_task
-from hub.reliability.metrics import Metrics
+from hub.reliability.metrics import Metrics, metrics_app, metrics_endpoint
 from hub.reliability.service import ServiceRunner, ServiceSpec
 from hub.settings import Settings
 from hub.wiring import ADAPTERS, adapter, notify_service
@@ -135,14 +137,11 @@ def health_app(
         status = runner.status()
         return JSONResponse(status, status_code=200 if status["status"] == "running" else 503)
 
-    async def prometheus(_: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
     return Starlette(
         routes=[
             Route("/health", health),
             Route("/health/{service}", one),
-            Route("/metrics", prometheus),
+            Route("/metrics", metrics_endpoint(metrics)),
         ]
     )
 
@@ -176,6 +175,8 @@ class Services:
     ) -> bool:
         """Run every service (and ``tasks``) until ``stop``; True if all stopped cleanly.
 
+        ``port``: where ``/health`` (and ``/metrics``) are served; ``/metrics`` is also
+        served alone on ``HUB_METRICS_PORT`` when that is set, once for the process.
         A service that fails stops the others: a half-running hub is worse than a
         stopped one that its supervisor restarts. So does a task that fails (the
         ``/health`` endpoint on a port already taken): its error is raised once the
@@ -187,6 +188,8 @@ class Services:
                 self.runners, self.metrics, clock=self.clock, clock_mode=self.clock_mode
             )
             extra.append(http_task(app, port))
+        if self.settings.metrics_port:
+            extra.append(http_task(metrics_app(self.metrics), self.settings.metrics_port))
 
         async def run(runner: ServiceRunner) -> bool:
             try:
