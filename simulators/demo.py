@@ -67,7 +67,6 @@ from hub.ops import ops_task
 from hub.reliability.deadletters import dead_letters, read_topic
 from hub.services import Services, assemble
 from hub.settings import Settings
-from hub.wiring import SYSTEMS
 from schemas.allocation import (
     OFFER_CLOSED,
     OfferDeclined,
@@ -79,6 +78,7 @@ from schemas.topics import BY_NAME, OPERATOR
 from simulators.faults import HEADER
 from simulators.messages import application_form
 from simulators.municipality import SyntheticMunicipality
+from simulators.plugin import SYSTEMS
 from simulators.process import SimulatorsProcess
 
 

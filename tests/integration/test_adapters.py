@@ -28,13 +28,14 @@ from hub.allocation.service import service
 from hub.kafka import ensure_topics, publish_messages
 from hub.reliability.deadletters import dead_letters, read_topic
 from hub.reliability.service import ServiceRunner
+from hub.services import build
 from hub.settings import Settings
-from hub.wiring import REGISTER_ADAPTERS, REGISTERS, adapter, simulator_apps
 from schemas.allocation import RunRound
-from schemas.topics import OPERATOR
+from schemas.topics import DVS, GIS, OPERATOR, VIIS, VPS
 from simulators.faults import HEADER
 from simulators.messages import application_form
 from simulators.municipality import Child, SyntheticMunicipality
+from simulators.plugin import REGISTERS, simulator_apps
 from simulators.serving import serving
 from tests.conftest import eventually
 
@@ -71,7 +72,7 @@ async def test_the_chain_through_every_adapter_with_a_fifth_of_requests_faulted(
             served = await stack.enter_async_context(serving(apps[system], name=system))
             urls[f"{system}_url"] = served.url
         settings = settings.derive(**urls)
-        adapters = [adapter(name, settings) for name in REGISTER_ADAPTERS]
+        adapters = [build(name, settings).spec for name in (VPS, VIIS, GIS, DVS)]
         spec, state = service(load_rules("riga"), code)
         spec = dataclasses.replace(spec, name=f"{code}-allocation")
         await ensure_topics(settings, bootstrap, services=[s.name for s in (*adapters, spec)])

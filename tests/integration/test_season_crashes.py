@@ -49,12 +49,12 @@ from hub.kafka import publish_messages
 from hub.reliability.deadletters import read_topic
 from hub.services import SERVICES
 from hub.settings import Settings
-from hub.wiring import SYSTEMS
 from schemas.allocation import RunRound
 from schemas.topics import OPERATOR
 from simulators.faults import HEADER
 from simulators.messages import application_form
 from simulators.municipality import SyntheticMunicipality
+from simulators.plugin import SYSTEMS
 from simulators.process import ServiceProcess, SimulatorsProcess
 from tests.season_checks import (
     CLOSING,
