@@ -159,7 +159,7 @@ def matching_peer(
     instance: Instance, allocator: Allocator
 ) -> tuple[float, dict[str, tuple[str, str]]]:
     """The same instance as a hospital–resident game solved by `matching` (resident-optimal)."""
-    from matching.games import HospitalResident
+    from matching.games import HospitalResident  # noqa: PLC0415 - optional: the bench extra
 
     residents: dict[str, list[str]] = {}
     hospitals: dict[str, list[str]] = {}

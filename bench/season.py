@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.calibration import python_speed
 from hub.cli import run_async
-from hub.demo import Scenario, run_demo
 from hub.observability import setup_logging
 from hub.settings import Settings
+from simulators.demo import Scenario, run_demo
 
 
 def main() -> int:

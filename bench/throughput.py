@@ -71,11 +71,11 @@ from hub.kafka import ensure_topics, publish_messages
 from hub.reliability.deadletters import header, read_topic
 from hub.reliability.store import unpublished
 from hub.settings import Settings
-from hub.wiring import simulator_apps
 from schemas.institutions import InstitutionRegistered
 from schemas.topics import ALLOCATION, DEAD_LETTERS, VPS, retry_topic
 from simulators.messages import application_form
 from simulators.municipality import SyntheticMunicipality
+from simulators.plugin import simulator_apps
 from simulators.process import ServiceProcess, ServiceProcessError
 from simulators.serving import serving
 from simulators.vps.app import ApplicationIn, Register

@@ -4,7 +4,6 @@
     hub topics create          create the catalogue's topics (safe to repeat)
     hub topics list            print the catalogue
     hub asyncapi [-o FILE]     write the AsyncAPI document of all topics and messages
-    hub demo                   run the demo on the embedded (or configured) broker
     hub allocate INSTANCE …    compute a round's admission lists from a file
     hub dlq list|show|replay   inspect and replay dead letters
     hub run allocation         run the allocation service until Ctrl-C / SIGTERM
@@ -12,6 +11,10 @@
     hub round start …          publish a one-click admission round command
     hub queue CHILD_REF        where a child stands, from the allocation service
     hub clock show|advance|set the simulated clock of a simulation (HUB_SIMULATION=true)
+    hub ops                    serve the operations view
+
+Packages add subcommands through the ``hub.commands`` entry points (hub.plugins):
+the simulators bring ``hub simulate`` and ``hub demo``.
 
 Settings come from HUB_* environment variables (see README). Errors the hub
 expects are printed as one line and exit with status 2.
@@ -21,90 +24,89 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
+import inspect
 import json
 import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+import httpx
+from aiokafka.errors import KafkaError
 
-from hub import __version__
+from hub import __version__, plugins
+from hub.allocation.engine import Allocator
+from hub.allocation.formats import (
+    AllocationInputError,
+    build_result,
+    read_instance,
+    schema_text,
+    write_result,
+)
+from hub.allocation.rebuild import counts, differences, rebuild
+from hub.allocation.rules import load_rules
+from hub.clock import (
+    ClockError,
+    SimulatedClock,
+    advance_clock,
+    catch_up,
+    clock_follower,
+    format_duration,
+    parse_duration,
+    read_clock,
+)
+from hub.contracts import asyncapi_yaml
+from hub.embedded import EmbeddedBroker
 from hub.errors import BrokerUnavailable, ConfigurationError, HubError
+from hub.kafka import client_options, ensure_topics, kafka_cluster, publish_messages
 from hub.observability import setup_logging
-from hub.services import SERVICES
+from hub.ops import ops_task, serve_ops
+from hub.reliability import deadletters as dl
+from hub.reliability.deadletters import masked
+from hub.reliability.service import stop_on_signals
+from hub.reliability.store import unpublished
+from hub.services import Task, assemble, health_port, installed
 from hub.settings import Settings, load_settings
+from schemas.allocation import RunRound
+from schemas.topics import OPERATOR, TOPICS
 
 
-def _service_commands(commands: Any) -> None:
-    """``hub run`` and ``hub simulate``."""
+def _run_command(commands: Any) -> None:
+    """``hub run``: any service installed as a plug-in (``hub.services``)."""
     run = commands.add_parser("run", help="run a service until Ctrl-C / SIGTERM")
     run.add_argument(
         "service",
-        choices=(*SERVICES, "all"),
+        choices=(*installed(), "all"),
         help="which service, or all of them in one process (adapters find their system at"
         " HUB_<SYSTEM>_URL); each serves /health and /metrics on HUB_HEALTH_PORT",
     )
-    simulate = commands.add_parser(
-        "simulate", help="serve simulators of the external systems on loopback until Ctrl-C"
-    )
-    simulate.add_argument(
-        "system",
-        choices=("vps", "viis", "gis", "dvs", "eadrese", "sms", "letter", "smtp", "all"),
-        help="which system, or all",
-    )
-    simulate.add_argument("--seed", type=int, help="synthetic municipality seed (HUB_SIM_SEED)")
-    simulate.add_argument("--children", type=int, help="children, 50–30000 (HUB_SIM_CHILDREN)")
-    simulate.add_argument(
-        "--fault-rate", type=float, help="share of requests faulted, 0–1 (HUB_SIM_FAULT_RATE)"
-    )
-    simulate.add_argument(
-        "--latency", type=float, help="seconds added per answer (HUB_SIM_LATENCY)"
-    )
-    simulate.add_argument(
-        "--openapi",
-        type=Path,
-        metavar="DIR",
-        help="write each simulator's OpenAPI document to DIR/<system>.openapi.json and exit",
-    )
 
 
-def _demo_command(commands: Any) -> None:
-    demo = commands.add_parser(
-        "demo", help="play a whole admission season end to end, every service and simulator"
-    )
-    demo.add_argument("--children", type=_positive, default=5000, help="children (5000)")
-    demo.add_argument("--institutions", type=_positive, default=40, help="institutions (40)")
-    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic municipality (7)")
-    demo.add_argument(
-        "--faults",
-        type=_share,
-        default=0.02,
-        help="share of requests every simulator answers with a fault, 0–1 (0.02)",
-    )
-    demo.add_argument("--accept", type=_share, default=0.7, help="share of offers accepted (0.7)")
-    demo.add_argument(
-        "--decline", type=_share, default=0.15, help="share declined (0.15); the rest stay silent"
-    )
-    demo.add_argument(
-        "--timeout", type=_positive, default=600, help="seconds any one step may take (600)"
-    )
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a number from 0 to 1") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError("expected a number from 0 to 1")
-    return value
+def _plugin_commands(commands: Any) -> None:
+    """The subcommands installed packages bring (``hub.commands``). One that does not load
+    is left out with a warning, so that it cannot take the rest of ``hub`` down with it."""
+    own = set(commands.choices)
+    for name in plugins.names(plugins.COMMANDS):
+        if name in own:
+            print(
+                f"hub: warning: {name!r} of {plugins.COMMANDS} ignored: hub has its own",
+                file=sys.stderr,
+            )
+            continue
+        try:
+            command = plugins.command(name)
+        except plugins.PluginError as exc:
+            print(f"hub: warning: {exc}", file=sys.stderr)
+            continue
+        parser = commands.add_parser(name, help=command.help)
+        command.configure(parser)
+        parser.set_defaults(plugin=command)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -127,8 +129,6 @@ def _parser() -> argparse.ArgumentParser:
     spec = commands.add_parser("asyncapi", help="write the AsyncAPI document")
     spec.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
 
-    _demo_command(commands)
-
     allocate = commands.add_parser(
         "allocate", help="compute a round's admission lists from an instance file"
     )
@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=("instance", "result"),
         help="print the JSON Schema of the instance or result format and exit",
     )
-    _service_commands(commands)
+    _run_command(commands)
 
     allocation = commands.add_parser("allocation", help="the allocation service's state")
     allocation_commands = allocation.add_subparsers(
@@ -199,6 +199,7 @@ def _parser() -> argparse.ArgumentParser:
         )
     _ops_command(commands)
     _clock_command(commands)
+    _plugin_commands(commands)
     return parser
 
 
@@ -235,13 +236,6 @@ def _moment(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def _iso_date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -253,7 +247,7 @@ def run_async(work: Any) -> Any:
     """Run ``work`` on uvloop's event loop where it is installed (the services' HTTP, Kafka
     and SQLite traffic share one loop per process, and uvloop's is the faster one)."""
     try:
-        from uvloop import new_event_loop
+        from uvloop import new_event_loop  # noqa: PLC0415 - optional: not on Windows
     except ImportError:
         new_event_loop = None  # type: ignore[assignment]
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
@@ -265,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         setup_logging(settings.log_level)
+        command: plugins.Command | None = vars(args).get("plugin")
+        if command is not None:
+            return _run_plugin(command, settings, args)
         return _dispatch(args, settings)
     except HubError as exc:
         print(f"hub: error: {exc}", file=sys.stderr)
@@ -286,16 +283,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "asyncapi":
         return _asyncapi(args.output)
-    if args.command == "demo":
-        return run_async(_demo(settings, args))
     if args.command == "allocate":
         return _allocate(args)
     if args.command == "dlq":
         return run_async(_dlq(settings, args))
     if args.command == "run":
         return run_async(_run(settings, args.service))
-    if args.command == "simulate":
-        return run_async(_simulate(settings, args))
     if args.command == "allocation":
         return run_async(_rebuild(settings, args))
     if args.command == "round":
@@ -309,9 +302,12 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
-async def _broker(settings: Settings, port: int | None) -> int:
-    from hub.embedded import EmbeddedBroker
+def _run_plugin(command: plugins.Command, settings: Settings, args: argparse.Namespace) -> int:
+    result = command.run(settings, args)
+    return run_async(result) if inspect.iscoroutine(result) else result  # type: ignore[return-value]
 
+
+async def _broker(settings: Settings, port: int | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -329,8 +325,6 @@ async def _broker(settings: Settings, port: int | None) -> int:
 
 
 async def _topics_create(settings: Settings) -> int:
-    from hub.kafka import ensure_topics, kafka_cluster
-
     if not settings.bootstrap_servers:
         raise ConfigurationError(
             "HUB_BOOTSTRAP_SERVERS is not set; start `hub broker` (or a Kafka cluster) and set it"
@@ -345,8 +339,6 @@ async def _topics_create(settings: Settings) -> int:
 
 
 def _topics_list() -> None:
-    from schemas.topics import TOPICS
-
     for t in TOPICS:
         print(f"{t.name}  key={t.key}  partitions={t.partitions}")
         print(f"    {t.producer} → {', '.join(t.consumers)}")
@@ -354,8 +346,6 @@ def _topics_list() -> None:
 
 
 def _asyncapi(output: Path | None) -> int:
-    from hub.contracts import asyncapi_yaml
-
     document = asyncapi_yaml()
     if output is None:
         sys.stdout.write(document)
@@ -366,38 +356,10 @@ def _asyncapi(output: Path | None) -> int:
     return 0
 
 
-async def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from hub.demo import Scenario, run_demo
-
-    with contextlib.suppress(AttributeError):
-        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    scenario = Scenario(
-        children=args.children,
-        institutions=args.institutions,
-        seed=args.seed,
-        faults=args.faults,
-        accept=args.accept,
-        decline=args.decline,
-        timeout=args.timeout,
-    )
-    result = await run_demo(settings, scenario)
-    return 0 if result.passed else 1
-
-
 _PROBLEMS_SHOWN = 20
 
 
 def _allocate(args: argparse.Namespace) -> int:
-    from hub.allocation.engine import Allocator
-    from hub.allocation.formats import (
-        AllocationInputError,
-        build_result,
-        read_instance,
-        schema_text,
-        write_result,
-    )
-    from hub.allocation.rules import load_rules
-
     if args.schema:
         sys.stdout.write(schema_text(args.schema))
         return 0
@@ -440,11 +402,6 @@ def _allocate(args: argparse.Namespace) -> int:
 
 
 async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaError
-
-    from hub.kafka import client_options
-    from hub.reliability import deadletters as dl
-
     if not settings.bootstrap_servers:
         raise ConfigurationError("HUB_BOOTSTRAP_SERVERS is not set: which cluster's dead letters?")
     options = client_options(settings)
@@ -496,10 +453,6 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _ops(settings: Settings, port: int) -> int:
-    from hub.kafka import kafka_cluster
-    from hub.ops import serve_ops
-    from hub.reliability.service import stop_on_signals
-
     if not settings.bootstrap_servers:
         raise ConfigurationError(
             "HUB_BOOTSTRAP_SERVERS is not set: which cluster should the operations view show?"
@@ -519,8 +472,6 @@ async def _ops(settings: Settings, port: int) -> int:
 
 
 def _print_dead_letter(letter: Any, *, reveal: bool) -> None:
-    from hub.reliability.deadletters import masked
-
     def shown(value: bytes) -> str:
         return (value if reveal else masked(value)).decode("utf-8", "replace")
 
@@ -546,36 +497,26 @@ def _print_dead_letter(letter: Any, *, reveal: bool) -> None:
 
 
 async def _run(settings: Settings, name: str) -> int:
-    from hub.kafka import ensure_topics, kafka_cluster
-    from hub.reliability.service import stop_on_signals
-    from hub.services import Task, assemble, health_port
-    from hub.wiring import url_setting
-
     stop = asyncio.Event()
     stop_on_signals(stop)
     async with kafka_cluster(settings) as bootstrap:
         clock = _simulated_clock(settings)
         services = assemble([name], settings, bootstrap, clock=clock)
-        await ensure_topics(settings, bootstrap, services=list(services.built))
+        await ensure_topics(
+            settings, bootstrap, (*TOPICS, *services.topics()), services=list(services.built)
+        )
         tasks: list[Task] = []
         if clock is not None:
             tasks.append(await _follow_clock(settings, bootstrap, clock))
         port = health_port(settings, name)
-        for service in services.built:
-            system = service.removesuffix("-adapter")
-            where = (
-                f"API http://{settings.allocation_api}"
-                if service == "allocation"
-                else "e-adrese, SMTP, SMS and post as configured"
-                if system == "notify"
-                else f"{system.upper()} at {url_setting(system, settings)}"
-            )
-            print(f"{service} for {settings.municipality} on {bootstrap}; {where}", file=sys.stderr)
+        for service, built in services.built.items():
+            where = f"; {built.where}" if built.where else ""
+            print(f"{service} for {settings.municipality} on {bootstrap}{where}", file=sys.stderr)
         if port:
             print(f"health: http://127.0.0.1:{port}/health, metrics: /metrics", file=sys.stderr)
+        if settings.metrics_port:
+            print(f"metrics: http://127.0.0.1:{settings.metrics_port}/metrics", file=sys.stderr)
         if name == "all":
-            from hub.ops import ops_task
-
             tasks.append(ops_task(settings, bootstrap, port=settings.ops_port))
             print(f"operations view: http://127.0.0.1:{settings.ops_port}/", file=sys.stderr)
         clean = await services.run(stop, port=port, tasks=tasks)
@@ -586,19 +527,12 @@ def _simulated_clock(settings: Settings) -> Any:
     """A simulated clock at no offset for ``HUB_CLOCK=simulated`` (None: the system clock)."""
     if settings.clock != "simulated":
         return None
-    from hub.clock import SimulatedClock
-
     return SimulatedClock()
 
 
 async def _follow_clock(settings: Settings, bootstrap: str, clock: Any) -> Any:
     """Catch ``clock`` up with the moves on the topic before the services start, so that a
     restarted process resumes at the simulated time; the task that follows later moves."""
-    from aiokafka.errors import KafkaError
-
-    from hub.clock import catch_up, clock_follower, format_duration
-    from hub.kafka import client_options
-
     options = client_options(settings)
     try:
         await catch_up(clock, bootstrap, settings.municipality, **options)
@@ -615,11 +549,6 @@ async def _follow_clock(settings: Settings, bootstrap: str, clock: Any) -> Any:
 
 
 async def _clock(settings: Settings, args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaError
-
-    from hub.clock import ClockError, advance_clock, format_duration, parse_duration, read_clock
-    from hub.kafka import client_options
-
     if not settings.simulation:
         raise ConfigurationError(
             "hub clock moves a simulation's clock: set HUB_SIMULATION=true (synthetic data and"
@@ -668,71 +597,7 @@ async def _clock(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from hub.reliability.service import stop_on_signals
-    from hub.wiring import SYSTEMS, openapi_documents, port_of, simulator_apps, url_setting
-    from simulators.serving import serving
-
-    overrides = {
-        "sim_seed": args.seed,
-        "sim_children": args.children,
-        "sim_fault_rate": args.fault_rate,
-        "sim_latency": args.latency,
-    }
-    try:
-        settings = Settings.model_validate(
-            settings.model_dump() | {k: v for k, v in overrides.items() if v is not None}
-        )
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise ConfigurationError(f"simulate: {error['loc'][0]}: {error['msg']}") from None
-    systems = SYSTEMS if args.system == "all" else (args.system,)
-    with_smtp = args.system in ("all", "smtp")
-    systems = tuple(s for s in systems if s != "smtp")
-    if args.openapi is not None:
-        args.openapi.mkdir(parents=True, exist_ok=True)
-        for system, text in openapi_documents(settings).items():
-            if system in systems:
-                (args.openapi / f"{system}.openapi.json").write_text(text, encoding="utf-8")
-                print(f"wrote {args.openapi / f'{system}.openapi.json'}")
-        return 0
-    apps = simulator_apps(settings, systems)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    async with contextlib.AsyncExitStack() as stack:
-        for system in systems:
-            url = url_setting(system, settings)
-            served = await stack.enter_async_context(
-                serving(apps[system], port_of(url), name=system)
-            )
-            print(f"{system.upper():<7} {served.url}  (API: {served.url}/docs)", flush=True)
-        if with_smtp:
-            from simulators.smtp import create_server
-
-            smtp = await stack.enter_async_context(
-                create_server(
-                    port=settings.smtp_port,
-                    fault_rate=settings.sim_fault_rate,
-                    seed=settings.sim_seed,
-                )
-            )
-            print(f"{'SMTP':<7} smtp://{smtp.host}:{smtp.port}", flush=True)
-        print(
-            f"synthetic {settings.municipality}: seed {settings.sim_seed},"
-            f" {settings.sim_children} children, {settings.sim_institutions} institutions;"
-            f" faults {settings.sim_fault_rate:.0%} of requests. Ctrl-C stops.",
-            flush=True,
-        )
-        await stop.wait()
-    return 0
-
-
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    from hub.allocation.rebuild import counts, differences, rebuild
-    from hub.allocation.rules import load_rules
-    from hub.kafka import client_options
-    from hub.reliability.store import unpublished
-
     if not settings.bootstrap_servers:
         raise ConfigurationError("HUB_BOOTSTRAP_SERVERS is not set: where are the topics?")
     municipality = args.municipality or settings.municipality
@@ -779,12 +644,6 @@ async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _round_start(settings: Settings, args: argparse.Namespace) -> int:
-    import uuid
-
-    from hub.kafka import client_options, publish_messages
-    from schemas.allocation import RunRound
-    from schemas.topics import OPERATOR
-
     if not settings.bootstrap_servers:
         raise ConfigurationError(
             "HUB_BOOTSTRAP_SERVERS is not set: where is the allocation service?"
@@ -802,8 +661,6 @@ async def _round_start(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _queue(settings: Settings, args: argparse.Namespace) -> int:
-    import httpx
-
     url = f"http://{settings.allocation_api}/children/{args.child_ref}"
     try:
         response = httpx.get(url, timeout=10)

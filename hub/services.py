@@ -1,9 +1,11 @@
 """The hub's services by name, run alone or together, each with ``/health`` and ``/metrics``.
 
-``hub run SERVICE`` runs one of :data:`SERVICES` so that each can be deployed
-and scaled on its own; ``hub run all`` (and the demo) run every one of them
-in one process, side by side, sharing one metrics registry. Either way the
-process serves on ``127.0.0.1:HUB_HEALTH_PORT``:
+``hub run SERVICE`` runs one service so that each can be deployed and scaled on
+its own; ``hub run all`` (and the demo) run every installed one in one process,
+side by side, sharing one metrics registry. Services are plug-ins: each is an
+entry point of the ``hub.services`` group (:mod:`hub.plugins`), the hub's own
+ones (:data:`SERVICES`) as much as a third party's. Either way the process
+serves on ``127.0.0.1:HUB_HEALTH_PORT``:
 
 - ``GET /health`` — every service of the process: its phase (``starting``,
   ``running``, ``stopping``, ``stopped``, ``failed``), assigned partitions,
@@ -13,48 +15,53 @@ process serves on ``127.0.0.1:HUB_HEALTH_PORT``:
   (``clock_mode``);
 - ``GET /health/{service}`` — one of them;
 - ``GET /metrics`` — the Prometheus counters of every service of the process.
+
+With ``HUB_METRICS_PORT`` the process also serves ``/metrics`` alone on that port:
+once, however many services it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from hub.errors import ConfigurationError
+from hub import plugins
 from hub.http import http_task
-from hub.reliability.metrics import Metrics
-from hub.reliability.service import ServiceRunner, ServiceSpec
+from hub.plugins import Built
+from hub.reliability.metrics import Metrics, metrics_app, metrics_endpoint
+from hub.reliability.service import ServiceRunner
 from hub.settings import Settings
-from hub.wiring import ADAPTERS, adapter, notify_service
+from schemas.topics import ALLOCATION, BY_NAME, DVS, GIS, NOTIFY, VIIS, VPS, Topic
 
-SERVICES = ("allocation", *ADAPTERS)
-"""What ``hub run`` runs; ``all`` is every one of them in one process."""
+SERVICES = (ALLOCATION, VPS, VIIS, GIS, DVS, NOTIFY)
+"""The catalogue's services (:mod:`schemas.topics` names them), in the order ``hub run all``
+runs them; services of other installed packages follow, by name."""
 
-HEALTH_PORTS = {"allocation": 8720, "all": 8720} | {
-    name: 8721 + i for i, name in enumerate(ADAPTERS)
+HEALTH_PORTS = {ALLOCATION: 8720, "all": 8720} | {
+    name: 8721 + i for i, name in enumerate(SERVICES[1:])
 }
-"""Where each service serves ``/health`` unless ``HUB_HEALTH_PORT`` says otherwise."""
+"""Where each service serves ``/health`` unless ``HUB_HEALTH_PORT`` says otherwise (a
+service of another package: nowhere unless it says)."""
 
 Task = Callable[[asyncio.Event], Awaitable[None]]
 ClockMode = Literal["system", "simulated"]
 
 
-@dataclass
-class Built:
-    """One service put together: its spec, and the state its API and the demo look at."""
-
-    spec: ServiceSpec
-    state: Any = None
+def installed() -> tuple[str, ...]:
+    """Every service installed as a ``hub.services`` plug-in: what ``hub run all`` runs."""
+    found = plugins.names(plugins.SERVICES)
+    return (
+        *(name for name in SERVICES if name in found),
+        *(name for name in found if name not in SERVICES),
+    )
 
 
 def build(
@@ -65,29 +72,7 @@ def build(
     api: bool = True,
 ) -> Built:
     """The service ``name`` as settings describe it (``clock`` for a simulated time)."""
-    if name == "allocation":
-        from hub.allocation.api import serving
-        from hub.allocation.rules import load_rules
-        from hub.allocation.service import service
-
-        spec, state = service(
-            load_rules(settings.rules or settings.municipality),
-            settings.municipality,
-            expiry_interval=settings.expiry_interval,
-            **({"clock": clock} if clock is not None else {}),
-        )
-        if api:
-            host, _, port = settings.allocation_api.rpartition(":")
-            spec = dataclasses.replace(
-                spec, tasks=(*spec.tasks, serving(state, int(port), host or "127.0.0.1"))
-            )
-        return Built(spec, state)
-    if name == "notify-adapter":
-        spec, state = notify_service(settings, **({"clock": clock} if clock is not None else {}))
-        return Built(spec, state)
-    if name in ADAPTERS:
-        return Built(adapter(name, settings))
-    raise ConfigurationError(f"no service {name!r}; there are {', '.join(SERVICES)} and all")
+    return plugins.build_service(name, settings, clock=clock, api=api)
 
 
 def health_port(settings: Settings, name: str) -> int | None:
@@ -135,14 +120,11 @@ def health_app(
         status = runner.status()
         return JSONResponse(status, status_code=200 if status["status"] == "running" else 503)
 
-    async def prometheus(_: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
     return Starlette(
         routes=[
             Route("/health", health),
             Route("/health/{service}", one),
-            Route("/metrics", prometheus),
+            Route("/metrics", metrics_endpoint(metrics)),
         ]
     )
 
@@ -171,11 +153,23 @@ class Services:
     def state(self, name: str) -> Any:
         return self.built[name].state
 
+    def topics(self) -> list[Topic]:
+        """Topics of the services' own beyond the catalogue: what they declare and what
+        their handlers consume (a plug-in's); ``hub run`` creates them with the catalogue's."""
+        own: dict[str, Topic] = {}
+        for built in self.built.values():
+            for topic in (*built.topics, *(h.topic for h in built.spec.handlers)):
+                if topic.name not in BY_NAME:
+                    own.setdefault(topic.name, topic)
+        return list(own.values())
+
     async def run(
         self, stop: asyncio.Event, *, port: int | None = None, tasks: Sequence[Task] = ()
     ) -> bool:
         """Run every service (and ``tasks``) until ``stop``; True if all stopped cleanly.
 
+        ``port``: where ``/health`` (and ``/metrics``) are served; ``/metrics`` is also
+        served alone on ``HUB_METRICS_PORT`` when that is set, once for the process.
         A service that fails stops the others: a half-running hub is worse than a
         stopped one that its supervisor restarts. So does a task that fails (the
         ``/health`` endpoint on a port already taken): its error is raised once the
@@ -187,6 +181,8 @@ class Services:
                 self.runners, self.metrics, clock=self.clock, clock_mode=self.clock_mode
             )
             extra.append(http_task(app, port))
+        if self.settings.metrics_port:
+            extra.append(http_task(metrics_app(self.metrics), self.settings.metrics_port))
 
         async def run(runner: ServiceRunner) -> bool:
             try:
@@ -229,12 +225,12 @@ def assemble(
     clock: Callable[[], datetime] | None = None,
     api: bool = True,
 ) -> Services:
-    """The services ``names`` (``all``: every one), ready to :meth:`Services.run`.
+    """The services ``names`` (``all``: every one installed), ready to :meth:`Services.run`.
 
     ``clock`` (a simulated time) is the time of every one of them: their runners, the
     allocation service and the notification service.
     """
-    wanted = SERVICES if "all" in names else tuple(names)
+    wanted = installed() if "all" in names else tuple(names)
     built = {name: build(name, settings, clock=clock, api=api) for name in wanted}
     options: dict[str, Any] = {}
     if clock is not None:
@@ -252,4 +248,5 @@ __all__ = [
     "build",
     "health_app",
     "health_port",
+    "installed",
 ]

@@ -223,6 +223,21 @@ class Settings(BaseSettings):
             )
         return self
 
+    def derive(self, **overrides: object) -> Settings:
+        """These settings with ``overrides`` (by field name), validated as a whole again.
+
+        The one way to change settings after they are read: a value out of range, an
+        unknown name or a combination the rules refuse is a :class:`ConfigurationError`
+        naming the setting, never a quietly inconsistent copy.
+        """
+        unknown = sorted(set(overrides) - set(type(self).model_fields))
+        if unknown:
+            raise ConfigurationError(f"no such setting: {', '.join(unknown)}")
+        try:
+            return type(self).model_validate(self.model_dump() | overrides)
+        except ValidationError as exc:
+            raise ConfigurationError(f"invalid settings ({_problems(exc)})") from None
+
     @property
     def uses_tls(self) -> bool:
         return self.security_protocol in ("SSL", "SASL_SSL")
@@ -247,8 +262,12 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            (f"HUB_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "") + e["msg"]
-            for e in exc.errors()
-        )
-        raise ConfigurationError(f"invalid settings ({problems})") from None
+        raise ConfigurationError(f"invalid settings ({_problems(exc)})") from None
+
+
+def _problems(error: ValidationError) -> str:
+    """What is wrong, by ``HUB_*`` variable; never the value given (it may be a secret)."""
+    return "; ".join(
+        (f"HUB_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "") + e["msg"]
+        for e in error.errors()
+    )

@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 
 from hub.embedded import free_port
+from simulators.faults import FAULTS_PATH
+from simulators.plugin import SYSTEMS
 
 
 class ServiceProcessError(RuntimeError):
@@ -174,8 +176,6 @@ class SimulatorsProcess:
     """
 
     def __init__(self, settings: Any, data: Path, **simulation: object) -> None:
-        from hub.wiring import SYSTEMS
-
         self.urls = {s: str(getattr(settings, f"{s}_url")) for s in SYSTEMS}
         self.smtp = (settings.smtp_host, settings.smtp_port)
         self.log = data / "simulators.log"
@@ -232,8 +232,6 @@ class SimulatorsProcess:
 
     async def faults_injected(self) -> int:
         """Requests the HTTP simulators have answered with a fault so far."""
-        from simulators.faults import FAULTS_PATH
-
         total = 0
         async with httpx.AsyncClient(timeout=5) as http:
             for url in self.urls.values():

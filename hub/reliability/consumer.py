@@ -118,14 +118,18 @@ def _moment(text: str | None) -> datetime | None:
         return None
 
 
-def outbox_row(message: Message, *, topic: str | None = None) -> OutboxRow:
-    """A catalogue message as an outbox row: its topic (unless given), key and headers."""
-    catalogue = topic_for(message)
+def outbox_row(message: Message, *, topic: Topic | str | None = None) -> OutboxRow:
+    """A message as an outbox row: its topic, key and headers.
+
+    The topic is the catalogue's for the message's type unless given: a name (another
+    topic, the key as the catalogue keys the type) or a :class:`Topic` of a plug-in's own,
+    whose messages the catalogue does not know."""
+    spec = topic if isinstance(topic, Topic) else topic_for(message)
     labels = {**headers_of(message), "correlation_id": str(message.correlation_id)}
     headers = tuple((name, value.encode()) for name, value in labels.items())
     return OutboxRow(
-        topic or catalogue.name,
-        catalogue.key_of(message),
+        topic if isinstance(topic, str) else spec.name,
+        spec.key_of(message),
         message.model_dump_json().encode(),
         headers,
     )
@@ -145,8 +149,9 @@ class Unit:
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> None:
         self.statements.append((sql, parameters))
 
-    def emit(self, message: Message, *, topic: str | None = None) -> None:
-        """Publish ``message`` after the commit, on its catalogue topic (or ``topic``)."""
+    def emit(self, message: Message, *, topic: Topic | str | None = None) -> None:
+        """Publish ``message`` after the commit, on its catalogue topic (or ``topic``: see
+        :func:`outbox_row`)."""
         self.outbox.append(outbox_row(message, topic=topic))
 
 

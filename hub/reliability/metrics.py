@@ -2,16 +2,27 @@
 
 Each service counts what it handled, the duplicates it skipped, the calls
 it retried, the messages it parked and dead-lettered (by reason), and how
-many outbox rows wait to be published. :func:`serve` exposes a registry
-on ``http://127.0.0.1:PORT/metrics``.
+many outbox rows wait to be published. :func:`metrics_endpoint` answers
+``GET /metrics`` with them; a process serves it once, however many services it
+runs (``hub.services``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,15 @@ class Metrics:
         )
 
 
-def serve(metrics: Metrics, port: int, host: str = "127.0.0.1") -> Any:
-    """Serve ``/metrics`` on ``host:port`` in a background thread; returns the server."""
-    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
-    return server
+def metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /metrics``: every counter of ``metrics`` in the Prometheus text format."""
+
+    async def prometheus(_: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return prometheus
+
+
+def metrics_app(metrics: Metrics) -> Starlette:
+    """An app that serves :func:`metrics_endpoint` alone (``HUB_METRICS_PORT``)."""
+    return Starlette(routes=[Route("/metrics", metrics_endpoint(metrics))])

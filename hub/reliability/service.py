@@ -1,4 +1,4 @@
-"""Running a service: its store, consumers, outbox relay and metrics, and a graceful stop.
+"""Running a service: its store, consumers, outbox relay and counters, and a graceful stop.
 
 On SIGTERM (or SIGINT) a service stops fetching, lets the batch in hand
 finish and commit, publishes what is left in the outbox, commits its
@@ -29,7 +29,7 @@ from hub.reliability.consumer import (
     consume,
     wait_until_due,
 )
-from hub.reliability.metrics import Metrics, serve
+from hub.reliability.metrics import Metrics
 from hub.reliability.poller import SCHEMA as POLL_SCHEMA
 from hub.reliability.poller import Poller, run_poller
 from hub.reliability.relay import OutboxRelay
@@ -78,7 +78,6 @@ class RuntimeOptions:
     schedule: RetrySchedule = field(default_factory=RetrySchedule)
     shutdown_timeout: float = 20.0
     fetch_concurrency: int = 16
-    metrics_port: int | None = None
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     fetch_max_wait: float = 0.05
     """Seconds a fetch of the main consumer may wait at the broker (the retry consumer: 0.5)."""
@@ -91,7 +90,6 @@ class RuntimeOptions:
                 settings.max_attempts, settings.retry_first_delay, settings.retry_max_delay
             ),
             shutdown_timeout=settings.shutdown_timeout,
-            metrics_port=settings.metrics_port,
             synchronous=settings.sqlite_synchronous,
             fetch_max_wait=settings.fetch_max_wait,
             fetch_concurrency=settings.fetch_concurrency,
@@ -191,14 +189,11 @@ class ServiceRunner:
         for handler in spec.handlers:
             handler.count_retry = lambda _error: self.metrics.retried.labels(spec.name).inc()
 
-        server = None
         started: list[Any] = []
         clean = False
         try:
             if spec.on_start is not None:
                 await spec.on_start(store)
-            if options.metrics_port:
-                server = serve(self.metrics, options.metrics_port)
             for client in (producer, main, retries):
                 await client.start()
                 started.append(client)
@@ -259,9 +254,6 @@ class ServiceRunner:
                 await handler.close()
             for poller in spec.pollers:
                 await poller.close()
-            if server is not None:
-                server.shutdown()
-                server.server_close()
         return clean
 
     @staticmethod

@@ -28,13 +28,14 @@ from hub.allocation.service import service
 from hub.kafka import ensure_topics, publish_messages
 from hub.reliability.deadletters import dead_letters, read_topic
 from hub.reliability.service import ServiceRunner
+from hub.services import build
 from hub.settings import Settings
-from hub.wiring import REGISTER_ADAPTERS, REGISTERS, adapter, simulator_apps
 from schemas.allocation import RunRound
-from schemas.topics import OPERATOR
+from schemas.topics import DVS, GIS, OPERATOR, VIIS, VPS
 from simulators.faults import HEADER
 from simulators.messages import application_form
 from simulators.municipality import Child, SyntheticMunicipality
+from simulators.plugin import REGISTERS, simulator_apps
 from simulators.serving import serving
 from tests.conftest import eventually
 
@@ -50,20 +51,18 @@ async def test_the_chain_through_every_adapter_with_a_fifth_of_requests_faulted(
     town = SyntheticMunicipality(
         code, seed=21, children=CHILDREN, institutions=3, admission_year=2026
     )
-    settings = kafka_settings.model_copy(
-        update={
-            "data_dir": tmp_path,
-            "municipality": code,
-            "sim_fault_rate": 0.2,
-            "sim_seed": 5,
-            "http_timeout": 0.5,
-            "http_attempts": 8,
-            "http_max_seconds": 20,
-            "vps_poll_interval": 0.2,
-            "retry_first_delay": 0.2,
-            "retry_max_delay": 1.0,
-            "max_attempts": 10,
-        }
+    settings = kafka_settings.derive(
+        data_dir=tmp_path,
+        municipality=code,
+        sim_fault_rate=0.2,
+        sim_seed=5,
+        http_timeout=0.5,
+        http_attempts=8,
+        http_max_seconds=20,
+        vps_poll_interval=0.2,
+        retry_first_delay=0.2,
+        retry_max_delay=1.0,
+        max_attempts=10,
     )
     apps = simulator_apps(settings, REGISTERS, town=town)
     stop = asyncio.Event()
@@ -72,8 +71,8 @@ async def test_the_chain_through_every_adapter_with_a_fifth_of_requests_faulted(
         for system in REGISTERS:
             served = await stack.enter_async_context(serving(apps[system], name=system))
             urls[f"{system}_url"] = served.url
-        settings = settings.model_copy(update=urls)
-        adapters = [adapter(name, settings) for name in REGISTER_ADAPTERS]
+        settings = settings.derive(**urls)
+        adapters = [build(name, settings).spec for name in (VPS, VIIS, GIS, DVS)]
         spec, state = service(load_rules("riga"), code)
         spec = dataclasses.replace(spec, name=f"{code}-allocation")
         await ensure_topics(settings, bootstrap, services=[s.name for s in (*adapters, spec)])

@@ -74,9 +74,7 @@ async def town(kafka_settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
     """A fresh municipality code, with VIIS and GIS stand-ins answering for it."""
     code = f"t{uuid.uuid4().hex[:8]}"
     bootstrap = kafka_settings.bootstrap_servers or ""
-    async with running(
-        kafka_settings.model_copy(update={"data_dir": tmp_path}), bootstrap, code, code
-    ):
+    async with running(kafka_settings.derive(data_dir=tmp_path), bootstrap, code, code):
         yield code
 
 
@@ -89,9 +87,7 @@ async def test_round_cascades_restart_and_expiry_on_the_bus(  # noqa: PLR0915 - 
 ) -> None:
     bootstrap = kafka_settings.bootstrap_servers or ""
     town_code = town
-    settings = kafka_settings.model_copy(
-        update={"data_dir": tmp_path, "session_timeout": 6, "heartbeat_interval": 1}
-    )
+    settings = kafka_settings.derive(data_dir=tmp_path, session_timeout=6, heartbeat_interval=1)
     clock = Clock()
 
     port = free_port()

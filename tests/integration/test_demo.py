@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.demo import DemoError, Scenario, run_demo
 from hub.settings import Settings
+from simulators.demo import DemoError, Scenario, run_demo
 from simulators.municipality import SyntheticMunicipality
 
 pytestmark = [pytest.mark.real_broker, pytest.mark.slow]
@@ -31,9 +31,7 @@ async def test_a_season_with_a_tenth_of_requests_faulted_settles_and_every_invar
 ) -> None:
     scenario = Scenario(children=300, institutions=4, seed=3, faults=0.1, accept=0.6, decline=0.2)
     lines: list[str] = []
-    report = await run_demo(
-        kafka_settings.model_copy(update={"data_dir": tmp_path}), scenario, out=lines.append
-    )
+    report = await run_demo(kafka_settings.derive(data_dir=tmp_path), scenario, out=lines.append)
     text = "\n".join(lines)
     assert report.passed, text
     assert [c.passed for c in report.checks] == [True] * len(report.checks) and report.checks

@@ -30,9 +30,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from hub.embedded import free_port
+from hub.http import serve
 from hub.reliability.consumer import RetrySchedule
 from hub.reliability.deadletters import DeadLetter, dead_letters, read_topic, replay
-from hub.reliability.metrics import Metrics
+from hub.reliability.metrics import Metrics, metrics_app
 from hub.reliability.service import RuntimeOptions, ServiceRunner
 from hub.reliability.store import unpublished
 from hub.settings import Settings
@@ -152,9 +153,7 @@ def runner_for(
     )
     return ServiceRunner(
         spec(lane.service, lane.input, lane.output, client),
-        settings.model_copy(
-            update={"data_dir": tmp, "session_timeout": 6, "heartbeat_interval": 1}
-        ),
+        settings.derive(data_dir=tmp, session_timeout=6, heartbeat_interval=1),
         settings.bootstrap_servers or "",
         options=RuntimeOptions(**options),
         metrics=metrics,
@@ -379,12 +378,20 @@ async def test_metrics_endpoint_serves_the_counters(
     kafka_settings: Settings, lane: Lane, tmp_path: Path
 ) -> None:
     port = free_port()
-    runner = runner_for(kafka_settings, lane, tmp_path, metrics_port=port)
-    async with running(runner):
-        await produce(kafka_settings.bootstrap_servers or "", lane.input, encoded(applications(5)))
-        await eventually(lambda: len(applied(tmp_path, lane.service)) == 5, what="applied")
-        async with httpx.AsyncClient() as http:
-            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    runner = runner_for(kafka_settings, lane, tmp_path)
+    stop = asyncio.Event()
+    metrics = asyncio.create_task(serve(metrics_app(runner.metrics), stop, port=port))
+    try:
+        async with running(runner):
+            await produce(
+                kafka_settings.bootstrap_servers or "", lane.input, encoded(applications(5))
+            )
+            await eventually(lambda: len(applied(tmp_path, lane.service)) == 5, what="applied")
+            async with httpx.AsyncClient() as http:
+                text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    finally:
+        stop.set()
+        await metrics
     assert f'hub_messages_handled_total{{service="{lane.service}"}} 5.0' in text
     assert "hub_outbox_backlog" in text
 

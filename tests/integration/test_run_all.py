@@ -21,8 +21,10 @@ pytestmark = pytest.mark.real_broker
 async def test_hub_run_all_serves_health_metrics_and_the_operations_view(
     kafka_settings: Settings, tmp_path: Path
 ) -> None:
+    """With ``HUB_METRICS_PORT`` too: six services, one ``/metrics`` server for the process
+    (a server per service would bind the port six times and stop the process)."""
     bootstrap = kafka_settings.bootstrap_servers or ""
-    ops = free_port()
+    ops, metrics_port = free_port(), free_port()
     process = ServiceProcess(
         bootstrap,
         tmp_path,
@@ -30,6 +32,7 @@ async def test_hub_run_all_serves_health_metrics_and_the_operations_view(
         service="all",
         rules="riga",
         ops_port=ops,
+        metrics_port=metrics_port,
         session_timeout=3,
         heartbeat_interval=1,
         # Nothing answers at the systems' URLs: the adapters start anyway and wait for them.
@@ -64,6 +67,10 @@ async def test_hub_run_all_serves_health_metrics_and_the_operations_view(
 
             metrics = (await http.get("/metrics")).text
             assert "hub_messages_handled" in metrics and "hub_outbox_backlog" in metrics
+            alone = await http.get(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert alone.status_code == 200
+            assert 'hub_outbox_backlog{service="allocation"}' in alone.text, alone.text
+            assert 'hub_outbox_backlog{service="notify-adapter"}' in alone.text, alone.text
 
             page = await http.get(f"http://127.0.0.1:{ops}/")
             assert page.status_code == 200 and "<html" in page.text.lower()
@@ -78,8 +85,8 @@ def test_each_service_has_its_own_default_health_port() -> None:
     ports = [health_port(settings, name) for name in SERVICES]
     assert len(set(ports)) == len(SERVICES)
     assert health_port(settings, "all") == HEALTH_PORTS["allocation"]
-    assert health_port(settings.model_copy(update={"health_port": 0}), "allocation") is None
-    assert health_port(settings.model_copy(update={"health_port": 9999}), "dvs-adapter") == 9999
+    assert health_port(settings.derive(health_port=0), "allocation") is None
+    assert health_port(settings.derive(health_port=9999), "dvs-adapter") == 9999
 
 
 async def test_a_service_whose_health_port_is_taken_stops_and_says_why(

@@ -49,12 +49,12 @@ from hub.kafka import publish_messages
 from hub.reliability.deadletters import read_topic
 from hub.services import SERVICES
 from hub.settings import Settings
-from hub.wiring import SYSTEMS
 from schemas.allocation import RunRound
 from schemas.topics import OPERATOR
 from simulators.faults import HEADER
 from simulators.messages import application_form
 from simulators.municipality import SyntheticMunicipality
+from simulators.plugin import SYSTEMS
 from simulators.process import ServiceProcess, SimulatorsProcess
 from tests.season_checks import (
     CLOSING,
@@ -387,14 +387,12 @@ class Season:
         )
         ports = iter(quiet_ports(len(SYSTEMS) + 3 + len(SERVICES)))
         urls = {f"{s}_url": f"http://127.0.0.1:{next(ports)}" for s in SYSTEMS}
-        self.settings = settings.model_copy(
-            update=urls
-            | {
-                "municipality": code,
-                "data_dir": tmp_path,
-                "smtp_port": next(ports),
-                "http_timeout": 1.0,
-            }
+        self.settings = settings.derive(
+            **urls,
+            municipality=code,
+            data_dir=tmp_path,
+            smtp_port=next(ports),
+            http_timeout=1.0,
         )
         shared: dict[str, Any] = (
             urls

@@ -193,7 +193,7 @@ async def test_too_few_children_is_a_configuration_error(tmp_path: Path) -> None
     status, out, err = await _run_to_end(env, tmp_path, "simulate", "all", "--children", "10")
 
     assert status == 2, (out, err)
-    assert err.startswith("hub: error: simulate: sim_children:"), err
+    assert err.startswith("hub: error: invalid settings (HUB_SIM_CHILDREN:"), err
     assert "50" in err  # the lower bound the operator has to respect
     assert "Traceback" not in err
     assert not SYSTEM_LINE.search(out), out  # nothing was served

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import ConsumerRecord
 
 from hub.errors import PermanentError, TransientError
 from hub.reliability.consumer import BatchProcessor, Handler, Incoming, RetrySchedule, Unit
@@ -220,8 +221,6 @@ async def test_a_parked_message_comes_back_and_is_applied(processor: BatchProces
 async def test_a_header_without_a_value_does_not_stop_the_consumer(
     processor: BatchProcessor,
 ) -> None:
-    from aiokafka import ConsumerRecord
-
     raw = ConsumerRecord(TOPIC.name, 0, 5, 0, 0, b"k", b"{bad json", None, 9, 0, [("trace", None)])
     await processor.process([Incoming.of(raw)])
     [(topic, headers)] = await outbox(processor)

@@ -1,10 +1,14 @@
-"""The import rules of the architecture, checked on the source with ``ast``.
+"""The layers of the code base, checked on the source with ``ast``.
 
-ARCHITECTURE.md says who may import whom: schemas depend on pydantic only; simulators
-and adapters meet only at the protocol; adapters never import each other; the
-allocation engine is pure. Every ``import x`` and ``from x import y`` counts, wherever
-it is written (module level, inside functions, under ``TYPE_CHECKING``), and relative
-imports are resolved to absolute module names first.
+The README's Layout section draws them: ``schemas/`` (the contracts) import only the
+standard library and pydantic; the allocation engine only the standard library and its
+own model; the hub's core (everything under ``hub/``) no adapter and no simulator, which
+plug into it through entry points; an adapter no simulator and no other adapter; a
+simulator neither the hub nor an adapter (they meet only at the protocol), except the
+few listed modules that drive the hub rather than imitate a system. Every ``import x``
+and ``from x import y`` counts, wherever it is written (module level, inside functions,
+under ``TYPE_CHECKING``), and relative imports are resolved to absolute module names
+first.
 """
 
 from __future__ import annotations
@@ -24,12 +28,25 @@ SIMULATED_SYSTEMS = ("vps", "viis", "gis", "dvs", "eadrese", "sms", "letter", "s
 ADAPTER_SYSTEMS = ("vps", "viis", "gis", "dvs", "notify")
 # Shared simulator modules that imitate the outside world and so fall under the rule.
 SHARED_SIMULATOR_MODULES = ("api.py", "faults.py", "serving.py", "municipality.py", "messages.py")
-# Hub test kits: they drive the hub (publish commands, play parents, run the processes)
-# rather than imitate an external system, so they may import ``hub``.
-SIMULATOR_EXCEPTIONS = ("instant.py", "parents.py", "process.py")
+# Hub test kits: they drive the hub (publish commands, play parents, run the processes,
+# play the season, register the simulators and their commands with the hub) rather than
+# imitate an external system, so they may import ``hub`` (never an adapter).
+SIMULATOR_EXCEPTIONS = (
+    "instant.py",
+    "parents.py",
+    "process.py",
+    "demo.py",
+    "plugin.py",
+    "commands.py",
+)
 
-ENGINE = ROOT / "hub" / "allocation" / "engine.py"
-ENGINE_FORBIDDEN = ("faststream", "aiokafka", "aiosqlite")
+# The engine, and the pure model and criteria it computes with: plain data in and out.
+ENGINE_MODULES = tuple(
+    ROOT / "hub" / "allocation" / name for name in ("engine.py", "model.py", "criteria.py")
+)
+ENGINE_OWN = frozenset({"hub.allocation.model", "hub.allocation.criteria"})
+# The hub's exceptions: the engine's errors are the hub's, and the module imports nothing.
+ERRORS = ROOT / "hub" / "errors.py"
 # pydantic_core is pydantic's own core (installed and version-pinned by pydantic); its
 # documented API (PydanticCustomError, core_schema) is how custom pydantic types are built.
 SCHEMAS_ALLOWED = frozenset({"pydantic", "pydantic_core", "schemas"})
@@ -192,6 +209,18 @@ def test_simulators_import_neither_hub_nor_adapters() -> None:
     assert not found, report("simulators never import hub or adapters", found)
 
 
+def test_the_hub_test_kits_import_no_adapter() -> None:
+    kits = [ROOT / "simulators" / name for name in SIMULATOR_EXCEPTIONS]
+    found = violations(kits, lambda i: i.top == "adapters")
+    assert not found, report("the simulators' hub test kits never import adapters", found)
+
+
+def test_the_hub_core_imports_no_adapter_and_no_simulator() -> None:
+    """Adapters and simulators plug into the hub (entry points); it never imports them."""
+    found = violations(python_files(ROOT / "hub"), lambda i: i.top in ("adapters", "simulators"))
+    assert not found, report("hub/ imports no adapter and no simulator", found)
+
+
 @pytest.mark.parametrize("system", adapter_systems())
 def test_an_adapter_imports_neither_simulators_nor_another_adapter(system: str) -> None:
     others = [s for s in adapter_systems() if s != system]
@@ -206,6 +235,24 @@ def test_an_adapter_imports_neither_simulators_nor_another_adapter(system: str) 
     assert not found, report(f"adapters/{system} imports simulators or another adapter", found)
 
 
-def test_the_allocation_engine_is_pure() -> None:
-    found = violations([ENGINE], lambda i: i.top in ENGINE_FORBIDDEN)
-    assert not found, report(f"the engine imports none of {', '.join(ENGINE_FORBIDDEN)}", found)
+def _engine_may_import(found: Import) -> bool:
+    if found.top in sys.stdlib_module_names or found.module == "__future__.annotations":
+        return True
+    module = found.module
+    return any(module == own or module.startswith(f"{own}.") for own in ENGINE_OWN) or (
+        module == "hub.errors" or module.startswith("hub.errors.")
+    )
+
+
+def test_the_allocation_engine_imports_only_the_standard_library_and_its_model() -> None:
+    found = violations(list(ENGINE_MODULES), lambda i: not _engine_may_import(i))
+    assert not found, report(
+        "the engine, its model and criteria import only the standard library, each other"
+        " and hub.errors",
+        found,
+    )
+
+
+def test_the_hub_errors_import_nothing_of_the_project() -> None:
+    found = violations([ERRORS], lambda i: i.top not in sys.stdlib_module_names)
+    assert not found, report("hub/errors.py imports only the standard library", found)

@@ -1,6 +1,10 @@
 """The topic catalogue is consistent: producers, consumers, keys, payload types."""
 
+import ast
 import re
+import sys
+from pathlib import Path
+from typing import Annotated, get_args
 
 import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -75,25 +79,17 @@ def test_keys_exist_on_every_message_and_never_take_a_personal_code(topic: Topic
 
 
 def _field_type(model: type[BaseModel], name: str) -> object:
-    from typing import Annotated
-
     info = model.model_fields[name]
     return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
 
 
 def _mentions_personal_code(annotation: object) -> bool:
-    from typing import get_args
-
     return annotation is PersonalCode or any(
         _mentions_personal_code(a) for a in get_args(annotation)
     )
 
 
 def test_schemas_package_imports_only_pydantic_and_the_standard_library() -> None:
-    import ast
-    import sys
-    from pathlib import Path
-
     allowed = {"pydantic", "pydantic_core", "schemas", "__future__"} | set(sys.stdlib_module_names)
     for path in Path(schemas.__file__).parent.glob("*.py"):
         tree = ast.parse(path.read_text())
@@ -108,8 +104,6 @@ def test_schemas_package_imports_only_pydantic_and_the_standard_library() -> Non
 
 
 def test_readme_lists_every_topic_with_its_messages() -> None:
-    from pathlib import Path
-
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for topic in TOPICS:
         row = next((line for line in readme.splitlines() if f"`{topic.name}`" in line), "")

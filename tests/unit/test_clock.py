@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
 
+from hub.cli import main
 from hub.clock import (
     ClockError,
     SimulatedClock,
@@ -17,6 +19,7 @@ from hub.clock import (
     parse_duration,
 )
 from hub.errors import ConfigurationError, HubError
+from hub.reliability.metrics import Metrics
 from hub.services import health_app
 from hub.settings import load_settings
 from schemas.clock import ClockAdvanced
@@ -183,10 +186,6 @@ def test_a_move_carries_a_sane_offset(offset: float) -> None:
 
 
 async def test_health_reports_the_clock_and_its_mode() -> None:
-    import httpx
-
-    from hub.reliability.metrics import Metrics
-
     async def health(app: object) -> dict[str, object]:
         transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
@@ -212,8 +211,6 @@ async def test_health_reports_the_clock_and_its_mode() -> None:
 def test_hub_clock_refuses_outside_a_simulation(
     argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from hub.cli import main
-
     monkeypatch.setenv("HUB_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -239,8 +236,6 @@ def test_hub_clock_bad_moves_are_one_line_before_connecting(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from hub.cli import main
-
     monkeypatch.setenv("HUB_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing listens: not reached
     monkeypatch.setenv("HUB_SIMULATION", "true")
     assert main(argv) == 2

@@ -82,3 +82,25 @@ def test_tls_settings_build_a_context_from_the_ca_file(tmp_path: Path) -> None:
     options = client_options(plain_tls)
     assert options["security_protocol"] == "SSL"
     assert options["ssl_context"] is not None
+
+
+def test_derive_validates_the_changed_settings_as_a_whole() -> None:
+    settings = Settings(
+        security_protocol="SASL_PLAINTEXT",
+        bootstrap_servers="kafka:9092",
+        sasl_mechanism="PLAIN",
+        sasl_username="hub",
+        sasl_password="s3cret",
+        _env_file=None,
+    )
+    derived = settings.derive(sim_children=5000, municipality="liepaja")
+    assert (derived.sim_children, derived.municipality) == (5000, "liepaja")
+    assert derived.sasl_password is not None
+    assert derived.sasl_password.get_secret_value() == "s3cret"
+    assert settings.sim_children == 300  # the original is left as it was
+    with pytest.raises(ConfigurationError, match=r"HUB_SIM_CHILDREN: .*greater than or equal"):
+        settings.derive(sim_children=10)
+    with pytest.raises(ConfigurationError, match="security_protocol SASL_PLAINTEXT needs"):
+        settings.derive(sasl_username=None)
+    with pytest.raises(ConfigurationError, match="no such setting: sim_childern"):
+        settings.derive(sim_childern=500)

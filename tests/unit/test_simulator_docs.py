@@ -5,7 +5,7 @@ import json
 import pytest
 
 from hub.settings import Settings
-from hub.wiring import OPENAPI_DIR, SYSTEMS, openapi_documents
+from simulators.plugin import OPENAPI_DIR, SYSTEMS, openapi_documents
 
 DOCUMENTS = openapi_documents(Settings(_env_file=None))
 

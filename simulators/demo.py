@@ -67,7 +67,6 @@ from hub.ops import ops_task
 from hub.reliability.deadletters import dead_letters, read_topic
 from hub.services import Services, assemble
 from hub.settings import Settings
-from hub.wiring import SYSTEMS
 from schemas.allocation import (
     OFFER_CLOSED,
     OfferDeclined,
@@ -79,6 +78,7 @@ from schemas.topics import BY_NAME, OPERATOR
 from simulators.faults import HEADER
 from simulators.messages import application_form
 from simulators.municipality import SyntheticMunicipality
+from simulators.plugin import SYSTEMS
 from simulators.process import SimulatorsProcess
 
 
@@ -274,8 +274,8 @@ class Season:
     def _settings(self, data: Path) -> Settings:
         urls = {f"{s}_url": f"http://127.0.0.1:{free_port()}" for s in SYSTEMS}
         rates = {f"notify_rate_{c}": 100_000 for c in ("eadrese", "email", "sms", "letter")}
-        return self.settings.model_copy(
-            update=urls
+        return self.settings.derive(
+            **urls
             | rates
             | {
                 "data_dir": data,

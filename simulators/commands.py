@@ -1,0 +1,166 @@
+"""``hub simulate`` and ``hub demo``: subcommands the simulators bring (``hub.commands``).
+
+The hub's command line finds them through their entry points; they are no part of the
+hub's core, which runs in production without simulators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+
+from hub.reliability.service import stop_on_signals
+from hub.settings import Settings
+from simulators.demo import Scenario, run_demo
+from simulators.plugin import (
+    installed,
+    openapi_documents,
+    port_of,
+    simulator_apps,
+    url_setting,
+)
+from simulators.serving import serving
+from simulators.smtp import create_server
+
+
+class Simulate:
+    """``hub simulate SYSTEM|all``: serve simulators of the external systems on loopback."""
+
+    help = "serve simulators of the external systems on loopback until Ctrl-C"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "system", choices=(*installed(), "smtp", "all"), help="which system, or all"
+        )
+        parser.add_argument("--seed", type=int, help="synthetic municipality seed (HUB_SIM_SEED)")
+        parser.add_argument("--children", type=int, help="children, 50–30000 (HUB_SIM_CHILDREN)")
+        parser.add_argument(
+            "--fault-rate", type=float, help="share of requests faulted, 0–1 (HUB_SIM_FAULT_RATE)"
+        )
+        parser.add_argument(
+            "--latency", type=float, help="seconds added per answer (HUB_SIM_LATENCY)"
+        )
+        parser.add_argument(
+            "--openapi",
+            type=Path,
+            metavar="DIR",
+            help="write each simulator's OpenAPI document to DIR/<system>.openapi.json and exit",
+        )
+
+    async def run(self, settings: Settings, args: argparse.Namespace) -> int:
+        overrides = {
+            "sim_seed": args.seed,
+            "sim_children": args.children,
+            "sim_fault_rate": args.fault_rate,
+            "sim_latency": args.latency,
+        }
+        settings = settings.derive(**{k: v for k, v in overrides.items() if v is not None})
+        systems = installed() if args.system == "all" else (args.system,)
+        with_smtp = args.system in ("all", "smtp")
+        systems = tuple(s for s in systems if s != "smtp")
+        if args.openapi is not None:
+            args.openapi.mkdir(parents=True, exist_ok=True)
+            for system, text in openapi_documents(settings).items():
+                if system in systems:
+                    (args.openapi / f"{system}.openapi.json").write_text(text, encoding="utf-8")
+                    print(f"wrote {args.openapi / f'{system}.openapi.json'}")
+            return 0
+        apps = simulator_apps(settings, systems)
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        async with contextlib.AsyncExitStack() as stack:
+            for system in systems:
+                url = url_setting(system, settings)
+                served = await stack.enter_async_context(
+                    serving(apps[system], port_of(url), name=system)
+                )
+                print(f"{system.upper():<7} {served.url}  (API: {served.url}/docs)", flush=True)
+            if with_smtp:
+                smtp = await stack.enter_async_context(
+                    create_server(
+                        port=settings.smtp_port,
+                        fault_rate=settings.sim_fault_rate,
+                        seed=settings.sim_seed,
+                    )
+                )
+                print(f"{'SMTP':<7} smtp://{smtp.host}:{smtp.port}", flush=True)
+            print(
+                f"synthetic {settings.municipality}: seed {settings.sim_seed},"
+                f" {settings.sim_children} children, {settings.sim_institutions} institutions;"
+                f" faults {settings.sim_fault_rate:.0%} of requests. Ctrl-C stops.",
+                flush=True,
+            )
+            await stop.wait()
+        return 0
+
+
+class Demo:
+    """``hub demo``: a whole admission season, every service and simulator."""
+
+    help = "play a whole admission season end to end, every service and simulator"
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--children", type=_positive, default=5000, help="children (5000)")
+        parser.add_argument("--institutions", type=_positive, default=40, help="institutions (40)")
+        parser.add_argument(
+            "--seed", type=int, default=7, help="seed of the synthetic municipality (7)"
+        )
+        parser.add_argument(
+            "--faults",
+            type=_share,
+            default=0.02,
+            help="share of requests every simulator answers with a fault, 0–1 (0.02)",
+        )
+        parser.add_argument(
+            "--accept", type=_share, default=0.7, help="share of offers accepted (0.7)"
+        )
+        parser.add_argument(
+            "--decline",
+            type=_share,
+            default=0.15,
+            help="share declined (0.15); the rest stay silent",
+        )
+        parser.add_argument(
+            "--timeout", type=_positive, default=600, help="seconds any one step may take (600)"
+        )
+
+    async def run(self, settings: Settings, args: argparse.Namespace) -> int:
+        with contextlib.suppress(AttributeError):
+            sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        scenario = Scenario(
+            children=args.children,
+            institutions=args.institutions,
+            seed=args.seed,
+            faults=args.faults,
+            accept=args.accept,
+            decline=args.decline,
+            timeout=args.timeout,
+        )
+        result = await run_demo(settings, scenario)
+        return 0 if result.passed else 1
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number from 0 to 1") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("expected a number from 0 to 1")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+simulate = Simulate()
+demo = Demo()
+
+__all__ = ["Demo", "Simulate", "demo", "simulate"]
