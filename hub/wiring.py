@@ -59,47 +59,9 @@ def adapter(name: str, settings: Settings) -> ServiceSpec:
 
 def notify_service(settings: Settings, **overrides: Any) -> tuple[ServiceSpec, Any]:
     """The notification service, its channels pointed by settings; and its state."""
-    from datetime import timedelta
+    from adapters.notify.config import from_settings
 
-    from adapters.notify import eadrese, letter, sms
-    from adapters.notify.email import EmailClient
-    from adapters.notify.service import Channels, service
-    from adapters.notify.service import Settings as NotifySettings
-
-    options: dict[str, Any] = {"timeout": settings.http_timeout, "policy": policy(settings)}
-    host, _, port = settings.notify_callback.rpartition(":")
-    channels = Channels(
-        eadrese=eadrese.client_from_url(settings.eadrese_url, **options),
-        email=EmailClient(
-            settings.smtp_host,
-            settings.smtp_port,
-            sender=settings.smtp_sender,
-            timeout=settings.http_timeout,
-            policy=policy(settings),
-        ),
-        sms=sms.client_from_url(settings.sms_url, **options),
-        letter=letter.client_from_url(settings.letter_url, **options),
-        callback_url=f"http://{settings.notify_callback}/sms/reports",
-        rates={
-            "e_adrese": settings.notify_rate_eadrese,
-            "email": settings.notify_rate_email,
-            "sms": settings.notify_rate_sms,
-            "letter": settings.notify_rate_letter,
-        },
-    )
-    config = NotifySettings(
-        portal_url=settings.notify_portal_url,
-        sender=f"{settings.municipality.capitalize()} pašvaldība",
-        escalate_after=timedelta(seconds=settings.notify_escalate_after),
-    )
-    return service(
-        channels,
-        config=config,
-        callback=(host or "127.0.0.1", int(port)),
-        parse_report=sms.parse_report,
-        escalation_interval=min(30.0, settings.notify_escalate_after / 4),
-        **overrides,
-    )
+    return from_settings(settings, **overrides)
 
 
 def url_setting(system: str, settings: Settings) -> str:
