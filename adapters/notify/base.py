@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict
+
 from hub.reliability.retry import HttpPort, Refused, UnexpectedAnswer
 
 Clock = Callable[[], datetime]
@@ -92,6 +94,15 @@ class ChannelClient(Protocol):
         return None
 
 
+class AcceptedAnswer(BaseModel):
+    """A provider's answer to a message it accepted; each client's subclass names the fields."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    def accepted(self) -> Accepted:
+        raise NotImplementedError
+
+
 class HttpChannel(HttpPort, ChannelClient):
     """A channel whose provider takes each message by ``POST`` under an ``Idempotency-Key``."""
 
@@ -99,13 +110,20 @@ class HttpChannel(HttpPort, ChannelClient):
     """Reasons the provider refuses a message with (409 or 422): outcomes, not errors."""
 
     async def post_message(
-        self, path: str, body: dict[str, Any], message: Outgoing, *, expect: Collection[int]
-    ) -> Any | Rejected:
-        """``POST`` ``body`` to ``path`` under ``message.key``: the answer's JSON, or
-        :class:`Rejected` for a 409 or 422 with one of :attr:`refusals` (another reason is an
+        self,
+        path: str,
+        body: dict[str, Any],
+        message: Outgoing,
+        *,
+        expect: Collection[int],
+        answer: type[AcceptedAnswer],
+    ) -> Outcome:
+        """``POST`` ``body`` to ``path`` under ``message.key``: :class:`Accepted` as the
+        ``answer`` read from the reply, or :class:`Rejected` for a 409 or 422 with one of
+        :attr:`refusals` (another reason, or a reply of the wrong shape, is an
         :class:`UnexpectedAnswer`; other statuses raise as :meth:`HttpPort.json` does)."""
         try:
-            return await self.json(
+            reply = await self.json(
                 "POST", path, json=body, headers={"Idempotency-Key": message.key}, expect=expect
             )
         except Refused as refused:
@@ -116,10 +134,12 @@ class HttpChannel(HttpPort, ChannelClient):
                     f"{self.system} refused POST {path} with {refused.status} and an unknown reason"
                 ) from None
             return Rejected(refused.error)
+        return self.parse(answer, reply, f"POST {path}").accepted()
 
 
 __all__ = [
     "Accepted",
+    "AcceptedAnswer",
     "ChannelClient",
     "Clock",
     "HttpChannel",

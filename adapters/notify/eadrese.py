@@ -29,7 +29,14 @@ from urllib.parse import quote
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from adapters.notify.base import Accepted, HttpChannel, Outcome, Outgoing, Rejected
+from adapters.notify.base import (
+    Accepted,
+    AcceptedAnswer,
+    HttpChannel,
+    Outcome,
+    Outgoing,
+    Rejected,
+)
 from hub.reliability.retry import UnexpectedAnswer
 from schemas.values import PersonalCode, mask_personal_codes
 
@@ -101,11 +108,12 @@ class _Status(BaseModel):
     active: StrictBool
 
 
-class _Received(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class _Received(AcceptedAnswer):
     message_id: str = Field(min_length=1, max_length=200)
     server_received_at: AwareDatetime
+
+    def accepted(self) -> Accepted:
+        return Accepted(self.message_id, self.server_received_at)
 
 
 class Notification(BaseModel):
@@ -174,11 +182,9 @@ class EAdreseClient(HttpChannel):
                 {"name": a.name, "media_type": a.media_type, "size": a.size} for a in attachments
             ],
         }
-        answer = await self.post_message("/v1/messages", body, message, expect=(201, 200))
-        if isinstance(answer, Rejected):
-            return answer
-        sent = self.parse(_Received, answer, "POST /v1/messages")
-        return Accepted(sent.message_id, sent.server_received_at)
+        return await self.post_message(
+            "/v1/messages", body, message, expect=(201, 200), answer=_Received
+        )
 
     async def confirmation(self, message_id: str) -> datetime:
         """When the service received the message (GetMessageServerConfirmation)."""

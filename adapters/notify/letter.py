@@ -19,7 +19,13 @@ from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from adapters.notify.base import Accepted, HttpChannel, Outcome, Outgoing, Rejected
+from adapters.notify.base import (
+    Accepted,
+    AcceptedAnswer,
+    HttpChannel,
+    Outcome,
+    Outgoing,
+)
 from hub.reliability.retry import UnexpectedAnswer
 
 TRACKING_PATTERN = r"^[A-Z]{2}\d{9}[A-Z]{2}$"
@@ -56,12 +62,13 @@ class LetterPage(BaseModel):
     last: int = Field(ge=0, description="Number of the newest event in the feed.")
 
 
-class _Accepted(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class _Accepted(AcceptedAnswer):
     letter_id: str = Field(min_length=1, max_length=200)
     status: Literal["accepted", "posted"]
     accepted_at: AwareDatetime
+
+    def accepted(self) -> Accepted:
+        return Accepted(self.letter_id, self.accepted_at)
 
 
 class LetterClient(HttpChannel):
@@ -89,11 +96,9 @@ class LetterClient(HttpChannel):
             "text": message.text,
             "reference": message.reference,
         }
-        answer = await self.post_message("/v1/letters", body, message, expect=(201, 200))
-        if isinstance(answer, Rejected):
-            return answer
-        accepted = self.parse(_Accepted, answer, "POST /v1/letters")
-        return Accepted(accepted.letter_id, accepted.accepted_at)
+        return await self.post_message(
+            "/v1/letters", body, message, expect=(201, 200), answer=_Accepted
+        )
 
     async def events(self, after: int, limit: int = 200) -> LetterPage:
         """The feed's status changes after number ``after`` (at most ``limit``).

@@ -20,7 +20,13 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from adapters.notify.base import Accepted, HttpChannel, Outcome, Outgoing, Rejected
+from adapters.notify.base import (
+    Accepted,
+    AcceptedAnswer,
+    HttpChannel,
+    Outcome,
+    Outgoing,
+)
 from hub.reliability.retry import UnexpectedAnswer
 
 DeliveryStatus = Literal["delivered", "temporary_failure", "permanent_failure"]
@@ -49,11 +55,12 @@ class DeliveryReport(BaseModel):
         return self.status == "permanent_failure"
 
 
-class _Accepted(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class _Accepted(AcceptedAnswer):
     sms_id: str = Field(min_length=1, max_length=200)
     accepted_at: AwareDatetime
+
+    def accepted(self) -> Accepted:
+        return Accepted(self.sms_id, self.accepted_at)
 
 
 def _fields(exc: ValidationError) -> list[str]:
@@ -97,11 +104,9 @@ class SmsClient(HttpChannel):
             "reference": message.reference,
             "callback_url": message.callback_url,
         }
-        answer = await self.post_message("/v1/messages", body, message, expect=(202, 200))
-        if isinstance(answer, Rejected):
-            return answer
-        accepted = self.parse(_Accepted, answer, "POST /v1/messages")
-        return Accepted(accepted.sms_id, accepted.accepted_at)
+        return await self.post_message(
+            "/v1/messages", body, message, expect=(202, 200), answer=_Accepted
+        )
 
 
 client_from_url = SmsClient.at
