@@ -21,6 +21,9 @@ request moves on to the next channel instead.
 Receipts on ``notify.receipts.v1``: ``NotificationSent``, ``NotificationDelivered``,
 ``NotificationDeemedNotified`` and ``NotificationFailed`` (``permanent`` true for a refusal,
 false for an uncertain or temporary failure), each with the channel and provider id.
+
+Every channel is reached through the same port, :class:`~adapters.notify.base.ChannelClient`;
+:func:`adapters.notify.config.from_settings` builds the service as the hub's settings say.
 """
 
 from __future__ import annotations
