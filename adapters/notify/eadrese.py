@@ -7,11 +7,12 @@ GetMessageServerConfirmation (:meth:`~EAdreseClient.confirmation`) and GetNotifi
 as ``_DEFAULT@<registration no.>``.
 
 The service refuses a message with 422 and a reason (``no_active_e_adrese``,
-``too_many_attachments``, ``attachment_type``) or 409 (the key names another message): those
-are outcomes, returned as :class:`~adapters.notify.base.Rejected`. Attachments it would refuse
-are refused here without a call (:func:`check_attachments`). Every other failure is an error of
-:mod:`hub.reliability.retry`: 5xx, 429, timeouts and broken JSON are retried, another 4xx is
-:class:`Refused`, well-formed JSON of the wrong shape :class:`UnexpectedAnswer`.
+``too_many_attachments``, ``attachment_type``) or 409 ``idempotency_conflict`` (the key names
+another message): those are outcomes, returned as :class:`~adapters.notify.base.Rejected`.
+Attachments it would refuse are refused here without a call (:func:`check_attachments`).
+Every other failure is an error of :mod:`hub.reliability.retry`: 5xx, 429, timeouts and broken
+JSON are retried, another 4xx is :class:`Refused`, well-formed JSON of the wrong shape
+:class:`UnexpectedAnswer`.
 
 Personal codes travel only in JSON bodies: never in a URL, an exception text or a reference.
 """
@@ -28,8 +29,15 @@ from urllib.parse import quote
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from adapters.notify.base import Accepted, Outgoing, Rejected
-from hub.reliability.retry import HttpPort, Refused, UnexpectedAnswer
+from adapters.notify.base import (
+    Accepted,
+    AcceptedAnswer,
+    HttpChannel,
+    Outcome,
+    Outgoing,
+    Rejected,
+)
+from hub.reliability.retry import UnexpectedAnswer
 from schemas.values import PersonalCode, mask_personal_codes
 
 MAX_ATTACHMENTS = 10
@@ -52,9 +60,10 @@ ALLOWED_EXTENSIONS = frozenset(
     }
 )
 """Attachment types the e-adrese takes, by the extension of the file name."""
-REASONS = frozenset({"no_active_e_adrese", "too_many_attachments", "attachment_type"})
-"""Refusals (422) the e-adrese gives for a message; sending it again cannot help."""
 CONFLICT = "idempotency_conflict"
+REASONS = frozenset({"no_active_e_adrese", "too_many_attachments", "attachment_type", CONFLICT})
+"""Refusals (422, or 409 for a conflict) the e-adrese gives for a message; sending it again
+cannot help."""
 
 _INSTITUTION = re.compile(r"^_DEFAULT@\d{11}$")
 
@@ -99,11 +108,12 @@ class _Status(BaseModel):
     active: StrictBool
 
 
-class _Received(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class _Received(AcceptedAnswer):
     message_id: str = Field(min_length=1, max_length=200)
     server_received_at: AwareDatetime
+
+    def accepted(self) -> Accepted:
+        return Accepted(self.message_id, self.server_received_at)
 
 
 class Notification(BaseModel):
@@ -126,10 +136,11 @@ class NotificationPage(BaseModel):
     last: StrictInt = Field(ge=0)
 
 
-class EAdreseClient(HttpPort):
+class EAdreseClient(HttpChannel):
     """Client of the e-adrese service (see the module's docstring)."""
 
     system = "e-adrese"
+    refusals = REASONS
 
     async def is_active(self, recipient: PersonalCode | str) -> bool:
         """Whether ``recipient`` has an activated e-adrese."""
@@ -139,13 +150,19 @@ class EAdreseClient(HttpPort):
         )
         return self.parse(_Status, answer, what).active
 
+    async def reaches(self, to: str) -> bool:
+        """Only a recipient with an activated e-adrese can be sent to."""
+        return await self.is_active(to)
+
     async def send(
         self,
-        recipient: PersonalCode | str,
+        to: PersonalCode | str,
         message: Outgoing,
         attachments: Sequence[Attachment] = (),
-    ) -> Accepted | Rejected:
-        """Send ``message`` to ``recipient``'s e-adrese, idempotently by ``message.key``.
+    ) -> Outcome:
+        """Send ``message`` to ``to``'s e-adrese, idempotently by ``message.key``; the
+        :class:`~adapters.notify.base.ChannelClient` call, plus the ``attachments`` only this
+        channel carries.
 
         Returns :class:`Accepted` with the service's message id and server-received time, or
         :class:`Rejected` with the reason (attachments it would refuse are refused here,
@@ -156,9 +173,8 @@ class EAdreseClient(HttpPort):
         reason = check_attachments(attachments)
         if reason is not None:
             return Rejected(reason)
-        what = "POST /v1/messages"
         body = {
-            "recipient": address(recipient),
+            "recipient": address(to),
             "subject": message.subject,
             "body": message.text,
             "reference": mask_personal_codes(message.reference),
@@ -166,26 +182,9 @@ class EAdreseClient(HttpPort):
                 {"name": a.name, "media_type": a.media_type, "size": a.size} for a in attachments
             ],
         }
-        try:
-            answer = await self.json(
-                "POST",
-                "/v1/messages",
-                json=body,
-                headers={"Idempotency-Key": message.key},
-                expect=(201, 200),
-            )
-        except Refused as refused:
-            if refused.status == 409:
-                return Rejected(CONFLICT)
-            if refused.status != 422:
-                raise
-            if refused.error not in REASONS:
-                raise UnexpectedAnswer(
-                    f"{self.system} refused {what} with 422 and an unknown reason"
-                ) from None
-            return Rejected(refused.error)
-        sent = self.parse(_Received, answer, what)
-        return Accepted(sent.message_id, sent.server_received_at)
+        return await self.post_message(
+            "/v1/messages", body, message, expect=(201, 200), answer=_Received
+        )
 
     async def confirmation(self, message_id: str) -> datetime:
         """When the service received the message (GetMessageServerConfirmation)."""

@@ -25,14 +25,21 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, parseaddr
 
 import aiosmtplib
 
-from adapters.notify.base import Accepted, Outgoing, Rejected
+from adapters.notify.base import (
+    Accepted,
+    ChannelClient,
+    Clock,
+    Outcome,
+    Outgoing,
+    Rejected,
+    system_clock,
+)
 from hub.errors import ConfigurationError, PermanentError
 from hub.reliability.retry import InvalidResponse, Refused, RetryPolicy, UnavailableError
 from schemas.values import mask_personal_codes
@@ -76,10 +83,11 @@ def _status(code: int, message: str) -> str:
     return f"{code} {found.group(1)}" if found else str(code)
 
 
-class EmailClient:
+class EmailClient(ChannelClient):
     """Sends :class:`Outgoing` messages to one SMTP server (a relay or the recipient's MX).
 
-    Every message goes over its own connection, with ``timeout`` for each step.
+    Every message goes over its own connection, with ``timeout`` for each step (so there is
+    nothing to close). ``clock`` dates the messages and their acceptance.
     """
 
     system = "smtp server"
@@ -96,7 +104,7 @@ class EmailClient:
         username: str | None = None,
         password: str | None = None,
         on_retry: Callable[[BaseException], None] | None = None,
-        clock: Callable[[], datetime] | None = None,
+        clock: Clock = system_clock,
     ) -> None:
         envelope_sender = parseaddr(sender)[1]
         if not _valid_address(envelope_sender):
@@ -112,7 +120,7 @@ class EmailClient:
         self.use_tls = use_tls
         self._username = username
         self._password = password
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock
         self._listeners: list[Callable[[BaseException], None]] = [on_retry] if on_retry else []
 
     def add_retry_listener(self, listener: Callable[[BaseException], None]) -> None:
@@ -126,8 +134,9 @@ class EmailClient:
     def message_id(self, key: str) -> str:
         return message_id_for(key, self.sender)
 
-    def build(self, to: str, message: Outgoing, *, language: str = "lv") -> EmailMessage:
-        """The e-mail for ``message``: UTF-8 plain text with a stable ``Message-ID``."""
+    def build(self, to: str, message: Outgoing) -> EmailMessage:
+        """The e-mail for ``message``: UTF-8 plain text in ``message.language``, with a stable
+        ``Message-ID``."""
         mail = EmailMessage()
         mail["From"] = self.sender
         mail["To"] = to
@@ -136,16 +145,14 @@ class EmailClient:
         mail["Message-ID"] = self.message_id(message.key)
         mail["X-Hub-Reference"] = mask_personal_codes(message.reference)
         mail.set_content(message.text, charset="utf-8")  # replaces every Content-* header
-        mail["Content-Language"] = language
+        mail["Content-Language"] = message.language
         return mail
 
-    async def send(
-        self, to: str, message: Outgoing, *, language: str = "lv"
-    ) -> Accepted | Rejected:
+    async def send(self, to: str, message: Outgoing) -> Outcome:
         """Send ``message`` to ``to``, retrying what may pass; see the module docstring."""
         if not _valid_address(to):
             return Rejected("invalid_address")
-        mail = self.build(to, message, language=language)
+        mail = self.build(to, message)
         message_id = str(mail["Message-ID"])
         return await self.policy.call(
             lambda: self._once(to, mail, message_id),
@@ -153,7 +160,7 @@ class EmailClient:
             on_retry=self._on_retry,
         )
 
-    async def _once(self, to: str, mail: EmailMessage, message_id: str) -> Accepted | Rejected:
+    async def _once(self, to: str, mail: EmailMessage, message_id: str) -> Outcome:
         shown = f"{self.system} {self.host}:{self.port} for {shown_address(to)}"
         smtp = aiosmtplib.SMTP(
             hostname=self.host,

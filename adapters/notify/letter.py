@@ -19,12 +19,19 @@ from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from adapters.notify.base import Accepted, Outgoing, Rejected
-from hub.reliability.retry import HttpPort, Refused, UnexpectedAnswer
+from adapters.notify.base import (
+    Accepted,
+    AcceptedAnswer,
+    HttpChannel,
+    Outcome,
+    Outgoing,
+)
+from hub.reliability.retry import UnexpectedAnswer
 
 TRACKING_PATTERN = r"^[A-Z]{2}\d{9}[A-Z]{2}$"
 """A UPU S10 item identifier, e.g. ``RR123456785LV``."""
-_OUTCOMES = frozenset({409, 422})
+REASONS = frozenset({"undeliverable_address", "idempotency_conflict"})
+"""Refusals (422, or 409 for a conflict) the service gives for a letter."""
 
 
 class LetterEvent(BaseModel):
@@ -55,58 +62,43 @@ class LetterPage(BaseModel):
     last: int = Field(ge=0, description="Number of the newest event in the feed.")
 
 
-class _Accepted(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class _Accepted(AcceptedAnswer):
     letter_id: str = Field(min_length=1, max_length=200)
     status: Literal["accepted", "posted"]
     accepted_at: AwareDatetime
 
-
-class _Refusal(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    error: Literal["undeliverable_address", "idempotency_conflict"]
+    def accepted(self) -> Accepted:
+        return Accepted(self.letter_id, self.accepted_at)
 
 
-class LetterClient(HttpPort):
+class LetterClient(HttpChannel):
     """Client of the print-and-post REST API (``POST /v1/letters``, ``GET /v1/events``)."""
 
     system = "post"
+    refusals = REASONS
 
-    async def send(
-        self, address_code: str, recipient_name: str, message: Outgoing
-    ) -> Accepted | Rejected:
-        """Have ``message`` printed and posted as a registered letter, key ``message.key``.
+    async def send(self, to: str, message: Outgoing) -> Outcome:
+        """Have ``message`` printed and posted as a registered letter to the address code
+        ``to``, addressed to ``message.addressee``, under the key ``message.key``.
 
         :class:`Accepted` with the letter's id (posting is reported in the feed), or
         :class:`Rejected` with ``undeliverable_address`` or ``idempotency_conflict``. Raises
         ``UnavailableError`` / ``InvalidResponse`` when the service stayed unavailable or
         broken (transient), ``Refused`` for another 4xx and ``UnexpectedAnswer`` for an
-        answer of the wrong shape (permanent).
+        answer of the wrong shape (permanent); ValueError for a message without addressee.
         """
-        what = "POST /v1/letters"
+        if not message.addressee:
+            raise ValueError("a registered letter needs an addressee")
         body = {
-            "recipient_name": recipient_name,
-            "address_code": address_code,
+            "recipient_name": message.addressee,
+            "address_code": to,
             "subject": message.subject,
             "text": message.text,
             "reference": message.reference,
         }
-        try:
-            answer = await self.json(
-                "POST",
-                "/v1/letters",
-                json=body,
-                headers={"Idempotency-Key": message.key},
-                expect=(201, 200),
-            )
-        except Refused as refused:
-            if refused.status not in _OUTCOMES:
-                raise
-            return Rejected(self.parse(_Refusal, refused.body, what).error)
-        accepted = self.parse(_Accepted, answer, what)
-        return Accepted(accepted.letter_id, accepted.accepted_at)
+        return await self.post_message(
+            "/v1/letters", body, message, expect=(201, 200), answer=_Accepted
+        )
 
     async def events(self, after: int, limit: int = 200) -> LetterPage:
         """The feed's status changes after number ``after`` (at most ``limit``).
@@ -132,4 +124,11 @@ class LetterClient(HttpPort):
 client_from_url = LetterClient.at
 
 
-__all__ = ["TRACKING_PATTERN", "LetterClient", "LetterEvent", "LetterPage", "client_from_url"]
+__all__ = [
+    "REASONS",
+    "TRACKING_PATTERN",
+    "LetterClient",
+    "LetterEvent",
+    "LetterPage",
+    "client_from_url",
+]

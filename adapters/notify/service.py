@@ -21,6 +21,9 @@ request moves on to the next channel instead.
 Receipts on ``notify.receipts.v1``: ``NotificationSent``, ``NotificationDelivered``,
 ``NotificationDeemedNotified`` and ``NotificationFailed`` (``permanent`` true for a refusal,
 false for an uncertain or temporary failure), each with the channel and provider id.
+
+Every channel is reached through the same port, :class:`~adapters.notify.base.ChannelClient`;
+:func:`adapters.notify.config.from_settings` builds the service as the hub's settings say.
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aiolimiter import AsyncLimiter
 from starlette.applications import Starlette
@@ -40,8 +43,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapters.notify.base import Accepted, Outgoing, Rejected
+from adapters.notify.base import (
+    Accepted,
+    ChannelClient,
+    Clock,
+    Outcome,
+    Outgoing,
+    Rejected,
+    system_clock,
+)
 from adapters.notify.email import OutcomeUnknown
+from adapters.notify.letter import LetterEvent, LetterPage
+from adapters.notify.sms import DeliveryReport, parse_report
 from adapters.notify.templates import TemplateError, Templates
 from hub.calendar import answer_deadline, deemed_notified, local_date
 from hub.errors import PermanentError, TransientError
@@ -58,10 +71,14 @@ from schemas.notifications import (
     NotificationDelivered,
     NotificationFailed,
     NotificationSent,
+    Recipient,
     SendNotification,
 )
 from schemas.topics import NOTIFY
 from schemas.values import mask_personal_codes
+
+if TYPE_CHECKING:
+    from adapters.notify.config import NotifyConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +92,13 @@ SCHEMA = (
 ELECTRONIC: tuple[Channel, ...] = ("e_adrese", "email", "sms")
 LETTER_DEEMED_AFTER_DAYS = 7
 """A registered letter counts as delivered on the seventh day after posting."""
+RESPONSE_DAYS = 15
+"""Days to answer an offer, unless the request says otherwise (``response_days``)."""
 RECIPIENT_NAME = "Bērna likumiskajam pārstāvim"
+"""The addressee of a registered letter: the child's legal representative (the service
+knows no names)."""
+UNREACHABLE: Mapping[Channel, str] = {"e_adrese": "no active e-adrese"}
+"""Why a channel whose client does not reach the address was passed over."""
 AttemptState = Literal["intent", "accepted", "confirmed", "rejected", "failed", "uncertain"]
 
 
@@ -118,12 +141,23 @@ class Record:
 
 @dataclass
 class NotifyState:
+    """The requests and attempts, in memory and in the service's store.
+
+    Changes are written by a batch (:meth:`save_attempt`, :meth:`save_record` on its unit);
+    the one write that cannot wait for a batch, an e-mail's intent, goes to the store the
+    state was loaded from (:meth:`commit_attempt`).
+    """
+
     records: dict[str, Record] = field(default_factory=dict)
     attempts: dict[str, Attempt] = field(default_factory=dict)
     by_provider: dict[str, str] = field(default_factory=dict)
     """(channel, provider id) as ``channel:id`` → attempt key."""
+    store: Store | None = field(default=None, repr=False)
+    """The store this state was loaded from (the runner opens it when the service starts)."""
 
     async def load(self, store: Store) -> None:
+        """Read what ``store`` holds; later writes outside a batch go there too."""
+        self.store = store
         for (body,) in await store.query("SELECT body FROM notifications"):
             record = Record.load(body)
             self.records[str(record.request.notification_id)] = record
@@ -156,6 +190,14 @@ class NotifyState:
             ),
         )
 
+    async def commit_attempt(self, service: str, attempt: Attempt) -> None:
+        """Store ``attempt`` at once, in a transaction of its own."""
+        if self.store is None:
+            raise RuntimeError("the notification state is used before it was loaded")
+        unit = Unit()
+        self.save_attempt(unit, attempt)
+        await self.store.commit(service, Writes(statements=unit.statements))
+
     def save_record(self, unit: Unit, record: Record) -> None:
         self.records[str(record.request.notification_id)] = record
         unit.execute(
@@ -175,7 +217,7 @@ class Tried:
 
     channel: Channel
     key: str
-    result: Accepted | Rejected | None = None
+    result: Outcome | None = None
     reason: str | None = None
     """Why the channel was passed over without a send (no address, uncertain, inactive)."""
     permanent: bool = True
@@ -192,17 +234,39 @@ def reference_for(request: SendNotification) -> str:
     return f"PII-{str(request.offer_id or request.notification_id)[:8].upper()}"
 
 
+def address_on(recipient: Recipient, channel: Channel) -> str | None:
+    """The recipient's address as ``channel`` knows it (None: there is none)."""
+    if channel == "e_adrese":
+        code = recipient.personal_code
+        return None if code is None else code.reveal()
+    if channel == "email":
+        return recipient.email
+    return recipient.phone if channel == "sms" else recipient.postal_address_code
+
+
+def receipt(
+    request: SendNotification, channel: Channel, provider_message_id: str | None = None
+) -> dict[str, Any]:
+    """The fields every receipt about ``request`` on ``channel`` shares."""
+    return {
+        "producer": NOTIFY,
+        "caused_by": request,
+        "notification_id": request.notification_id,
+        "child_ref": request.child_ref,
+        "channel": channel,
+        "provider_message_id": provider_message_id,
+        "offer_id": request.offer_id,
+    }
+
+
 @dataclass
 class Channels:
-    """The channel clients (None: the channel is not configured) and their rate limits."""
+    """The configured channels' clients and their rate limits; a channel without a client
+    is not used."""
 
-    eadrese: Any = None
-    email: Any = None
-    sms: Any = None
-    letter: Any = None
-    callback_url: str = ""
-    rates: dict[str, int] = field(default_factory=dict)
-    """Messages a minute per channel."""
+    clients: Mapping[Channel, ChannelClient]
+    rates: Mapping[Channel, int] = field(default_factory=dict)
+    """Messages a minute per channel (none: no limit)."""
 
     def __post_init__(self) -> None:
         self.limits = {
@@ -210,7 +274,8 @@ class Channels:
         }
 
     @contextlib.asynccontextmanager
-    async def slot(self, channel: str) -> Any:
+    async def slot(self, channel: Channel) -> AsyncIterator[None]:
+        """Wait for ``channel``'s rate limit, if it has one."""
         limiter = self.limits.get(channel)
         if limiter is None:
             yield
@@ -219,17 +284,8 @@ class Channels:
                 yield
 
     async def close(self) -> None:
-        for client in (self.eadrese, self.sms, self.letter):
-            if client is not None:
-                await client.close()
-
-
-@dataclass
-class Settings:
-    portal_url: str = "https://e-pakalpojumi.example.lv/pii"
-    sender: str = "Pašvaldība"
-    response_days: int = 15
-    escalate_after: timedelta = timedelta(days=2)
+        for client in self.clients.values():
+            await client.close()
 
 
 class Requests(Handler[SendNotification]):
@@ -239,14 +295,16 @@ class Requests(Handler[SendNotification]):
         self,
         state: NotifyState,
         channels: Channels,
-        config: Settings,
-        clock: Callable[[], datetime],
+        config: NotifyConfig,
+        clock: Clock,
+        *,
+        service: str = NOTIFY,
     ) -> None:
         super().__init__("notify.requests.v1")
         self.state, self.channels, self.config, self.clock = state, channels, config, clock
+        self.service = service
+        """The service's name: the consumer its own writes are committed as."""
         self.templates = Templates()
-        self.store: Store | None = None
-        self.service = NOTIFY
 
     def candidates(self, request: SendNotification) -> list[Channel]:
         if request.channel is not None:
@@ -255,10 +313,10 @@ class Requests(Handler[SendNotification]):
 
     def outgoing(self, request: SendNotification, channel: Channel, sent: datetime) -> Outgoing:
         variables: dict[str, Any] = {
-            "response_days": str(self.config.response_days),
+            "response_days": str(RESPONSE_DAYS),
             **request.variables,
             "reference": reference_for(request),
-            "portal_url": self.config.portal_url.rstrip("/"),
+            "portal_url": self.config.portal_url,
             "sender": self.config.sender,
             "offer_id": str(request.offer_id or ""),
             "respond_by": None,
@@ -277,6 +335,9 @@ class Requests(Handler[SendNotification]):
             subject=rendered.subject,
             text=rendered.text,
             reference=reference_for(request),
+            language=request.language,
+            callback_url=self.config.callback_url,
+            addressee=RECIPIENT_NAME,
         )
 
     async def fetch(self, message: SendNotification) -> list[Tried]:
@@ -305,51 +366,26 @@ class Requests(Handler[SendNotification]):
                 reason="the outcome of an earlier send is unknown: not sent again",
                 permanent=False,
             )
-        recipient = request.recipient
-        client = getattr(self.channels, channel.replace("e_adrese", "eadrese"))
-        address = {
-            "e_adrese": recipient.personal_code,
-            "email": recipient.email,
-            "sms": recipient.phone,
-            "letter": recipient.postal_address_code,
-        }[channel]
-        if client is None or address is None:
+        client = self.channels.clients.get(channel)
+        to = address_on(request.recipient, channel)
+        if client is None or to is None:
             why = "channel not configured" if client is None else "no address for this channel"
             return Tried(channel, key, reason=why)
-        if channel == "e_adrese" and not await client.is_active(address):
-            return Tried(channel, key, reason="no active e-adrese")
-        now = self.clock()
-        message = self.outgoing(request, channel, now)
+        if not await client.reaches(to):
+            return Tried(channel, key, reason=UNREACHABLE.get(channel, "address not reached"))
+        message = self.outgoing(request, channel, self.clock())
         async with self.channels.slot(channel):
             if channel == "email":
-                return await self._email(request, client, address, message)
-            if channel == "e_adrese":
-                result = await client.send(address, message)
-            elif channel == "sms":
-                result = await client.send(address, message, self.channels.callback_url)
-            else:
-                result = await client.send(address, RECIPIENT_NAME, message)
-        return Tried(channel, key, result)
+                return await self._email(request, client, to, message)
+            return Tried(channel, key, await client.send(to, message))
 
     async def _email(
-        self, request: SendNotification, client: Any, address: str, message: Outgoing
+        self, request: SendNotification, client: ChannelClient, to: str, message: Outgoing
     ) -> Tried:
         """SMTP cannot take an idempotency key: record the intent first (see the module)."""
-        assert self.store is not None
-        intent = Unit()
-        self.state.save_attempt(
-            intent,
-            Attempt(
-                message.key,
-                str(request.notification_id),
-                "email",
-                "intent",
-                at=self.clock().isoformat(),
-            ),
-        )
-        await self.store.commit(self.service, Writes(statements=intent.statements))
+        await self._record("intent", request, message)
         try:
-            result = await client.send(address, message, language=request.language)
+            result = await client.send(to, message)
         except OutcomeUnknown:
             # Handed over, answer lost: it may have arrived. The intent stays (uncertain).
             return Tried(
@@ -361,20 +397,18 @@ class Requests(Handler[SendNotification]):
             )
         except TransientError:
             # The server said no (4xx, dropped): nothing was delivered; it may be tried again.
-            cleared = Unit()
-            self.state.save_attempt(
-                cleared,
-                Attempt(
-                    message.key,
-                    str(request.notification_id),
-                    "email",
-                    "failed",
-                    at=self.clock().isoformat(),
-                ),
-            )
-            await self.store.commit(self.service, Writes(statements=cleared.statements))
+            await self._record("failed", request, message)
             raise
         return Tried("email", message.key, result)
+
+    async def _record(
+        self, state: AttemptState, request: SendNotification, message: Outgoing
+    ) -> None:
+        """Store the e-mail attempt's ``state`` at once."""
+        attempt = Attempt(
+            message.key, str(request.notification_id), "email", state, at=self.clock().isoformat()
+        )
+        await self.state.commit_attempt(self.service, attempt)
 
     def apply(self, unit: Unit, message: SendNotification, fetched: list[Tried]) -> None:
         state = self.state
@@ -413,26 +447,18 @@ class Requests(Handler[SendNotification]):
                     accepted.at.isoformat(),
                 ),
             )
-            receipt = {
-                "producer": NOTIFY,
-                "caused_by": message,
-                "notification_id": message.notification_id,
-                "child_ref": message.child_ref,
-                "channel": tried.channel,
-                "provider_message_id": accepted.provider_message_id,
-                "offer_id": message.offer_id,
-            }
-            unit.emit(NotificationSent.new(**receipt, sent_at=accepted.at))
+            sent = receipt(message, tried.channel, accepted.provider_message_id)
+            unit.emit(NotificationSent.new(**sent, sent_at=accepted.at))
             if tried.channel == "e_adrese":
                 unit.emit(
                     NotificationDeemedNotified.new(
-                        **receipt,
+                        **sent,
                         sent_at=accepted.at,
                         deemed_notified_on=deemed_notified(accepted.at),
                     )
                 )
             elif accepted.delivered:
-                unit.emit(NotificationDelivered.new(**receipt, delivered_at=accepted.at))
+                unit.emit(NotificationDelivered.new(**sent, delivered_at=accepted.at))
             record.channel, record.sent_at = tried.channel, accepted.at.isoformat()
             if confirmed:
                 record.status = "confirmed"
@@ -455,12 +481,7 @@ class Requests(Handler[SendNotification]):
         failed_at: datetime,
     ) -> NotificationFailed:
         return NotificationFailed.new(
-            producer=NOTIFY,
-            caused_by=request,
-            notification_id=request.notification_id,
-            child_ref=request.child_ref,
-            channel=channel,
-            offer_id=request.offer_id,
+            **receipt(request, channel),
             permanent=permanent,
             reason=mask_personal_codes(reason)[:500] or "failed",
             failed_at=failed_at,
@@ -521,9 +542,11 @@ class SmsReports(Poller):
     feed = "sms-reports"
     interval = 0.2
 
-    def __init__(self, state: NotifyState, parse: Callable[[Any], Any]) -> None:
+    def __init__(
+        self, state: NotifyState, parse: Callable[[Any], DeliveryReport] = parse_report
+    ) -> None:
         self.state, self.parse = state, parse
-        self._queue: asyncio.Queue[tuple[Any, asyncio.Future[None]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[DeliveryReport, asyncio.Future[None]]] = asyncio.Queue()
         self._waiting: list[asyncio.Future[None]] = []
 
     async def receive(self, body: Any) -> None:
@@ -550,7 +573,7 @@ class SmsReports(Poller):
             if not done.done():
                 done.set_result(None)
 
-    def apply(self, unit: Unit, item: Any) -> None:
+    def apply(self, unit: Unit, item: DeliveryReport) -> None:
         key = self.state.by_provider.get(f"sms:{item.sms_id}")
         if key is None:
             raise PermanentError("delivery report for an SMS this service did not send")
@@ -559,25 +582,17 @@ class SmsReports(Poller):
         request = record.request
         if attempt.state == "confirmed" or record.status == "confirmed":
             return  # a repeated report
-        receipt = {
-            "producer": NOTIFY,
-            "caused_by": request,
-            "notification_id": request.notification_id,
-            "child_ref": request.child_ref,
-            "channel": "sms",
-            "provider_message_id": item.sms_id,
-            "offer_id": request.offer_id,
-        }
+        about = receipt(request, "sms", item.sms_id)
         if item.status == "delivered":
             self.state.save_attempt(unit, replace(attempt, state="confirmed"))
             record.status = "confirmed"
-            unit.emit(NotificationDelivered.new(**receipt, delivered_at=item.at))
+            unit.emit(NotificationDelivered.new(**about, delivered_at=item.at))
         else:
             permanent = item.status == "permanent_failure"
             self.state.save_attempt(unit, replace(attempt, state="failed"))
             unit.emit(
                 NotificationFailed.new(
-                    **receipt,
+                    **about,
                     permanent=permanent,
                     reason=f"SMS {item.status.replace('_', ' ')}",
                     failed_at=item.at,
@@ -589,22 +604,27 @@ class SmsReports(Poller):
         self.state.save_record(unit, record)
 
 
+class LetterEvents(Protocol):
+    """The print-and-post service's feed of letters' status changes."""
+
+    async def events(self, after: int) -> LetterPage: ...
+
+
 class LetterFeed(Poller):
     """The print-and-post service's status changes: a posted letter starts the legal clock."""
 
     feed = "letters"
     interval = 1.0
-
-    def __init__(self, state: NotifyState, client: Any) -> None:
-        self.state, self.client = state, client
-
     grace = timedelta(minutes=10)
     """How long a posted letter whose send is not recorded yet is waited for."""
+
+    def __init__(self, state: NotifyState, client: LetterEvents, clock: Clock) -> None:
+        self.state, self.client, self.clock = state, client, clock
 
     async def poll(self, position: str | None) -> Page:
         after = int(position or 0)
         page = await self.client.events(after)
-        now = datetime.now(UTC)
+        now = self.clock()
         items = []
         for event in page.events:
             if (
@@ -617,7 +637,7 @@ class LetterFeed(Poller):
         last = items[-1].seq if items else after
         return Page(items, str(last), more=len(items) == len(page.events) and last < page.last)
 
-    def apply(self, unit: Unit, item: Any) -> None:
+    def apply(self, unit: Unit, item: LetterEvent) -> None:
         if item.status != "posted":
             return
         key = self.state.by_provider.get(f"letter:{item.letter_id}")
@@ -636,13 +656,7 @@ class LetterFeed(Poller):
         posted: date = local_date(item.at)  # the date in Latvia, not in UTC
         unit.emit(
             NotificationDeemedNotified.new(
-                producer=NOTIFY,
-                caused_by=request,
-                notification_id=request.notification_id,
-                child_ref=request.child_ref,
-                channel="letter",
-                provider_message_id=getattr(item, "tracking_number", None) or item.letter_id,
-                offer_id=request.offer_id,
+                **receipt(request, "letter", item.tracking_number or item.letter_id),
                 sent_at=item.at,
                 deemed_notified_on=posted + timedelta(days=LETTER_DEEMED_AFTER_DAYS),
             )
@@ -665,41 +679,49 @@ def webhook(reports: SmsReports) -> Starlette:
 
 def service(
     channels: Channels,
+    config: NotifyConfig,
     *,
-    config: Settings | None = None,
-    callback: tuple[str, int] | None = None,
-    parse_report: Callable[[Any], Any] | None = None,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    escalation_interval: float = 30.0,
+    letters: LetterEvents | None = None,
+    clock: Clock = system_clock,
     name: str = NOTIFY,
 ) -> tuple[ServiceSpec, NotifyState]:
-    """The notification service and its state (for tests)."""
+    """The notification service and its state (for tests and the operations view).
+
+    With an SMS channel, the webhook taking its delivery reports listens at
+    ``config.callback``; with ``letters``, their feed is polled for posted letters.
+    """
     state = NotifyState()
-    requests = Requests(state, channels, config or Settings(), clock)
-    requests.service = name
-
-    async def start(store: Store) -> None:
-        requests.store = store
-        await state.load(store)
-
+    requests = Requests(state, channels, config, clock, service=name)
     pollers: list[Poller] = []
     tasks = []
-    if channels.sms is not None and parse_report is not None and callback is not None:
-        reports = SmsReports(state, parse_report)
+    if "sms" in channels.clients:
+        reports = SmsReports(state)
+        host, port = config.callback_address
         pollers.append(reports)
-        tasks.append(http_task(webhook(reports), callback[1], callback[0]))
-    if channels.letter is not None:
-        pollers.append(LetterFeed(state, channels.letter))
+        tasks.append(http_task(webhook(reports), port, host))
+    if letters is not None:
+        pollers.append(LetterFeed(state, letters, clock))
     spec = ServiceSpec(
         name,
         (requests,),
         schema=SCHEMA,
-        on_start=start,
-        timers=(Timer(escalation_interval, lambda unit: escalate_due(state, unit, clock())),),
+        on_start=state.load,
+        timers=(
+            Timer(config.escalation_interval, lambda unit: escalate_due(state, unit, clock())),
+        ),
         tasks=tuple(tasks),
         pollers=tuple(pollers),
     )
     return spec, state
 
 
-__all__ = ["Channels", "NotifyState", "Settings", "escalate_due", "key_for", "service"]
+__all__ = [
+    "Channels",
+    "LetterFeed",
+    "NotifyState",
+    "Requests",
+    "SmsReports",
+    "escalate_due",
+    "key_for",
+    "service",
+]

@@ -7,7 +7,8 @@ under the same key, with the same body) and refuses with 422 ``invalid_number`` 
 transient errors of :mod:`hub.reliability.retry`, retried by the client's policy.
 
 Acceptance is not delivery: the gateway later ``POST``s a delivery report to the callback URL
-given with the SMS; the notification service reads it with :func:`parse_report`.
+given with the SMS (:attr:`Outgoing.callback_url <adapters.notify.base.Outgoing.callback_url>`);
+the notification service reads it with :func:`parse_report`.
 
 Phone numbers are personal data: they travel only in request bodies, never in a URL, a log
 line or an exception text.
@@ -19,12 +20,18 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from adapters.notify.base import Accepted, Outgoing, Rejected
-from hub.reliability.retry import HttpPort, Refused, UnexpectedAnswer
+from adapters.notify.base import (
+    Accepted,
+    AcceptedAnswer,
+    HttpChannel,
+    Outcome,
+    Outgoing,
+)
+from hub.reliability.retry import UnexpectedAnswer
 
 DeliveryStatus = Literal["delivered", "temporary_failure", "permanent_failure"]
-_OUTCOMES = frozenset({409, 422})
-"""Statuses of a send that are answers (a refusal with its reason), not errors."""
+REASONS = frozenset({"invalid_number", "text_too_long", "idempotency_conflict"})
+"""Refusals (422, or 409 for a conflict) the gateway gives for an SMS."""
 
 
 class DeliveryReport(BaseModel):
@@ -48,17 +55,12 @@ class DeliveryReport(BaseModel):
         return self.status == "permanent_failure"
 
 
-class _Accepted(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class _Accepted(AcceptedAnswer):
     sms_id: str = Field(min_length=1, max_length=200)
     accepted_at: AwareDatetime
 
-
-class _Refusal(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    error: Literal["invalid_number", "text_too_long", "idempotency_conflict"]
+    def accepted(self) -> Accepted:
+        return Accepted(self.sms_id, self.accepted_at)
 
 
 def _fields(exc: ValidationError) -> list[str]:
@@ -80,47 +82,38 @@ def parse_report(body: Any) -> DeliveryReport:
         ) from None
 
 
-class SmsClient(HttpPort):
+class SmsClient(HttpChannel):
     """Client of the SMS gateway's REST API (``POST /v1/messages``)."""
 
     system = "SMS gateway"
+    refusals = REASONS
 
-    async def send(self, to: str, message: Outgoing, callback_url: str) -> Accepted | Rejected:
+    async def send(self, to: str, message: Outgoing) -> Outcome:
         """Send ``message.text`` to the phone number ``to`` under the key ``message.key``.
 
-        :class:`Accepted` with the gateway's SMS id (delivery is reported to ``callback_url``
-        later), or :class:`Rejected` with ``invalid_number``, ``text_too_long`` or
-        ``idempotency_conflict``. Raises ``UnavailableError`` / ``InvalidResponse`` when the
-        gateway stayed unavailable or broken (transient), ``Refused`` for another 4xx and
-        ``UnexpectedAnswer`` for an answer of the wrong shape (permanent).
+        :class:`Accepted` with the gateway's SMS id (delivery is reported to
+        ``message.callback_url`` later), or :class:`Rejected` with ``invalid_number``,
+        ``text_too_long`` or ``idempotency_conflict``. Raises ``UnavailableError`` /
+        ``InvalidResponse`` when the gateway stayed unavailable or broken (transient),
+        ``Refused`` for another 4xx and ``UnexpectedAnswer`` for an answer of the wrong shape
+        (permanent).
         """
-        what = "POST /v1/messages"
         body = {
             "to": to,
             "text": message.text,
             "reference": message.reference,
-            "callback_url": callback_url,
+            "callback_url": message.callback_url,
         }
-        try:
-            answer = await self.json(
-                "POST",
-                "/v1/messages",
-                json=body,
-                headers={"Idempotency-Key": message.key},
-                expect=(202, 200),
-            )
-        except Refused as refused:
-            if refused.status not in _OUTCOMES:
-                raise
-            return Rejected(self.parse(_Refusal, refused.body, what).error)
-        accepted = self.parse(_Accepted, answer, what)
-        return Accepted(accepted.sms_id, accepted.accepted_at)
+        return await self.post_message(
+            "/v1/messages", body, message, expect=(202, 200), answer=_Accepted
+        )
 
 
 client_from_url = SmsClient.at
 
 
 __all__ = [
+    "REASONS",
     "DeliveryReport",
     "DeliveryStatus",
     "SmsClient",

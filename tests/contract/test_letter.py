@@ -88,7 +88,7 @@ def test_tracking_numbers_carry_the_s10_check_digit() -> None:
 
 
 async def test_a_letter_is_accepted_then_posted(post: Post, client: LetterClient) -> None:
-    outcome = await client.send(ADDRESS, NAME, outgoing(1))
+    outcome = await client.send(ADDRESS, outgoing(1, addressee=NAME))
     assert isinstance(outcome, Accepted)
     assert outcome.at == START and not outcome.delivered
     page = await client.events(0)
@@ -127,7 +127,7 @@ async def test_a_letter_is_accepted_then_posted(post: Post, client: LetterClient
     assert "tracking_number" not in feed.json()["events"][0]  # only on posted
     assert health.json() == {"status": "ok", "system": "post", "letters": 1}
 
-    again = await client.send(ADDRESS, NAME, outgoing(1))  # asked again once posted
+    again = await client.send(ADDRESS, outgoing(1, addressee=NAME))  # asked again once posted
     assert again == outcome
     assert len(post.letters) == 1
 
@@ -138,7 +138,7 @@ async def test_letters_are_posted_in_the_order_they_fall_due(
     ids = []
     for n in range(3):
         post.clock.now = START + timedelta(seconds=n)
-        sent = await client.send(ADDRESS, NAME, outgoing(n))
+        sent = await client.send(ADDRESS, outgoing(n, addressee=NAME))
         assert isinstance(sent, Accepted)
         ids.append(sent.provider_message_id)
     post.clock.now = START + timedelta(hours=1)
@@ -151,7 +151,7 @@ async def test_letters_are_posted_in_the_order_they_fall_due(
 
 async def test_the_feed_is_paged_and_numbered(post: Post, client: LetterClient) -> None:
     for n in range(5):
-        await client.send(ADDRESS, NAME, outgoing(n))
+        await client.send(ADDRESS, outgoing(n, addressee=NAME))
     post.clock.now = START + timedelta(hours=1)
     seen: list[int] = []
     after = 0
@@ -173,7 +173,7 @@ async def test_a_real_clock_posts_after_the_delay() -> None:
         serving(app, name="letter") as served,
         client_from_url(served.url, policy=FAST) as port,
     ):
-        sent = await port.send(ADDRESS, NAME, outgoing(1))
+        sent = await port.send(ADDRESS, outgoing(1, addressee=NAME))
         assert isinstance(sent, Accepted)
         assert [e.status for e in (await port.events(0)).events] == ["accepted"]
         await asyncio.sleep(0.25)
@@ -181,8 +181,8 @@ async def test_a_real_clock_posts_after_the_delay() -> None:
 
 
 async def test_the_same_key_twice_is_one_letter(post: Post, client: LetterClient) -> None:
-    first = await client.send(ADDRESS, NAME, outgoing(1))
-    again = await client.send(ADDRESS, NAME, outgoing(1))
+    first = await client.send(ADDRESS, outgoing(1, addressee=NAME))
+    again = await client.send(ADDRESS, outgoing(1, addressee=NAME))
     assert isinstance(first, Accepted)
     assert again == first
     assert len(post.letters) == 1
@@ -192,9 +192,9 @@ async def test_the_same_key_twice_is_one_letter(post: Post, client: LetterClient
 async def test_the_same_key_for_another_letter_is_a_conflict(
     post: Post, client: LetterClient
 ) -> None:
-    await client.send(ADDRESS, NAME, outgoing(1))
-    moved = await client.send("105163883", NAME, outgoing(1))
-    reworded = await client.send(ADDRESS, NAME, outgoing(1, text="Cits teksts"))
+    await client.send(ADDRESS, outgoing(1, addressee=NAME))
+    moved = await client.send("105163883", outgoing(1, addressee=NAME))
+    reworded = await client.send(ADDRESS, outgoing(1, text="Cits teksts", addressee=NAME))
     assert moved == reworded == Rejected("idempotency_conflict")
     assert len(post.letters) == 1
 
@@ -203,17 +203,17 @@ async def test_the_same_key_for_another_letter_is_a_conflict(
 async def test_an_undeliverable_address_is_rejected(
     post: Post, client: LetterClient, code: str
 ) -> None:
-    outcome = await client.send(code, NAME, outgoing(1))
+    outcome = await client.send(code, outgoing(1, addressee=NAME))
     assert outcome == Rejected("undeliverable_address")
     assert post.letters == {}
     assert (await client.events(0)).events == ()
     # the key was not used up: the right address goes out under it
-    assert isinstance(await client.send(ADDRESS, NAME, outgoing(1)), Accepted)
+    assert isinstance(await client.send(ADDRESS, outgoing(1, addressee=NAME)), Accepted)
 
 
 async def test_a_broken_address_code_is_refused_without_showing_it(client: LetterClient) -> None:
     with pytest.raises(Refused) as caught:
-        await client.send("10516388", NAME, outgoing(1))
+        await client.send("10516388", outgoing(1, addressee=NAME))
     assert caught.value.status == 400 and caught.value.error == "invalid_request"
     assert "10516388" not in str(caught.value) and "Bērziņa" not in str(caught.value)
 
@@ -252,7 +252,7 @@ async def test_every_fault_fails_transiently(
         client_from_url(served.url, timeout=timeout, policy=FAST) as port,
     ):
         with pytest.raises(error) as sending:
-            await port.send(ADDRESS, NAME, outgoing(1))
+            await port.send(ADDRESS, outgoing(1, addressee=NAME))
         with pytest.raises(error):
             await port.events(0)
     faulted = sum(n for fault, n in app.injected.items() if fault != "none")
@@ -271,7 +271,9 @@ async def test_half_faulted_posts_each_letter_exactly_once() -> None:
         serving(app, name="letter") as served,
         client_from_url(served.url, timeout=0.3, policy=PATIENT) as port,
     ):
-        outcomes = await asyncio.gather(*(port.send(ADDRESS, NAME, outgoing(n)) for n in range(20)))
+        outcomes = await asyncio.gather(
+            *(port.send(ADDRESS, outgoing(n, addressee=NAME)) for n in range(20))
+        )
         clock.now = START + timedelta(seconds=5)
         events = []
         after = 0
@@ -314,7 +316,7 @@ async def test_wrong_shape_is_unexpected_and_not_retried(answer: httpx.Response)
     port, seen = mocked(answer)
     async with port:
         with pytest.raises(UnexpectedAnswer) as caught:
-            await port.send(ADDRESS, NAME, outgoing(1))
+            await port.send(ADDRESS, outgoing(1, addressee=NAME))
     assert len(seen) == 1
     assert seen[0].headers["Idempotency-Key"] == "offer:riga:0001:letter"
     assert ADDRESS not in str(seen[0].url) and ADDRESS not in str(caught.value)
@@ -325,7 +327,7 @@ async def test_another_2xx_is_broken_and_retried() -> None:
     port, seen = mocked(httpx.Response(202, json=answer))
     async with port:
         with pytest.raises(InvalidResponse, match="202"):
-            await port.send(ADDRESS, NAME, outgoing(1))
+            await port.send(ADDRESS, outgoing(1, addressee=NAME))
     assert len(seen) == FAST.attempts
 
 
@@ -333,7 +335,7 @@ async def test_mocked_acceptance_is_read() -> None:
     answer = {"letter_id": "L7", "status": "posted", "accepted_at": "2026-05-04T12:30:00+03:00"}
     port, seen = mocked(httpx.Response(200, json=answer))
     async with port:
-        outcome = await port.send(ADDRESS, NAME, outgoing(1))
+        outcome = await port.send(ADDRESS, outgoing(1, addressee=NAME))
     assert outcome == Accepted("L7", START)
     sent = httpx.Response(200, content=seen[0].content).json()
     assert sent == {

@@ -137,7 +137,7 @@ async def test_an_sms_is_accepted_then_reported_delivered(
     gateway: Gateway, client: SmsClient, receiver: Receiver
 ) -> None:
     receiver.refuse_once.add("OF-0001")  # the hub is down the first time the report comes
-    outcome = await client.send(PHONE, outgoing(1), receiver.callback_url)
+    outcome = await client.send(PHONE, outgoing(1, callback_url=receiver.callback_url))
     assert isinstance(outcome, Accepted)
     assert outcome.at == datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
     assert not outcome.delivered  # only the report confirms delivery
@@ -171,7 +171,7 @@ async def test_a_receiver_down_for_a_while_gets_the_report_later(gateway: Gatewa
     async with client_from_url(gateway.url, policy=FAST) as port:
         port_number = free_port()
         late.url = f"http://127.0.0.1:{port_number}"
-        outcome = await port.send(PHONE, outgoing(1), late.callback_url)
+        outcome = await port.send(PHONE, outgoing(1, callback_url=late.callback_url))
     assert isinstance(outcome, Accepted)
     await asyncio.sleep(0.25)  # the report is tried and fails while nothing listens
     attempts = gateway.app.app.state.callback_attempts  # type: ignore[attr-defined]
@@ -184,8 +184,8 @@ async def test_a_receiver_down_for_a_while_gets_the_report_later(gateway: Gatewa
 async def test_the_same_key_twice_sends_one_sms(
     gateway: Gateway, client: SmsClient, receiver: Receiver
 ) -> None:
-    first = await client.send(PHONE, outgoing(1), receiver.callback_url)
-    again = await client.send(PHONE, outgoing(1), receiver.callback_url)
+    first = await client.send(PHONE, outgoing(1, callback_url=receiver.callback_url))
+    again = await client.send(PHONE, outgoing(1, callback_url=receiver.callback_url))
     assert isinstance(first, Accepted)
     assert again == first
     assert gateway.sent_to(PHONE) == 1
@@ -197,9 +197,11 @@ async def test_the_same_key_twice_sends_one_sms(
 async def test_the_same_key_for_another_sms_is_a_conflict(
     gateway: Gateway, client: SmsClient, receiver: Receiver
 ) -> None:
-    await client.send(PHONE, outgoing(1), receiver.callback_url)
-    other = await client.send("+37129876500", outgoing(1), receiver.callback_url)
-    changed = await client.send(PHONE, outgoing(1, text="Cits teksts"), receiver.callback_url)
+    await client.send(PHONE, outgoing(1, callback_url=receiver.callback_url))
+    other = await client.send("+37129876500", outgoing(1, callback_url=receiver.callback_url))
+    changed = await client.send(
+        PHONE, outgoing(1, text="Cits teksts", callback_url=receiver.callback_url)
+    )
     assert other == changed == Rejected("idempotency_conflict")
     assert len(gateway.sent) == 1
 
@@ -210,19 +212,25 @@ async def test_the_same_key_for_another_sms_is_a_conflict(
 async def test_an_invalid_number_is_rejected_without_the_number_shown(
     gateway: Gateway, client: SmsClient, receiver: Receiver, number: str
 ) -> None:
-    outcome = await client.send(number, outgoing(1), receiver.callback_url)
+    outcome = await client.send(number, outgoing(1, callback_url=receiver.callback_url))
     assert outcome == Rejected("invalid_number")
     assert number not in repr(outcome)
     assert gateway.sent == []
     # the key was not used up: a corrected number goes out under it
-    assert isinstance(await client.send(PHONE, outgoing(1), receiver.callback_url), Accepted)
+    assert isinstance(
+        await client.send(PHONE, outgoing(1, callback_url=receiver.callback_url)), Accepted
+    )
 
 
 async def test_a_text_too_long_is_rejected(
     gateway: Gateway, client: SmsClient, receiver: Receiver
 ) -> None:
-    exact = await client.send(PHONE, outgoing(1, text="x" * MAX_TEXT), receiver.callback_url)
-    longer = await client.send(PHONE, outgoing(2, text="x" * (MAX_TEXT + 1)), receiver.callback_url)
+    exact = await client.send(
+        PHONE, outgoing(1, text="x" * MAX_TEXT, callback_url=receiver.callback_url)
+    )
+    longer = await client.send(
+        PHONE, outgoing(2, text="x" * (MAX_TEXT + 1), callback_url=receiver.callback_url)
+    )
     assert isinstance(exact, Accepted)
     assert longer == Rejected("text_too_long")
     assert len(gateway.sent) == 1
@@ -231,8 +239,10 @@ async def test_a_text_too_long_is_rejected(
 async def test_magic_numbers_fail_permanently_or_once(
     gateway: Gateway, client: SmsClient, receiver: Receiver
 ) -> None:
-    dead = await client.send(PERMANENT_FAILURE, outgoing(1), receiver.callback_url)
-    flaky = await client.send(TEMPORARY_FAILURE_ONCE, outgoing(2), receiver.callback_url)
+    dead = await client.send(PERMANENT_FAILURE, outgoing(1, callback_url=receiver.callback_url))
+    flaky = await client.send(
+        TEMPORARY_FAILURE_ONCE, outgoing(2, callback_url=receiver.callback_url)
+    )
     assert isinstance(dead, Accepted) and isinstance(flaky, Accepted)  # accepted, not delivered
     await receiver.wait_for(2)
     reports = receiver.by_reference()
@@ -242,10 +252,13 @@ async def test_magic_numbers_fail_permanently_or_once(
     assert not reports["OF-0002"][0].permanent
 
     # the same key again is still the first SMS (no new send); a new key goes out again
-    again = await client.send(TEMPORARY_FAILURE_ONCE, outgoing(2), receiver.callback_url)
+    again = await client.send(
+        TEMPORARY_FAILURE_ONCE, outgoing(2, callback_url=receiver.callback_url)
+    )
     assert again == flaky
     retried = await client.send(
-        TEMPORARY_FAILURE_ONCE, outgoing(2, key="offer:riga:0002:sms:2"), receiver.callback_url
+        TEMPORARY_FAILURE_ONCE,
+        outgoing(2, key="offer:riga:0002:sms:2", callback_url=receiver.callback_url),
     )
     assert isinstance(retried, Accepted) and retried != flaky
     await receiver.wait_for(3)
@@ -268,10 +281,11 @@ async def test_above_the_rate_the_gateway_answers_429(receiver: Receiver) -> Non
         async with client_from_url(served.url, policy=once) as port:
             for n in range(1):
                 assert isinstance(
-                    await port.send(PHONE, outgoing(n), receiver.callback_url), Accepted
+                    await port.send(PHONE, outgoing(n, callback_url=receiver.callback_url)),
+                    Accepted,
                 )
             with pytest.raises(UnavailableError, match="429") as caught:
-                await port.send(PHONE, outgoing(2), receiver.callback_url)
+                await port.send(PHONE, outgoing(2, callback_url=receiver.callback_url))
         async with httpx.AsyncClient(base_url=served.url, headers=NO_FAULT) as http:
             raw = await http.post(
                 "/v1/messages",
@@ -292,7 +306,10 @@ async def test_a_patient_client_gets_everything_through_the_rate_limit(
     async with serving(app, name="sms") as served:
         async with client_from_url(served.url, policy=PATIENT) as port:
             outcomes = await asyncio.gather(
-                *(port.send(PHONE, outgoing(n), receiver.callback_url) for n in range(7))
+                *(
+                    port.send(PHONE, outgoing(n, callback_url=receiver.callback_url))
+                    for n in range(7)
+                )
             )
         await receiver.wait_for(7)
     assert all(isinstance(outcome, Accepted) for outcome in outcomes)
@@ -320,7 +337,7 @@ async def test_every_fault_fails_transiently(
         client_from_url(served.url, timeout=timeout, policy=FAST) as port,
     ):
         with pytest.raises(error) as caught:
-            await port.send(PHONE, outgoing(1), "http://127.0.0.1:9/none")
+            await port.send(PHONE, outgoing(1, callback_url="http://127.0.0.1:9/none"))
     faulted = sum(n for fault, n in app.injected.items() if fault != "none")
     assert faulted == FAST.attempts
     assert app.app.state.sent == []  # type: ignore[attr-defined]
@@ -337,7 +354,7 @@ async def test_half_faulted_delivers_each_sms_exactly_once(receiver: Receiver) -
         async with client_from_url(served.url, timeout=0.3, policy=PATIENT) as port:
             outcomes = await asyncio.gather(
                 *(
-                    port.send(phone, outgoing(n), receiver.callback_url)
+                    port.send(phone, outgoing(n, callback_url=receiver.callback_url))
                     for n, phone in enumerate(phones)
                 )
             )
@@ -378,7 +395,7 @@ async def test_wrong_shape_is_unexpected_and_not_retried(answer: httpx.Response)
     port, seen = mocked(answer)
     async with port:
         with pytest.raises(UnexpectedAnswer) as caught:
-            await port.send(PHONE, outgoing(1), "http://hub.test/sms/reports")
+            await port.send(PHONE, outgoing(1, callback_url="http://hub.test/sms/reports"))
     assert len(seen) == 1
     assert PHONE not in str(caught.value) and PHONE[-8:] not in str(caught.value)
     request = seen[0]
@@ -391,7 +408,7 @@ async def test_another_refusal_is_refused_without_the_number() -> None:
     port, seen = mocked(httpx.Response(400, json={"error": "invalid_request"}))
     async with port:
         with pytest.raises(Refused) as caught:
-            await port.send(PHONE, outgoing(1), "http://hub.test/sms/reports")
+            await port.send(PHONE, outgoing(1, callback_url="http://hub.test/sms/reports"))
     assert caught.value.status == 400 and len(seen) == 1
     assert PHONE not in str(caught.value) and "29876543" not in str(caught.value)
 
@@ -402,7 +419,7 @@ async def test_another_2xx_is_broken_and_retried() -> None:
     )
     async with port:
         with pytest.raises(InvalidResponse, match="201"):
-            await port.send(PHONE, outgoing(1), "http://hub.test/sms/reports")
+            await port.send(PHONE, outgoing(1, callback_url="http://hub.test/sms/reports"))
     assert len(seen) == FAST.attempts
 
 
@@ -420,7 +437,7 @@ async def test_retries_log_no_phone_number() -> None:
         port, _ = mocked(httpx.Response(503, json={"error": "down", "to": PHONE}))
         async with port:
             with pytest.raises(UnavailableError) as caught:
-                await port.send(PHONE, outgoing(1), "http://hub.test/sms/reports")
+                await port.send(PHONE, outgoing(1, callback_url="http://hub.test/sms/reports"))
     finally:
         logger.removeHandler(handler)
     assert len(records) == FAST.attempts - 1
@@ -436,7 +453,7 @@ async def test_mocked_acceptance_is_read() -> None:
         )
     )
     async with port:
-        outcome = await port.send(PHONE, outgoing(1), "http://hub.test/sms/reports")
+        outcome = await port.send(PHONE, outgoing(1, callback_url="http://hub.test/sms/reports"))
     assert outcome == Accepted("sms-7", datetime(2026, 5, 4, 9, 30, tzinfo=UTC))
 
 

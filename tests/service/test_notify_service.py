@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from adapters.notify.base import Accepted, Outgoing, Rejected
-from adapters.notify.letter import LetterEvent, LetterPage
+from adapters.notify.config import NotifyConfig
+from adapters.notify.letter import LetterEvent
 from adapters.notify.service import (
     RECIPIENT_NAME,
     SCHEMA,
@@ -26,7 +26,6 @@ from adapters.notify.service import (
     LetterFeed,
     NotifyState,
     Requests,
-    Settings,
     SmsReports,
     escalate_due,
     key_for,
@@ -37,8 +36,10 @@ from adapters.notify.templates import TemplateError
 from hub.errors import PermanentError, TransientError
 from hub.reliability.consumer import Unit
 from hub.reliability.store import Store, Writes
+from hub.settings import Settings
 from schemas.notifications import Recipient, SendNotification
 from schemas.values import mask_personal_codes
+from tests.notify_fakes import Crash, FakeChannel, FakePost
 
 NOW = datetime(2026, 4, 30, 10, 0, tzinfo=UTC)
 """A Thursday: 1 May and 4 May 2026 are public holidays in Latvia."""
@@ -48,13 +49,9 @@ CODE = "161175-19997"
 PHONE = "+37120000001"
 EMAIL = "vecaks@example.lv"
 ADDRESS = "101234567"
-CALLBACK = "http://hub.example/sms/reports"
+CALLBACK = "http://hub.example:8711/sms/reports"
 RECEIPTS = "notify.receipts.v1"
 REQUESTS = "notify.requests.v1"
-
-
-class Crash(Exception):
-    """The process dies here (nothing after this point is stored)."""
 
 
 class Clock:
@@ -65,92 +62,36 @@ class Clock:
         return self.now
 
 
-class FakeEadrese:
-    def __init__(self, clock: Clock, *, active: bool = True) -> None:
-        self.clock, self.active = clock, active
-        self.checked: list[str] = []
-        self.sent: list[tuple[str, Outgoing]] = []
-
-    async def is_active(self, code: Any) -> bool:
-        self.checked.append(code.reveal())
-        return self.active
-
-    async def send(self, code: Any, outgoing: Outgoing) -> Accepted | Rejected:
-        self.sent.append((code.reveal(), outgoing))
-        return Accepted(f"ea-{len(self.sent)}", self.clock())
-
-    async def close(self) -> None:
-        pass
-
-
-class FakeEmail:
-    """``answers``: what each send does in turn (the last one repeats)."""
-
-    def __init__(self, clock: Clock, *answers: str) -> None:
-        self.clock, self.answers = clock, list(answers or ["deliver"])
-        self.sent: list[tuple[str, Outgoing, str]] = []
-
-    async def send(self, to: str, outgoing: Outgoing, *, language: str) -> Accepted | Rejected:
-        self.sent.append((to, outgoing, language))
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if answer == "crash":
-            raise Crash("killed while the SMTP server answered")
-        if answer == "greylist":
-            raise TransientError("451 try again later")
-        if answer == "reject":
-            return Rejected("recipient_refused")
-        return Accepted(f"<mail-{len(self.sent)}@example.lv>", self.clock(), delivered=True)
-
-
-class FakeSms:
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.sent: list[tuple[str, Outgoing, str]] = []
-
-    async def send(self, to: str, outgoing: Outgoing, callback_url: str) -> Accepted | Rejected:
-        self.sent.append((to, outgoing, callback_url))
-        return Accepted(f"sms-{len(self.sent)}", self.clock())
-
-    async def close(self) -> None:
-        pass
-
-
-class FakeLetter:
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.sent: list[tuple[str, str, Outgoing]] = []
-        self.feed: list[LetterEvent] = []
-        self.closed = False
-
-    async def send(self, address_code: str, name: str, outgoing: Outgoing) -> Accepted | Rejected:
-        self.sent.append((address_code, name, outgoing))
-        return Accepted(f"letter-{len(self.sent)}", self.clock())
-
-    async def events(self, after: int) -> LetterPage:
-        return LetterPage(events=tuple(e for e in self.feed if e.seq > after), last=len(self.feed))
-
-    async def close(self) -> None:
-        self.closed = True
+def config(**settings: Any) -> NotifyConfig:
+    """The service's configuration from hub settings (``settings`` changed from the defaults)."""
+    return NotifyConfig.of(Settings(_env_file=None, notify_callback="hub.example:8711", **settings))
 
 
 class Hub:
-    """The handler, its state and store, and the fake clients behind it."""
+    """The handler, its state and store, and the fake channels behind it."""
 
-    def __init__(self, store: Store, clock: Clock, channels: Channels) -> None:
-        self.store, self.clock, self.channels = store, clock, channels
+    def __init__(self, store: Store, clock: Clock, *, active: bool, email: tuple[str, ...]) -> None:
+        self.store, self.clock = store, clock
+        self.eadrese = FakeChannel(clock, "ea-{n}", reaches=active)
+        self.email = FakeChannel(clock, "<mail-{n}@example.lv>", *email)
+        self.sms = FakeChannel(clock, "sms-{n}")
+        self.letter = FakePost(clock)
+        self.fakes = (self.eadrese, self.email, self.sms, self.letter)
+        self.channels = Channels(
+            {"e_adrese": self.eadrese, "email": self.email, "sms": self.sms, "letter": self.letter}
+        )
+        self.config = config()
         self.state = NotifyState()
-        self.handler = self._handler(self.state)
+        self.handler = self.requests(self.config)
 
-    def _handler(self, state: NotifyState) -> Requests:
-        handler = Requests(state, self.channels, Settings(), self.clock)
-        handler.store = self.store  # as service()'s on_start does
-        return handler
+    def requests(self, config: NotifyConfig) -> Requests:
+        return Requests(self.state, self.channels, config, self.clock)
 
     async def restart(self) -> None:
         """A new process: state only from what the store holds."""
         self.state = NotifyState()
         await self.state.load(self.store)
-        self.handler = self._handler(self.state)
+        self.handler = self.requests(self.config)
 
     async def commit(self, unit: Unit) -> list[tuple[str, dict[str, Any]]]:
         await self.store.commit(
@@ -183,6 +124,10 @@ class Hub:
         )
         return {channel: (state, provider) for channel, state, provider in rows}
 
+    def sends(self) -> tuple[int, ...]:
+        """How many sends each channel had: e-adrese, e-mail, SMS, letter."""
+        return tuple(len(fake.sent) for fake in self.fakes)
+
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
@@ -196,21 +141,18 @@ def clock() -> Clock:
     return Clock()
 
 
-def make_hub(
+async def make_hub(
     store: Store,
     clock: Clock,
     *,
     active: bool = False,
     email: tuple[str, ...] = ("deliver",),
 ) -> Hub:
-    channels = Channels(
-        eadrese=FakeEadrese(clock, active=active),
-        email=FakeEmail(clock, *email),
-        sms=FakeSms(clock),
-        letter=FakeLetter(clock),
-        callback_url=CALLBACK,
-    )
-    return Hub(store, clock, channels)
+    """The service with an empty store: the e-adrese ``active`` or not, the e-mail answering
+    ``email`` in turn (the last repeats)."""
+    hub = Hub(store, clock, active=active, email=email)
+    await hub.restart()
+    return hub
 
 
 def request(
@@ -275,14 +217,13 @@ def posted(seq: int, letter_id: str, at: datetime) -> LetterEvent:
 
 
 async def test_an_active_e_adrese_is_the_only_channel_used(store: Store, clock: Clock) -> None:
-    hub = make_hub(store, clock, active=True)
+    hub = await make_hub(store, clock, active=True)
     req = request()
     emitted = await hub.process(req)
 
-    ch = hub.channels
-    assert ch.eadrese.checked == [CODE]
-    assert [code for code, _ in ch.eadrese.sent] == [CODE]
-    assert ch.email.sent == ch.sms.sent == ch.letter.sent == []
+    assert hub.eadrese.checked == [CODE]
+    assert [code for code, _ in hub.eadrese.sent] == [CODE]
+    assert hub.sends() == (1, 0, 0, 0)
     assert kinds(emitted) == [
         ("NotificationSent", "e_adrese"),
         ("NotificationDeemedNotified", "e_adrese"),
@@ -297,7 +238,7 @@ async def test_an_active_e_adrese_is_the_only_channel_used(store: Store, clock: 
     assert datetime.fromisoformat(sent["sent_at"]) == NOW
     assert deemed["deemed_notified_on"] == DEEMED.isoformat()
 
-    outgoing = ch.eadrese.sent[0][1]
+    [outgoing] = hub.eadrese.messages
     assert outgoing.key == key_for(req, "e_adrese") == f"{req.offer_id}:e_adrese"
     assert outgoing.reference == reference_for(req)
     # 15 days after 6 May: 21 May 2026, a Thursday.
@@ -313,7 +254,7 @@ async def test_an_active_e_adrese_is_the_only_channel_used(store: Store, clock: 
 async def test_the_e_adrese_deadline_follows_the_request_period_in_english(
     store: Store, clock: Clock
 ) -> None:
-    hub = make_hub(store, clock, active=True)
+    hub = await make_hub(store, clock, active=True)
     clock.now = datetime(2026, 5, 5, 10, 0, tzinfo=UTC)  # deemed on Thursday 7 May
     variables = {
         "institution": "PII Saulīte",
@@ -324,7 +265,7 @@ async def test_the_e_adrese_deadline_follows_the_request_period_in_english(
     emitted = await hub.process(request(language="en", variables=variables))
     assert on("e_adrese", emitted)[1]["deemed_notified_on"] == "2026-05-07"
     # 7 May + 10 days = Sunday 17 May: the term ends on Monday 18 May.
-    text = hub.channels.eadrese.sent[0][1].text
+    text = hub.eadrese.messages[0].text
     assert "Please accept or decline the offer by 18 May 2026." in text
 
 
@@ -334,15 +275,13 @@ async def test_the_e_adrese_deadline_follows_the_request_period_in_english(
 async def test_without_e_adrese_an_accepted_e_mail_is_delivered_and_sms_unused(
     store: Store, clock: Clock
 ) -> None:
-    hub = make_hub(store, clock, active=False)
+    hub = await make_hub(store, clock, active=False)
     req = request(language="en")
     emitted = await hub.process(req)
 
-    ch = hub.channels
-    assert ch.eadrese.sent == []
-    assert ch.sms.sent == ch.letter.sent == []
-    [(to, outgoing, language)] = ch.email.sent
-    assert (to, language) == (EMAIL, "en")
+    assert hub.sends() == (0, 1, 0, 0)
+    [(to, outgoing)] = hub.email.sent
+    assert (to, outgoing.language) == (EMAIL, "en")
     assert outgoing.key == f"{req.offer_id}:email"
     assert "within 15 days of receiving this message" in outgoing.text
 
@@ -359,26 +298,24 @@ async def test_without_e_adrese_an_accepted_e_mail_is_delivered_and_sms_unused(
 
 
 async def test_no_personal_code_means_no_e_adrese_lookup(store: Store, clock: Clock) -> None:
-    hub = make_hub(store, clock, active=True)
+    hub = await make_hub(store, clock, active=True)
     emitted = await hub.process(request(code=None))
-    assert hub.channels.eadrese.checked == []
-    assert hub.channels.eadrese.sent == []
-    assert len(hub.channels.email.sent) == 1
+    assert hub.eadrese.checked == []
+    assert hub.sends() == (0, 1, 0, 0)
     assert ("NotificationSent", "email") in kinds(emitted)
 
 
 async def test_refused_e_mail_then_sms_confirmed_by_its_delivery_report(
     store: Store, clock: Clock
 ) -> None:
-    hub = make_hub(store, clock, email=("reject",))
+    hub = await make_hub(store, clock, email=("reject",))
     req = request()
     emitted = await hub.process(req)
 
-    assert len(hub.channels.email.sent) == 1
-    [(to, outgoing, callback)] = hub.channels.sms.sent
-    assert (to, callback) == (PHONE, CALLBACK)
+    assert hub.sends() == (0, 1, 1, 0)
+    [(to, outgoing)] = hub.sms.sent
+    assert (to, outgoing.callback_url) == (PHONE, CALLBACK)
     assert outgoing.key == f"{req.offer_id}:sms"
-    assert hub.channels.letter.sent == []
     [failed] = on("email", emitted)
     assert failed["event_type"] == "NotificationFailed"
     assert failed["permanent"] is True
@@ -391,7 +328,7 @@ async def test_refused_e_mail_then_sms_confirmed_by_its_delivery_report(
     assert datetime.fromisoformat(body["escalate_at"]) == NOW + timedelta(days=2)
     assert await hub.attempts(req) == {"email": ("rejected", None), "sms": ("accepted", "sms-1")}
 
-    reports = SmsReports(hub.state, parse_report)
+    reports = SmsReports(hub.state)
     delivered_at = NOW + timedelta(minutes=3)
     emitted = await hub.step(lambda u: reports.apply(u, report("sms-1", "delivered", delivered_at)))
     assert kinds(emitted) == [("NotificationDelivered", "sms")]
@@ -410,8 +347,8 @@ async def test_refused_e_mail_then_sms_confirmed_by_its_delivery_report(
 
 
 async def test_a_report_for_an_sms_not_sent_here_is_refused(store: Store, clock: Clock) -> None:
-    hub = make_hub(store, clock)
-    reports = SmsReports(hub.state, parse_report)
+    hub = await make_hub(store, clock)
+    reports = SmsReports(hub.state)
     with pytest.raises(PermanentError):
         reports.apply(Unit(), report("sms-unknown", "delivered", NOW))
 
@@ -419,10 +356,10 @@ async def test_a_report_for_an_sms_not_sent_here_is_refused(store: Store, clock:
 async def test_a_failed_sms_goes_by_registered_letter_deemed_seven_days_after_posting(
     store: Store, clock: Clock
 ) -> None:
-    hub = make_hub(store, clock, email=("reject",))
+    hub = await make_hub(store, clock, email=("reject",))
     req = request()
     await hub.process(req)
-    reports = SmsReports(hub.state, parse_report)
+    reports = SmsReports(hub.state)
     failed_at = NOW + timedelta(minutes=5)
     emitted = await hub.step(
         lambda u: reports.apply(u, report("sms-1", "permanent_failure", failed_at))
@@ -442,11 +379,11 @@ async def test_a_failed_sms_goes_by_registered_letter_deemed_seven_days_after_po
     letter_request = hub.handler.parse(json.dumps(escalated).encode())
     clock.now = NOW + timedelta(hours=1)
     emitted = await hub.process(letter_request)
-    [(address, name, outgoing)] = hub.channels.letter.sent
-    assert (address, name) == (ADDRESS, RECIPIENT_NAME)
+    [(address, outgoing)] = hub.letter.sent
+    assert (address, outgoing.addressee) == (ADDRESS, RECIPIENT_NAME)
     assert outgoing.key == f"{req.offer_id}:letter"
     assert outgoing.reference == reference_for(req)
-    assert len(hub.channels.email.sent) == len(hub.channels.sms.sent) == 1
+    assert hub.sends() == (0, 1, 1, 1)
     assert kinds(emitted) == [("NotificationSent", "letter")]
     status, body = await hub.record(req)
     assert (status, body["channel"]) == ("awaiting", "letter")
@@ -454,7 +391,7 @@ async def test_a_failed_sms_goes_by_registered_letter_deemed_seven_days_after_po
     # The escalation timer does not send a second letter.
     assert await hub.step(lambda u: escalate_due(hub.state, u, NOW + timedelta(days=30))) == []
 
-    feed = LetterFeed(hub.state, hub.channels.letter)
+    feed = LetterFeed(hub.state, hub.letter, clock)
     posted_at = datetime(2026, 5, 2, 9, 0, tzinfo=UTC)
     emitted = await hub.step(lambda u: feed.apply(u, posted(1, "letter-1", posted_at)))
     assert kinds(emitted) == [("NotificationDeemedNotified", "letter")]
@@ -471,11 +408,25 @@ async def test_a_failed_sms_goes_by_registered_letter_deemed_seven_days_after_po
     assert unit.outbox == [] and unit.statements == []
 
 
+async def test_letter_feed_waits_for_an_unknown_posted_letter_by_the_service_clock(
+    store: Store, clock: Clock
+) -> None:
+    hub = await make_hub(store, clock)
+    feed = LetterFeed(hub.state, hub.letter, clock)
+    hub.letter.feed.append(posted(1, "letter-of-a-batch-not-stored-yet", NOW))
+    clock.now = NOW + feed.grace - timedelta(seconds=1)
+    waiting = await feed.poll(None)
+    assert (list(waiting.items), waiting.position) == ([], "0")
+    clock.now = NOW + feed.grace
+    page = await feed.poll(None)
+    assert [event.seq for event in page.items] == [1] and page.position == "1"
+
+
 async def test_letter_feed_ignores_letters_of_others_and_events_before_posting(
     store: Store, clock: Clock
 ) -> None:
-    hub = make_hub(store, clock)
-    feed = LetterFeed(hub.state, hub.channels.letter)
+    hub = await make_hub(store, clock)
+    feed = LetterFeed(hub.state, hub.letter, clock)
     unit = Unit()
     feed.apply(unit, posted(1, "someone-elses", NOW))
     accepted = LetterEvent(
@@ -488,10 +439,10 @@ async def test_letter_feed_ignores_letters_of_others_and_events_before_posting(
 async def test_a_letter_posted_after_midnight_in_riga_counts_from_the_latvian_date(
     store: Store, clock: Clock
 ) -> None:
-    hub = make_hub(store, clock)
+    hub = await make_hub(store, clock)
     req = request(channel="letter")
     await hub.process(req)
-    feed = LetterFeed(hub.state, hub.channels.letter)
+    feed = LetterFeed(hub.state, hub.letter, clock)
     posted_at = datetime(2026, 5, 1, 22, 30, tzinfo=UTC)  # 2 May, 01:30 in Riga
     [(_, deemed)] = await hub.step(lambda u: feed.apply(u, posted(1, "letter-1", posted_at)))
     assert deemed["deemed_notified_on"] == "2026-05-09"
@@ -501,7 +452,7 @@ async def test_a_letter_posted_after_midnight_in_riga_counts_from_the_latvian_da
 
 
 async def test_an_unconfirmed_sms_is_escalated_once_when_due(store: Store, clock: Clock) -> None:
-    hub = make_hub(store, clock, email=("reject",))
+    hub = await make_hub(store, clock, email=("reject",))
     req = request()
     await hub.process(req)
 
@@ -523,15 +474,15 @@ async def test_an_unconfirmed_sms_is_escalated_once_when_due(store: Store, clock
 
 
 async def test_escalation_needs_a_postal_address(store: Store, clock: Clock) -> None:
-    hub = make_hub(store, clock, email=("reject",))
+    hub = await make_hub(store, clock, email=("reject",))
     req = request(address=None)
     await hub.process(req)
     assert await hub.step(lambda u: escalate_due(hub.state, u, NOW + timedelta(days=5))) == []
-    assert hub.channels.letter.sent == []
+    assert hub.letter.sent == []
 
 
 async def test_confirmed_notifications_are_not_escalated(store: Store, clock: Clock) -> None:
-    hub = make_hub(store, clock)
+    hub = await make_hub(store, clock)
     await hub.process(request())  # e-mail delivered
     assert await hub.step(lambda u: escalate_due(hub.state, u, NOW + timedelta(days=5))) == []
 
@@ -543,21 +494,16 @@ async def test_confirmed_notifications_are_not_escalated(store: Store, clock: Cl
 async def test_a_redelivered_request_sends_nothing_after_a_restart(
     store: Store, clock: Clock, active: bool
 ) -> None:
-    hub = make_hub(store, clock, active=active, email=("reject",))
+    hub = await make_hub(store, clock, active=active, email=("reject",))
     req = request()
     first = await hub.process(req)
     assert ("NotificationSent", "e_adrese" if active else "sms") in kinds(first)
-    ch = hub.channels
-
-    def sends() -> tuple[int, ...]:
-        return tuple(len(c.sent) for c in (ch.eadrese, ch.email, ch.sms, ch.letter))
-
-    before = sends()
+    before = hub.sends()
 
     await hub.restart()
     clock.now = NOW + timedelta(minutes=10)
     again = await hub.process(req)
-    assert sends() == before
+    assert hub.sends() == before
     assert not {"NotificationSent", "NotificationDelivered", "NotificationDeemedNotified"} & {
         m["event_type"] for _, m in again
     }
@@ -568,55 +514,57 @@ async def test_a_redelivered_request_sends_nothing_after_a_restart(
 async def test_an_e_mail_of_unknown_outcome_is_never_sent_again(
     store: Store, clock: Clock, crash: str
 ) -> None:
-    hub = make_hub(store, clock, email=("crash" if crash == "during the send" else "deliver",))
+    hub = await make_hub(
+        store, clock, email=("crash" if crash == "during the send" else "deliver",)
+    )
     req = request()
     if crash == "during the send":
         with pytest.raises(Crash):
             await hub.handler.fetch(req)
     else:
         await hub.handler.fetch(req)  # sent, but apply's writes are never committed
-    assert len(hub.channels.email.sent) == 1
+    assert len(hub.email.sent) == 1
     assert await hub.attempts(req) == {"email": ("intent", None)}  # committed before the send
 
     await hub.restart()
     emitted = await hub.process(req)
-    assert len(hub.channels.email.sent) == 1
+    assert len(hub.email.sent) == 1
     [failed] = on("email", emitted)
     assert failed["event_type"] == "NotificationFailed"
     assert failed["permanent"] is False
     assert [m["event_type"] for m in on("sms", emitted)] == ["NotificationSent"]
-    assert len(hub.channels.sms.sent) == 1
+    assert len(hub.sms.sent) == 1
     assert (await hub.attempts(req))["email"] == ("uncertain", None)
 
     # And once more after another restart: still no second e-mail, nor a second SMS.
     await hub.restart()
     emitted = await hub.process(req)
-    assert len(hub.channels.email.sent) == len(hub.channels.sms.sent) == 1
+    assert hub.sends() == (0, 1, 1, 0)
     assert "NotificationSent" not in {m["event_type"] for _, m in emitted}
 
 
 async def test_an_e_mail_the_server_deferred_is_tried_again(store: Store, clock: Clock) -> None:
-    hub = make_hub(store, clock, email=("greylist", "deliver"))
+    hub = await make_hub(store, clock, email=("greylist", "deliver"))
     req = request()
     with pytest.raises(TransientError):
         await hub.handler.fetch(req)
     assert await hub.attempts(req) == {"email": ("failed", None)}
-    assert hub.channels.sms.sent == []
+    assert hub.sms.sent == []
 
     emitted = await hub.process(req)  # the parked message is tried again
-    assert len(hub.channels.email.sent) == 2
+    assert len(hub.email.sent) == 2
     assert [m["event_type"] for m in on("email", emitted)] == [
         "NotificationSent",
         "NotificationDelivered",
     ]
-    assert hub.channels.sms.sent == []
+    assert hub.sms.sent == []
 
 
 # --------------------------------------------------------------------------- given up
 
 
 async def test_given_up_falls_back_to_a_registered_letter(store: Store, clock: Clock) -> None:
-    handler = make_hub(store, clock).handler
+    handler = (await make_hub(store, clock)).handler
     req = request()
     [escalated] = handler.given_up(req, TransientError("all channels down"))
     assert isinstance(escalated, SendNotification)
@@ -645,13 +593,11 @@ async def test_given_up_falls_back_to_a_registered_letter(store: Store, clock: C
 async def test_texts_and_references_never_show_the_personal_code(
     store: Store, clock: Clock
 ) -> None:
-    hub = make_hub(store, clock, email=("reject",))
+    hub = await make_hub(store, clock, email=("reject",))
     req = request()
     await hub.process(req)
     await hub.process(request(channel="letter"))
-    ch = hub.channels
-    messages = [o for _, o, _ in ch.email.sent] + [o for _, o, _ in ch.sms.sent]
-    messages += [o for _, _, o in ch.letter.sent]
+    messages = hub.email.messages + hub.sms.messages + hub.letter.messages
     assert len(messages) == 3
     for outgoing in messages:
         shown = f"{outgoing.subject}\n{outgoing.text}\n{outgoing.reference}\n{outgoing.key}"
@@ -676,7 +622,7 @@ def test_references_come_from_ids_only() -> None:
 async def test_a_request_value_with_a_personal_code_is_refused_before_any_send(
     store: Store, clock: Clock
 ) -> None:
-    hub = make_hub(store, clock, active=True)
+    hub = await make_hub(store, clock, active=True)
     variables = {
         "institution": f"PII {CODE}",
         "group": "2023-lv",
@@ -685,21 +631,20 @@ async def test_a_request_value_with_a_personal_code_is_refused_before_any_send(
     with pytest.raises(TemplateError) as caught:
         await hub.handler.fetch(request(variables=variables))
     assert CODE not in str(caught.value)
-    ch = hub.channels
-    assert ch.eadrese.sent == ch.email.sent == ch.sms.sent == ch.letter.sent == []
+    assert hub.sends() == (0, 0, 0, 0)
     assert await store.query("SELECT count(*) FROM attempts") == [(0,)]
 
 
 async def test_a_text_showing_the_recipients_code_is_refused(store: Store, clock: Clock) -> None:
-    hub = make_hub(store, clock)
-    handler = Requests(hub.state, hub.channels, Settings(sender=f"Dome {CODE}"), clock)
-    handler.store = store
-    with pytest.raises(TemplateError, match="personal code"):
+    hub = await make_hub(store, clock)
+    handler = hub.requests(config(notify_portal_url=f"https://dome.example.lv/{CODE}"))
+    with pytest.raises(TemplateError, match="personal code") as caught:
         await handler.fetch(request())
-    assert hub.channels.email.sent == []
+    assert CODE not in str(caught.value)
+    assert hub.sends() == (0, 0, 0, 0)
 
 
 async def test_close_closes_the_clients(store: Store, clock: Clock) -> None:
-    hub = make_hub(store, clock)
+    hub = await make_hub(store, clock)
     await hub.handler.close()
-    assert hub.channels.letter.closed
+    assert all(fake.closed for fake in hub.fakes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,43 +38,67 @@ def test_dates_in_latvian_and_english() -> None:
     assert en_date("2027-01-31") == "31 January 2027"
 
 
-def test_latvian_offer_with_a_deadline() -> None:
-    rendered = render("lv", respond_by="2026-05-21")
-    assert rendered.subject == "Piedāvājums: vieta PII Saulīte (atsauce PII-0B7E4C2A)"
+@dataclass(frozen=True)
+class Offer:
+    """What the offer says in one language."""
+
+    subject: str
+    lines: tuple[str, ...]
+    """Shown whether or not the deadline is known."""
+    by_date: str
+    """The answer is due by a date (known when the message is sent)."""
+    by_days: str
+    """The answer is due within days of receiving the message."""
+    date_only: str
+    """A part of :attr:`by_date` only."""
+    days_only: str
+    """A part of :attr:`by_days` only."""
+
+
+OFFERS = {
+    "lv": Offer(
+        subject="Piedāvājums: vieta PII Saulīte (atsauce PII-0B7E4C2A)",
+        lines=(
+            "iestāde:       PII Saulīte",
+            "grupa:         2023-lv",
+            "sākums:        2026. gada 1. septembrī",
+            f"e-pakalpojumā: https://e-pakalpojumi.example.lv/pii/{OFFER_ID}\n",
+            "norādot atsauci PII-0B7E4C2A.",
+        ),
+        by_date="ne vēlāk kā 2026. gada 21. maijā.",
+        by_days="piedāvājumu 15 dienu laikā no šī paziņojuma saņemšanas.",
+        date_only="ne vēlāk kā",
+        days_only="dienu laikā",
+    ),
+    "en": Offer(
+        subject="Offer: a place at PII Saulīte (reference PII-0B7E4C2A)",
+        lines=(
+            "institution:   PII Saulīte",
+            "group:         2023-lv",
+            "starting:      1 September 2026",
+            f"in the e-service: https://e-pakalpojumi.example.lv/pii/{OFFER_ID}\n",
+            "quoting the reference PII-0B7E4C2A.",
+        ),
+        by_date="Please accept or decline the offer by 21 May 2026.",
+        by_days="within 15 days of receiving this message.",
+        date_only="decline the offer by",
+        days_only="within",
+    ),
+}
+
+
+@pytest.mark.parametrize("language", list(OFFERS))
+@pytest.mark.parametrize("deadline", [True, False])
+def test_offer_with_a_deadline_or_a_number_of_days(language: str, deadline: bool) -> None:
+    offer = OFFERS[language]
+    rendered = render(language, respond_by="2026-05-21" if deadline else None)
+    assert rendered.subject == offer.subject
     text = rendered.text
-    assert "iestāde:       PII Saulīte" in text
-    assert "grupa:         2023-lv" in text
-    assert "sākums:        2026. gada 1. septembrī" in text
-    assert "ne vēlāk kā 2026. gada 21. maijā." in text
-    assert "dienu laikā" not in text
-    assert f"e-pakalpojumā: https://e-pakalpojumi.example.lv/pii/{OFFER_ID}\n" in text
-    assert "norādot atsauci PII-0B7E4C2A." in text
-    assert text.rstrip().endswith("Rīgas valstspilsētas pašvaldība")
-
-
-def test_latvian_offer_without_a_deadline_counts_days() -> None:
-    text = render("lv").text
-    assert "piedāvājumu 15 dienu laikā no šī paziņojuma saņemšanas." in text
-    assert "ne vēlāk kā" not in text
-
-
-def test_english_offer_with_a_deadline() -> None:
-    rendered = render("en", respond_by="2026-05-21")
-    assert rendered.subject == "Offer: a place at PII Saulīte (reference PII-0B7E4C2A)"
-    text = rendered.text
-    assert "institution:   PII Saulīte" in text
-    assert "group:         2023-lv" in text
-    assert "starting:      1 September 2026" in text
-    assert "Please accept or decline the offer by 21 May 2026." in text
-    assert "within" not in text
-    assert f"in the e-service: https://e-pakalpojumi.example.lv/pii/{OFFER_ID}\n" in text
-    assert "quoting the reference PII-0B7E4C2A." in text
-
-
-def test_english_offer_without_a_deadline_counts_days() -> None:
-    text = render("en").text
-    assert "within 15 days of receiving this message." in text
-    assert "decline the offer by" not in text
+    for line in offer.lines:
+        assert line in text
+    assert (offer.by_date if deadline else offer.by_days) in text
+    assert (offer.days_only if deadline else offer.date_only) not in text
+    assert text.rstrip().endswith("\nRīgas valstspilsētas pašvaldība")
 
 
 def test_subject_is_the_first_line_and_not_repeated_in_the_body() -> None:
