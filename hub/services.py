@@ -78,9 +78,9 @@ def build(
         )
         if api:
             host, _, port = settings.allocation_api.rpartition(":")
-            spec = dataclasses.replace(
-                spec, tasks=(*spec.tasks, serving(state, int(port), host or "127.0.0.1"))
-            )
+            store = settings.data_dir / f"{spec.name}.sqlite3"  # the runner's, for /checks
+            served = serving(state, int(port), host or "127.0.0.1", store=store)
+            spec = dataclasses.replace(spec, tasks=(*spec.tasks, served))
         return Built(spec, state)
     if name == "notify-adapter":
         spec, state = notify_service(settings, **({"clock": clock} if clock is not None else {}))
