@@ -137,17 +137,8 @@ class Parents:
         self._gate = asyncio.Semaphore(concurrency)
         self._answering: set[asyncio.Task[None]] = set()
         self._errors: list[BaseException] = []
-        self._http = (
-            None
-            if eservice is None
-            else httpx.AsyncClient(
-                base_url=eservice,
-                # Parents use the e-service; injected faults are for the hub's adapters.
-                headers={HEADER: "none"},
-                timeout=30,
-                limits=httpx.Limits(max_connections=concurrency),
-            )
-        )
+        self._eservice_url, self._concurrency = eservice, concurrency
+        self._http: httpx.AsyncClient | None = None
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
@@ -163,6 +154,14 @@ class Parents:
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Parents:
+        if self._eservice_url is not None:
+            self._http = httpx.AsyncClient(
+                base_url=self._eservice_url,
+                # Parents use the e-service; injected faults are for the hub's adapters.
+                headers={HEADER: "none"},
+                timeout=30,
+                limits=httpx.Limits(max_connections=self._concurrency),
+            )
         await self._producer.start()
         await self._consumer.start()
         await self._consumer.topics()
@@ -176,11 +175,11 @@ class Parents:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in [*self._answering, self._reader]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (*self._answering, self._reader) if t is not None]
+        for task in tasks:
+            task.cancel()
+        # An answer that failed has said so through answer_notified() (or is moot now).
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._consumer.stop()
         await self._producer.stop()
         if self._http is not None:
