@@ -30,6 +30,12 @@ The season, each step printed as it runs:
    filled per institution, children left without a place and why,
    notifications per channel, dead letters — and every invariant checked,
    PASS or FAIL.
+
+The parents are :class:`simulators.parents.Parents`, as in the benchmarks. The
+demo reads the hub as anyone outside it would: the topics, the allocation
+service's HTTP API (``hub.allocation.api``: its ``/checks`` says whether the
+service's invariants hold and its store reloads to its memory) and the
+services' ``/health`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -175,8 +181,9 @@ async def run_demo(
             retries.setLevel(logging.ERROR)
         try:
             await season.play()
-        except (DemoError, TimeoutError) as exc:
-            report.failure = str(exc) or "a step timed out"
+        except (DemoError, TimeoutError, httpx.HTTPError) as exc:
+            timeout = isinstance(exc, TimeoutError)
+            report.failure = str(exc) or ("a step timed out" if timeout else type(exc).__name__)
             out(f"✗ {report.failure}")
         finally:
             retries.setLevel(level)
