@@ -348,20 +348,23 @@ class Parents:
             self._errors.append(task.exception())  # type: ignore[arg-type]
 
     async def _answer_online(self, offer_id: str, verdict: Literal["accept", "decline"]) -> None:
-        """Answer in the e-service; the offer may not be shown there yet (its adapter lags)."""
+        """Answer in the e-service; the offer may not be shown there yet (its adapter lags).
+
+        One of ``concurrency`` places is held until the answer is taken, so that
+        offers not shown yet do not flood the e-service with retries."""
         deadline = time.monotonic() + self._answer_timeout
-        while time.monotonic() < deadline:
-            async with self._gate:
+        async with self._gate:
+            while time.monotonic() < deadline:
                 answer = await self._eservice().post(
                     f"/v1/offers/{offer_id}/answer", json={"verdict": verdict}
                 )
-            if answer.status_code == httpx.codes.NO_CONTENT:
-                self.answered[verdict] += 1
-                return
-            if answer.status_code == httpx.codes.CONFLICT:  # closed before the parents answered
-                self.answered["too_late"] += 1
-                return
-            await asyncio.sleep(0.2)
+                if answer.status_code == httpx.codes.NO_CONTENT:
+                    self.answered[verdict] += 1
+                    return
+                if answer.status_code == httpx.codes.CONFLICT:  # closed before the answer
+                    self.answered["too_late"] += 1
+                    return
+                await asyncio.sleep(0.2)
         raise ParentsError(f"offer {offer_id} never showed in the e-service")
 
     def _eservice(self) -> httpx.AsyncClient:
