@@ -269,7 +269,7 @@ class Season:
             running = self.running = asyncio.create_task(
                 services.run(stop, port=local.health_port, tasks=[view])
             )
-            seen = Observed()
+            seen = Observed(error="the demo stopped before it read the hub")
             try:
                 async with (
                     httpx.AsyncClient(base_url=f"http://{local.allocation_api}", timeout=60) as api,
