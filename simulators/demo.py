@@ -30,6 +30,12 @@ The season, each step printed as it runs:
    filled per institution, children left without a place and why,
    notifications per channel, dead letters — and every invariant checked,
    PASS or FAIL.
+
+The parents are :class:`simulators.parents.Parents`, as in the benchmarks. The
+demo reads the hub as anyone outside it would: the topics, the allocation
+service's HTTP API (``hub.allocation.api``: its ``/checks`` says whether the
+service's invariants hold and its store reloads to its memory) and the
+services' ``/health`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -37,12 +43,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -50,22 +55,16 @@ from typing import Any
 from uuid import uuid4
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
-from hub.allocation.service import (
-    LIVE,
-    AllocationState,
-    invariant_problems,
-    reloaded,
-    state_differences,
-)
 from hub.calendar import RIGA
 from hub.clock import SimulatedClock
 from hub.embedded import free_port
 from hub.errors import HubError
 from hub.kafka import ensure_topics, kafka_cluster, publish_messages
 from hub.ops import ops_task
-from hub.reliability.deadletters import dead_letters, read_topic
-from hub.services import Services, assemble
+from hub.reliability.deadletters import DeadLetter, dead_letters, read_topic
+from hub.services import assemble
 from hub.settings import Settings
 from schemas.allocation import (
     OFFER_CLOSED,
@@ -74,12 +73,16 @@ from schemas.allocation import (
     OfferMade,
     RunRound,
 )
+from schemas.notifications import NotificationDeemedNotified, NotificationDelivered
 from schemas.topics import BY_NAME, OPERATOR
-from simulators.faults import HEADER
 from simulators.messages import application_form
 from simulators.municipality import SyntheticMunicipality
+from simulators.parents import Choices, Parents, ParentsError
 from simulators.plugin import SYSTEMS
 from simulators.process import SimulatorsProcess
+
+LIVE = "live"
+"""The status of an open offer in the allocation API's answers."""
 
 
 class DemoError(HubError):
@@ -178,8 +181,9 @@ async def run_demo(
             retries.setLevel(logging.ERROR)
         try:
             await season.play()
-        except (DemoError, TimeoutError) as exc:
-            report.failure = str(exc) or "a step timed out"
+        except (DemoError, TimeoutError, httpx.HTTPError) as exc:
+            timeout = isinstance(exc, TimeoutError)
+            report.failure = str(exc) or ("a step timed out" if timeout else type(exc).__name__)
             out(f"✗ {report.failure}")
         finally:
             retries.setLevel(level)
@@ -192,7 +196,13 @@ async def run_demo(
 
 
 class Season:
-    """One season's moving parts and the steps that drive them."""
+    """One season's moving parts and the steps that drive them.
+
+    The demo sees the hub as anyone outside it does: through the topics, the
+    allocation service's HTTP API (``/health``, ``/offers``, ``/rounds``,
+    ``/institutions``, ``/unplaced``, ``/checks``) and the services' ``/health``
+    and ``/metrics``. The parents are :class:`simulators.parents.Parents`.
+    """
 
     def __init__(  # noqa: PLR0917 - one story, told once
         self,
@@ -209,16 +219,18 @@ class Season:
             code, seed=scenario.seed, children=scenario.children, institutions=scenario.institutions
         )
         self.clock = SimulatedClock()  # the services' clock, moved forward by the demo
-        self.rng = random.Random(scenario.seed)
-        self.decided: dict[str, str] = {}
-        """offer id → accept, decline or silent."""
-        self.services: Services | None = None
         self.local = settings
+        self.running: asyncio.Task[bool] | None = None
+        self.health: dict[str, Any] = {}
+        """The allocation service's latest ``/health`` answer."""
+        self._checked_alive = 0.0
+        self._parents: Parents | None = None
+        self._api: httpx.AsyncClient | None = None
 
     @property
-    def state(self) -> AllocationState:
-        assert self.services is not None
-        return self.services.state("allocation")  # type: ignore[no-any-return]
+    def parents(self) -> Parents:
+        assert self._parents is not None
+        return self._parents
 
     async def play(self) -> None:
         scenario, data = self.scenario, self.settings.data_dir / "demo"
@@ -239,7 +251,7 @@ class Season:
             sim_fault_rate=scenario.faults,
         ) as simulators:
             self.out(f"▶ simulators of VPS, VIIS, GIS, DVS, e-adrese, SMTP, SMS, post: {data}")
-            services = self.services = assemble(["all"], local, self.bootstrap, clock=self.clock)
+            services = assemble(["all"], local, self.bootstrap, clock=self.clock)
             report = await ensure_topics(local, self.bootstrap, services=list(services.built))
             self.out(
                 f"▶ topics: {len(report)} ready, {sum(s.created for s in report)} created now;"
@@ -254,15 +266,32 @@ class Season:
             view = ops_task(
                 local, self.bootstrap, port=local.ops_port, services=list(services.built)
             )
-            running = asyncio.create_task(services.run(stop, port=local.health_port, tasks=[view]))
+            running = self.running = asyncio.create_task(
+                services.run(stop, port=local.health_port, tasks=[view])
+            )
+            seen = Observed(error="the demo stopped before it read the hub")
             try:
-                await self._steps()
+                async with (
+                    httpx.AsyncClient(base_url=f"http://{local.allocation_api}", timeout=60) as api,
+                    Parents(
+                        self.bootstrap,
+                        self.code,
+                        eservice=str(local.vps_url),
+                        choices=Choices(scenario.accept, scenario.decline, scenario.seed),
+                        answer_timeout=scenario.timeout,
+                    ) as parents,
+                ):
+                    self._api, self._parents = api, parents
+                    try:
+                        await self._steps()
+                    finally:
+                        # Read while the services still run: the API goes with them.
+                        seen = await self._observe()
             finally:
                 stop.set()
                 clean = await running
                 self.report.faults_injected = await simulators.faults_injected()
-                self.report.retries = int(services.metrics.total(services.metrics.retried))
-                await self._check(clean)
+                self._check(seen, clean)
 
     async def _steps(self) -> None:
         await self._register()
@@ -306,23 +335,11 @@ class Season:
     async def _register(self) -> None:
         children, began = self.town.children, time.monotonic()
         self.out(f"▶ parents submit {len(children)} applications to the VPS e-service")
-        gate = asyncio.Semaphore(32)
-        done = 0
-
-        async def submit(http: httpx.AsyncClient, form: dict[str, Any]) -> None:
-            nonlocal done
-            async with gate:
-                answer = await http.post("/v1/applications", json=form)
-            if answer.status_code != 201:
-                raise DemoError(f"the VPS e-service refused an application: {answer.status_code}")
-            done += 1
-
-        async with self._vps() as http:
-            forms = [application_form(c) for c in children]
-            await self._with_progress(
-                asyncio.gather(*(submit(http, f) for f in forms)),
-                lambda: f"submitted {done}/{len(children)}",
-            )
+        parents = self.parents
+        await self._with_progress(
+            parents.apply(application_form(c) for c in children),
+            lambda: f"submitted {parents.submitted}/{len(children)}",
+        )
         self.report.applications = len(children)
         took = self._step("submit the applications", began)
         self.out(f"  submitted {len(children)} ({took:.1f}s)")
@@ -331,13 +348,17 @@ class Season:
 
     async def _enriched(self) -> None:
         count, began = len(self.town.children), time.monotonic()
-        state = self.state
+
+        async def enriched() -> bool:
+            health = await self._read_health()
+            return bool(health["children"] == count and health["waiting_for_facts"] == 0)
+
         await self._until(
-            lambda: len(state.children) == count and state.waiting_for_facts() == 0,
+            enriched,
             "every application on the topics with its VIIS and GIS facts",
             lambda: (
-                f"in the allocation service {len(state.children)}/{count},"
-                f" waiting for VIIS or GIS {state.waiting_for_facts()}"
+                f"in the allocation service {self.health.get('children', 0)}/{count},"
+                f" waiting for VIIS or GIS {self.health.get('waiting_for_facts', 0)}"
             ),
         )
         took = self._step("registration read and enriched", began)
@@ -349,7 +370,7 @@ class Season:
     # --- 3. the round -----------------------------------------------------------------
 
     async def _round(self) -> None:
-        state, began = self.state, time.monotonic()
+        began = time.monotonic()
         command = RunRound.new(
             producer=OPERATOR,
             municipality=self.code,
@@ -358,12 +379,18 @@ class Season:
             requested_by="demo",
         )
         await publish_messages(self.bootstrap, [command])
-        await self._until(lambda: state.round_id == str(command.round_id), "the round")
-        self.report.round_offers = len(state.live)
+
+        async def made() -> bool:
+            return (await self._read_health())["round"] == str(command.round_id)
+
+        await self._until(made, "the round")
+        # The round's offers, before any answer: the parents have not seen them yet.
+        live, children = self.health["live_offers"], self.health["children"]
+        self.report.round_offers = live
         took = self._step("the round", began)
         self.out(
-            f"▶ one click: round as of {command.round_date}: {len(state.live)} offers,"
-            f" {len(state.children) - len(state.live)} children wait"
+            f"▶ one click: round as of {command.round_date}: {live} offers,"
+            f" {children - live} children wait"
             f" ({took:.2f}s)"
         )
 
@@ -374,65 +401,62 @@ class Season:
 
         When only offers nobody will answer are open, the services' clock moves past
         their deadlines; they expire and their seats cascade. Until no offer is open.
+        The parents see the offers on the offers topic; the service's ``/health`` says
+        whether the topic, as read so far, shows every offer it has made and closed.
         """
-        state, began = self.state, time.monotonic()
-        gate = asyncio.Semaphore(32)
-        sending: set[asyncio.Task[None]] = set()
-        answered: set[str] = set()
+        parents, began = self.parents, time.monotonic()
         moved: set[str] = set()
         """Silent offers the clock has already moved past."""
         stalled, last, shown = time.monotonic(), (-1, -1), time.monotonic()
-
-        async def send(offer_id: str, verdict: str) -> None:
-            async with gate:
-                await self._answer_one(http, offer_id, verdict)
-
-        async with self._vps() as http:
-            while True:
-                self._fail_if_stopped()
-                live = [state.offers[i] for i in state.live.values()]
-                for offer in live:
-                    if offer.offer_id in self.decided or not offer.respond_by:
-                        continue  # answered already, or the parents do not know of it yet
-                    verdict = self._verdict()
-                    self.decided[offer.offer_id] = verdict
-                    self.report.decided[verdict] += 1
-                    if verdict != "silent":
-                        answered.add(offer.offer_id)
-                        task = asyncio.create_task(send(offer.offer_id, verdict))
-                        sending.add(task)
-                        task.add_done_callback(sending.discard)
-                waiting = [o for o in live if o.offer_id in answered or not o.respond_by]
-                if not live and not sending:
+        while True:
+            await self._alive()
+            try:
+                parents.answer_notified()
+            except ParentsError as exc:
+                raise DemoError(str(exc)) from exc
+            live = list(parents.live.values())
+            waiting = parents.awaiting_effect()
+            if not live and not parents.answering:
+                if await self._offers_as_on_topic(0):
                     break
-                if (
-                    live
-                    and not waiting
-                    and not sending
-                    and not moved.issuperset(o.offer_id for o in live)
-                ):
-                    # Only silent offers are open: time passes until their deadlines do.
-                    self._time_passes(live)
-                    moved |= {o.offer_id for o in live}
-                progress = (len(state.offers), len(state.offers) - len(live))
-                if progress != last:
-                    stalled, last = time.monotonic(), progress
-                elif time.monotonic() - stalled > self.scenario.timeout:
-                    raise DemoError(
-                        f"no offer made or closed for {self.scenario.timeout:.0f}s;"
-                        f" {len(live)} open, {len(waiting)} waiting for a receipt or an answer"
-                    )
-                if time.monotonic() - shown >= 5:
-                    shown = time.monotonic()
-                    self._progress(live, waiting)
-                await asyncio.sleep(0.1)
-        d = self.report.decided
+            elif (
+                live
+                and not waiting
+                and not parents.answering
+                and not moved.issuperset(str(o.offer_id) for o in live)
+                and await self._offers_as_on_topic(len(live))
+            ):
+                # Only silent offers are open: time passes until their deadlines do.
+                self._time_passes(live)
+                moved |= {str(o.offer_id) for o in live}
+            progress = (parents.made, parents.made - len(live))
+            if progress != last:
+                stalled, last = time.monotonic(), progress
+            elif time.monotonic() - stalled > self.scenario.timeout:
+                raise DemoError(
+                    f"no offer made or closed for {self.scenario.timeout:.0f}s;"
+                    f" {len(live)} open, {len(waiting)} waiting for a receipt or an answer"
+                )
+            if time.monotonic() - shown >= 5:
+                shown = time.monotonic()
+                self._progress(live, waiting)
+            await asyncio.sleep(0.1)
+        d = self.report.decided = Counter(parents.decided.values())
+        self.report.answers = Counter(parents.answered)
         took = self._step("answers and cascades until settled", began)
         self.out(
-            f"▶ the queue settled: {len(state.offers)} offers made in all; parents accepted"
+            f"▶ the queue settled: {parents.made} offers made in all; parents accepted"
             f" {d['accept']}, declined {d['decline']}, let {d['silent']} expire;"
             f" the clock moved {self.report.clock_moves} times"
             f" ({took:.1f}s)"
+        )
+
+    async def _offers_as_on_topic(self, live: int) -> bool:
+        """Whether the service has ``live`` offers open and has made as many as the parents
+        have read on the offers topic (so the topic, as read, is up to date)."""
+        health = await self._read_health()
+        return bool(
+            health["live_offers"] == live and sum(health["offers"].values()) == self.parents.made
         )
 
     def _step(self, name: str, began: float) -> float:
@@ -441,14 +465,8 @@ class Season:
         self.report.steps.append((name, took))
         return took
 
-    def _verdict(self) -> str:
-        draw = self.rng.random()
-        if draw < self.scenario.accept:
-            return "accept"
-        return "decline" if draw < self.scenario.accept + self.scenario.decline else "silent"
-
-    def _time_passes(self, live: list[Any]) -> None:
-        latest = max(date.fromisoformat(o.respond_by or "1970-01-01") for o in live)
+    def _time_passes(self, live: list[OfferMade]) -> None:
+        latest = max(self.parents.notified[str(o.offer_id)] for o in live)
         moment = datetime.combine(latest + timedelta(days=1), datetime.min.time(), RIGA)
         self.clock.move_to(moment + timedelta(hours=9))
         self.report.clock_moves += 1
@@ -457,50 +475,42 @@ class Season:
             f" {self.clock():%Y-%m-%d}, past their deadlines"
         )
 
-    def _progress(self, live: list[Any], waiting: list[Any]) -> None:
-        state, d = self.state, self.report.decided
-        notified = sum(1 for o in state.offers.values() if o.respond_by)
+    def _progress(self, live: list[OfferMade], waiting: list[OfferMade]) -> None:
+        parents = self.parents
+        d = Counter(parents.decided.values())
         self.out(
-            f"  … offers made {len(state.offers)}, delivered {notified}; parents accept"
+            f"  … offers made {parents.made}, delivered {len(parents.notified)}; parents accept"
             f" {d['accept']}, decline {d['decline']}, silent {d['silent']}; open {len(live)}"
             f" ({len(waiting)} waiting for a receipt or an answer to take effect)"
         )
 
-    async def _answer_one(self, http: httpx.AsyncClient, offer_id: str, verdict: str) -> None:
-        """Answer in the e-service; the offer may not be shown there yet (its adapter lags)."""
-        deadline = time.monotonic() + self.scenario.timeout
-        while time.monotonic() < deadline:
-            answer = await http.post(f"/v1/offers/{offer_id}/answer", json={"verdict": verdict})
-            if answer.status_code == 204:
-                self.report.answers[verdict] += 1
-                return
-            if answer.status_code == 409:  # closed before the parents answered
-                self.report.answers["too_late"] += 1
-                return
-            await asyncio.sleep(0.2)
-        raise DemoError(f"offer {offer_id} never showed in the e-service")
-
     # --- 5. VIIS enrolments, DVS decisions -------------------------------------------------
 
     async def _registered(self) -> None:
-        state, began = self.state, time.monotonic()
-        accepted = [o for o in state.offers.values() if o.status == "accepted"]
+        began = time.monotonic()
+        accepted: list[dict[str, Any]] = []
+        lists: list[dict[str, Any]] = []
 
         def enrolled() -> int:
-            return sum(1 for o in accepted if state.children[o.child_ref].status == "enrolled")
+            return sum(1 for o in accepted if o["enrolment"] == "enrolled")
 
         def refused() -> int:
-            return sum(1 for o in accepted if state.children[o.child_ref].enrollment_refused)
+            return sum(1 for o in accepted if o["enrolment"] == "refused")
 
         def decided() -> int:
-            return sum(1 for o in accepted if o.decision_number)
+            return sum(1 for o in accepted if o["decision_number"])
 
-        lists = [r for r in state.rounds.values() if r.get("document_key")]
+        async def registered() -> bool:
+            nonlocal accepted, lists
+            accepted = (await self._get("/offers", status="accepted"))["offers"]
+            rounds = (await self._get("/rounds"))["rounds"]
+            lists = [r["admission_list"] for r in rounds if r["admission_list"]["document_key"]]
+            return enrolled() + refused() == decided() == len(accepted) and all(
+                r["registration_number"] for r in lists
+            )
+
         await self._until(
-            lambda: (
-                enrolled() + refused() == decided() == len(accepted)
-                and all(r.get("registration_number") for r in lists)
-            ),
+            registered,
             "every enrolment in VIIS and every decision in the DVS",
             lambda: (
                 f"VIIS enrolments {enrolled()}/{len(accepted)} (refused {refused()}),"
@@ -519,42 +529,61 @@ class Season:
 
     # --- 6. checks ------------------------------------------------------------------------
 
-    async def _check(self, clean: bool) -> None:
-        state, report = self.state, self.report
-        offers = list(state.offers.values())
-        report.offers = len(offers)
-        report.outcomes = Counter(o.status for o in offers)
-        notify = self.services.state("notify-adapter") if self.services else None
-        confirmed: Counter[str] = Counter()
-        if notify is not None:
-            for record in notify.records.values():
-                if record.status == "confirmed" and record.request.offer_id is not None:
-                    report.channels[record.channel or "?"] += 1
-                    confirmed[str(record.request.offer_id)] += 1
-        topic = await self._offer_messages()
-        report.cascade_steps = cascade_steps(topic)
-        report.unplaced = unplaced(state)
-        seats = {
-            i.institution_id: sum(p.capacity for p in i.pools) for i in state.institutions.values()
-        }
-        taken = Counter(o.institution_id for o in offers if o.status == "accepted")
-        report.institutions = [(i, seats[i], taken[i]) for i in sorted(seats)]
-        letters = [
-            d for d in await dead_letters(self.bootstrap) if f'"{self.code}"'.encode() in d.value
-        ]
-        report.dead_letters = Counter(f"{d.service}: {d.reason}" for d in letters)
+    async def _observe(self) -> Observed:
+        """Everything the report and its checks need, read from the running hub: the
+        allocation API, the services' metrics and the topics."""
+        seen = Observed()
+        try:
+            seen.health = await self._read_health()
+            seen.offers = (await self._get("/offers"))["offers"]
+            seen.institutions = (await self._get("/institutions"))["institutions"]
+            seen.unplaced = (await self._get("/unplaced"))["reasons"]
+            seen.checks = await self._get("/checks")
+            seen.retries = await self._retries()
+            seen.topic = await self._offer_messages()
+            seen.applications = await self._applications_on_topic()
+            delivered = {o["offer_id"] for o in seen.offers if o["respond_by"]}
+            seen.confirmed = await self._confirmations(delivered)
+            seen.letters = [
+                d
+                for d in await dead_letters(self.bootstrap)
+                if f'"{self.code}"'.encode() in d.value
+            ]
+        except (httpx.HTTPError, DemoError, TimeoutError, KeyError, ValueError) as exc:
+            seen.error = f"{type(exc).__name__}: {exc}"
+        return seen
 
-        made = {str(m.offer_id) for m in topic if isinstance(m, OfferMade)}
-        closing = {str(m.offer_id) for m in topic if isinstance(m, OFFER_CLOSED)}
-        problems = invariant_problems(state)
-        empty_seat = self._empty_seats_with_queue()
-        delivered = [o for o in offers if o.respond_by]
-        checks = [
+    def _check(self, seen: Observed, clean: bool) -> None:
+        report = self.report
+        if seen.error is not None:
+            report.checks = [
+                Check("the hub answered the demo's questions", False, seen.error),
+                Check("every service stopped cleanly", clean),
+            ]
+            return
+        offers = seen.offers
+        report.retries = seen.retries
+        report.offers = len(offers)
+        report.outcomes = Counter(o["status"] for o in offers)
+        report.cascade_steps = cascade_steps(seen.topic)
+        report.unplaced = unplaced(seen.unplaced)
+        report.institutions = [
+            (i["institution_id"], i["seats"], i["accepted"]) for i in seen.institutions
+        ]
+        confirmed = Counter(offer_id for offer_id, _ in seen.confirmed.values())
+        report.channels = Counter(channel for _, channel in seen.confirmed.values())
+        report.dead_letters = Counter(f"{d.service}: {d.reason}" for d in seen.letters)
+
+        made = {str(m.offer_id) for m in seen.topic if isinstance(m, OfferMade)}
+        closing = {str(m.offer_id) for m in seen.topic if isinstance(m, OFFER_CLOSED)}
+        problems, free, store = (seen.checks[k] for k in ("invariants", "free_seats", "store"))
+        delivered = [o for o in offers if o["respond_by"]]
+        children, expected = seen.health["children"], len(self.town.children)
+        report.checks = [
             Check(
                 "every application submitted to VPS reached the allocation service once",
-                len(state.children) == len(self.town.children)
-                and await self._applications_on_topic() == len(self.town.children),
-                f"{len(state.children)} of {len(self.town.children)}",
+                children == expected and seen.applications == expected,
+                f"{children} of {expected}",
             ),
             Check(
                 "one live offer per child, no seat offered twice, offers within capacity",
@@ -568,67 +597,40 @@ class Season:
             ),
             Check(
                 "the offers topic and the service agree: every offer made and closed on both",
-                made == {o.offer_id for o in offers}
-                and closing == {o.offer_id for o in offers if o.status != LIVE},
+                made == {o["offer_id"] for o in offers}
+                and closing == {o["offer_id"] for o in offers if o["status"] != LIVE},
                 f"{len(made)} made on the topic, {len(offers)} in the service",
             ),
             Check(
                 "every delivered offer was confirmed on exactly one channel",
-                all(confirmed[o.offer_id] == 1 for o in delivered),
-                f"{sum(1 for o in delivered if confirmed[o.offer_id] != 1)} not exactly once",
+                all(confirmed[o["offer_id"]] == 1 for o in delivered),
+                f"{sum(1 for o in delivered if confirmed[o['offer_id']] != 1)} not exactly once",
             ),
             Check(
                 "every accepted place is enrolled in VIIS (or refused by it with a reason)"
                 " and its decision registered in the DVS",
                 all(
-                    (
-                        state.children[o.child_ref].status == "enrolled"
-                        or state.children[o.child_ref].enrollment_refused
-                    )
-                    and o.decision_number
+                    o["enrolment"] in ("enrolled", "refused") and o["decision_number"]
                     for o in offers
-                    if o.status == "accepted"
+                    if o["status"] == "accepted"
                 ),
             ),
             Check(
                 "no seat left empty while a child waits for it",
-                not empty_seat,
-                empty_seat,
+                not free,
+                "; ".join(free[:1]),
             ),
             Check(
                 "no message dead-lettered for a fault of the hub",
-                not any(d.reason == "handler_error" for d in letters),
+                not any(d.reason == "handler_error" for d in seen.letters),
             ),
             Check("every service stopped cleanly", clean),
             Check(
                 "the store reloaded equals the live state",
-                not (reload := await self._reload_differences()),
-                "; ".join(reload[:3]),
+                store == [],
+                "the service does not know its store" if store is None else "; ".join(store[:3]),
             ),
         ]
-        report.checks = checks
-
-    async def _reload_differences(self) -> list[str]:
-        """How the allocation service's state, loaded from its store as at a restart, differs
-        from the state it ran with (the service has stopped: its store is closed)."""
-        path = self.local.data_dir / "allocation.sqlite3"
-        return state_differences(self.state, await reloaded(self.state, path))
-
-    def _empty_seats_with_queue(self) -> str:
-        """A group with a free seat and a child in its queue who still wants it."""
-        engine = self.state.allocator
-        if engine is None:
-            return "no round"
-        open_groups = {g.pool for g in engine.groups() if g.placed < g.capacity}
-        for child_ref in engine.children():
-            placement = engine.placement(child_ref)
-            if placement.pool is not None:
-                continue
-            for position in engine.queue(child_ref):
-                pool = (position.institution_id, position.group)
-                if any((p.institution_id, p.group) == pool for p in open_groups):
-                    return f"{child_ref} waits for {pool[0]}/{pool[1]}, which has a free seat"
-        return ""
 
     async def _applications_on_topic(self) -> int:
         records = await read_topic(self.bootstrap, "vps.pii.applications.v1")
@@ -647,28 +649,87 @@ class Season:
         messages = [topic.parse(r.value) for r in await read_topic(self.bootstrap, topic.name)]
         return [m for m in messages if m.municipality == self.code]
 
+    async def _confirmations(self, delivered: set[str]) -> dict[str, tuple[str, str]]:
+        """Notifications of offers confirmed on a channel (delivered, or deemed notified), from
+        the receipts topic: notification id → (offer id, channel). The receipt that confirms
+        an offer's notification may follow the one that started its deadline: read again for
+        a while until every offer the service counts as delivered has one."""
+        receipts = BY_NAME["notify.receipts.v1"]
+        deadline = time.monotonic() + min(self.scenario.timeout, 30.0)
+        while True:
+            found: dict[str, tuple[str, str]] = {}
+            for record in await read_topic(self.bootstrap, receipts.name):
+                m = receipts.parse(record.value)
+                if (
+                    m.municipality == self.code
+                    and isinstance(m, (NotificationDelivered, NotificationDeemedNotified))
+                    and m.offer_id is not None
+                ):
+                    found[str(m.notification_id)] = (str(m.offer_id), m.channel)
+            if delivered <= {o for o, _ in found.values()} or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(1)
+
+    async def _retries(self) -> int:
+        """Calls to external systems the services retried, from their ``/metrics``."""
+        assert self._api is not None
+        answer = await self._api.get(f"http://127.0.0.1:{self.local.health_port}/metrics")
+        answer.raise_for_status()
+        return int(
+            sum(
+                sample.value
+                for family in text_string_to_metric_families(answer.text)
+                for sample in family.samples
+                if sample.name == "hub_calls_retried_total"
+            )
+        )
+
     # --- helpers --------------------------------------------------------------------------
 
-    def _vps(self) -> httpx.AsyncClient:
-        # Parents use the e-service; the faults are for the hub's adapters, not for them.
-        return httpx.AsyncClient(
-            base_url=str(self.local.vps_url),
-            headers={HEADER: "none"},
-            timeout=30,
-            limits=httpx.Limits(max_connections=32),
-        )
+    async def _get(self, path: str, **params: str) -> Any:
+        """The allocation API's JSON answer to ``GET path``."""
+        assert self._api is not None
+        answer = await self._api.get(path, params=params)
+        answer.raise_for_status()
+        return answer.json()
+
+    async def _read_health(self) -> dict[str, Any]:
+        self.health = await self._get("/health")
+        return self.health
+
+    async def _alive(self) -> None:
+        """Raise :class:`DemoError` if a service has stopped (it stops the others): from
+        the services' ``/health``, read at most twice a second."""
+        assert self.running is not None and self._api is not None
+        if self.running.done():
+            raise DemoError("the services stopped (see the log above)")
+        if time.monotonic() - self._checked_alive < 0.5:
+            return
+        self._checked_alive = time.monotonic()
+        url = f"http://127.0.0.1:{self.local.health_port}/health"
+        try:
+            services = (await self._api.get(url)).json()["services"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return  # not serving yet, or stopping: the task above tells
+        failed = [s["service"] for s in services if s["status"] in ("failed", "stopped")]
+        if failed:
+            raise DemoError(f"service stopped: {', '.join(failed)} (see the log above)")
 
     async def _until(
         self,
-        done: Callable[[], bool],
+        done: Callable[[], Awaitable[bool]],
         what: str,
         progress: Callable[[], str] | None = None,
     ) -> None:
         deadline = time.monotonic() + self.scenario.timeout
         shown = time.monotonic()
-        while not done():
-            if self.services is not None:
-                self._fail_if_stopped()
+        while True:
+            await self._alive()
+            try:
+                if await done():
+                    return
+            except httpx.TransportError:
+                pass  # the API is not serving yet: its service is starting
             if time.monotonic() > deadline:
                 raise DemoError(f"timed out after {self.scenario.timeout:.0f}s waiting for {what}")
             if progress is not None and time.monotonic() - shown >= 5:
@@ -681,14 +742,32 @@ class Season:
         while True:
             done, _ = await asyncio.wait({task}, timeout=5)
             if done:
-                return task.result()
+                try:
+                    return task.result()
+                except ParentsError as exc:
+                    raise DemoError(str(exc)) from exc
             self.out(f"  … {progress()}")
 
-    def _fail_if_stopped(self) -> None:
-        assert self.services is not None
-        failed = [r.spec.name for r in self.services.runners if r.phase in ("failed", "stopped")]
-        if failed:
-            raise DemoError(f"service stopped: {', '.join(failed)} (see the log above)")
+
+@dataclass
+class Observed:
+    """What the demo read from the running hub at the end of the season."""
+
+    health: dict[str, Any] = field(default_factory=dict)
+    offers: list[dict[str, Any]] = field(default_factory=list)
+    institutions: list[dict[str, Any]] = field(default_factory=list)
+    unplaced: dict[str, int] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    topic: list[Any] = field(default_factory=list)
+    """The municipality's messages on the offers topic."""
+    applications: int = 0
+    """Applications of the municipality on the applications topic."""
+    confirmed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Confirmed notifications of offers: notification id → (offer id, channel)."""
+    letters: list[DeadLetter] = field(default_factory=list)
+    error: str | None = None
+    """Why the demo could not read all of it."""
 
 
 def cascade_steps(messages: list[Any]) -> Counter[int]:
@@ -719,31 +798,18 @@ def cascade_steps(messages: list[Any]) -> Counter[int]:
     return Counter(step[o] for o in made)
 
 
-def unplaced(state: AllocationState) -> Counter[str]:
-    """Children without an accepted place, by why."""
-    reasons: Counter[str] = Counter()
-    statuses_of: dict[str, set[str]] = {}
-    for offer in state.offers.values():
-        statuses_of.setdefault(offer.child_ref, set()).add(offer.status)
-    engine = state.allocator
-    for child_ref, file in state.children.items():
-        statuses = statuses_of.get(child_ref, set())
-        if "accepted" in statuses:
-            continue
-        if "expired" in statuses or file.status == "annulled":
-            reasons["did not answer: offer expired"] += 1
-        elif "declined" in statuses:
-            reasons["declined the offer made"] += 1
-        elif engine is not None and child_ref in engine:
-            placement = engine.placement(child_ref)
-            why = "held" if placement.kind == "held" else placement.reason or "placed"
-            reasons[_WHY.get(why, why)] += 1
-        else:
-            reasons[file.status] += 1
-    return reasons
+def unplaced(reasons: Mapping[str, int]) -> Counter[str]:
+    """Children without an accepted place, by why, as the report tells it (from the
+    allocation API's ``/unplaced``, which counts them by a reason code)."""
+    told: Counter[str] = Counter()
+    for code, n in reasons.items():
+        told[_WHY.get(code, code)] += n
+    return told
 
 
 _WHY = {
+    "expired": "did not answer: offer expired",
+    "declined": "declined the offer made",
     "outranked": "every group listed is full of children with a higher priority",
     "no_fitting_group": "no group for the child's age or language at the institutions listed",
     "not_yet_due": "wants to start after this round",

@@ -26,7 +26,7 @@ def service(settings: Settings, *, clock: Clock | None = None, api: bool = True)
     )
     if api:
         host, _, port = settings.allocation_api.rpartition(":")
-        spec = dataclasses.replace(
-            spec, tasks=(*spec.tasks, serving(state, int(port), host or "127.0.0.1"))
-        )
+        store = settings.data_dir / f"{spec.name}.sqlite3"  # the runner's, for /checks
+        served = serving(state, int(port), host or "127.0.0.1", store=store)
+        spec = dataclasses.replace(spec, tasks=(*spec.tasks, served))
     return Built(spec, state, where=f"API http://{settings.allocation_api}" if api else "")
