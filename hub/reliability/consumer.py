@@ -38,7 +38,6 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
-from hub.bus import headers_of
 from hub.errors import InvalidMessage, PermanentError, TransientError
 from hub.reliability.deadletters import Failure, Reason, header
 from hub.reliability.metrics import Metrics
@@ -118,10 +117,28 @@ def _moment(text: str | None) -> datetime | None:
         return None
 
 
+CONTENT_TYPE = "application/json"
+
+
+def headers_of(message: Message) -> dict[str, str]:
+    """The headers every published message carries: what it is, who sent it, its correlation."""
+    return {
+        "content-type": CONTENT_TYPE,
+        "event-type": message.event_type,
+        "schema-version": str(message.schema_version),
+        "producer": message.producer,
+        "correlation_id": str(message.correlation_id),
+    }
+
+
 def outbox_row(message: Message, *, topic: str | None = None) -> OutboxRow:
-    """A catalogue message as an outbox row: its topic (unless given), key and headers."""
+    """A catalogue message as an outbox row: its topic (unless given), key and headers.
+
+    This is the only way a message is published: a service's outbox relay sends the
+    rows, and :func:`hub.kafka.publish_messages` sends them for tools.
+    """
     catalogue = topic_for(message)
-    labels = {**headers_of(message), "correlation_id": str(message.correlation_id)}
+    labels = headers_of(message)
     headers = tuple((name, value.encode()) for name, value in labels.items())
     return OutboxRow(
         topic or catalogue.name,
