@@ -149,9 +149,7 @@ def _failed(
 def service(client: DvsClient, name: str = DVS) -> ServiceSpec:
     """The DVS adapter as a service of the hub's runtime."""
     handler = Documents(client)
-    # Late-bound: the runner sets the handler's retry counter after this.
-    client.add_retry_listener(lambda error: handler.count_retry(error))  # noqa: PLW0108
-    return ServiceSpec(name, (handler,), schema=SCHEMA, on_start=handler.attach)
+    return ServiceSpec(name, (handler,), schema=SCHEMA, on_start=handler.attach, clients=(client,))
 
 
 __all__ = ["SCHEMA", "Documents", "RelatedNotRegistered", "service"]

@@ -97,9 +97,7 @@ class ResolveAddresses(Handler[ResolveAddress]):
 def service(client: GisClient, name: str = GIS) -> ServiceSpec:
     """The GIS adapter as a service; it owns ``client`` and closes it when it stops."""
     handler = ResolveAddresses(client)
-    # Late-bound: the runner sets the handler's retry counter after this.
-    client.add_retry_listener(lambda error: handler.count_retry(error))  # noqa: PLW0108
-    return ServiceSpec(name, (handler,))
+    return ServiceSpec(name, (handler,), clients=(client,))
 
 
 __all__ = ["REQUESTS", "ResolveAddresses", "service"]

@@ -175,9 +175,7 @@ def service(
     skipped. The service closes ``client`` when it stops."""
     checks = EnrollmentChecks(CHECKS, client, municipality)
     registrations = EnrollmentRegistrations(REGISTRATIONS, client, municipality)
-    # The runner sets one retry counter on every handler after this; look it up late.
-    client.add_retry_listener(lambda error: checks.count_retry(error))  # noqa: PLW0108
-    return ServiceSpec(name, (checks, registrations))
+    return ServiceSpec(name, (checks, registrations), clients=(client,))
 
 
 __all__ = ["CHECKS", "REGISTRATIONS", "EnrollmentChecks", "EnrollmentRegistrations", "service"]

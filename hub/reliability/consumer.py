@@ -179,8 +179,6 @@ class Handler(Generic[M]):
 
     def __init__(self, topic: Topic | str) -> None:
         self.topic = BY_NAME[topic] if isinstance(topic, str) else topic
-        self.count_retry: Callable[[BaseException], None] = lambda error: None
-        """Called for every retried call to an external system; the runner counts them."""
 
     def parse(self, value: bytes) -> M:
         """The message in ``value``; raises ``pydantic.ValidationError`` when it is not one."""

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -75,6 +75,12 @@ class Refused(PermanentError):
             body = body["detail"]
         reason = body.get("error") if isinstance(body, dict) else None
         return reason if isinstance(reason, str) else None
+
+
+class RetryObservable(Protocol):
+    """A client that reports each retried call: the service runner counts them in its metrics."""
+
+    def add_retry_listener(self, listener: Callable[[BaseException], None]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

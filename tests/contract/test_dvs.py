@@ -305,9 +305,11 @@ def test_a_rejection_is_published_with_its_personal_codes_masked() -> None:
 
 async def test_the_service_counts_retries_with_the_runners_counter() -> None:
     port, seen = mocked(httpx.Response(503, json={}))
-    [handler] = service(port).handlers
+    spec = service(port)
+    [handler] = spec.handlers
+    assert spec.clients == (port,)
     counted: list[BaseException] = []
-    handler.count_retry = counted.append  # what the runner does once the service starts
+    port.add_retry_listener(counted.append)  # what the runner does once the service starts
     async with port:
         with pytest.raises(UnavailableError):
             await handler.fetch(request("doc-0001"))

@@ -299,9 +299,11 @@ async def test_a_404_unknown_address_is_none() -> None:
 
 async def test_the_service_counts_retries_with_the_runners_counter() -> None:
     client, seen = mocked(lambda _request: httpx.Response(503, json={}))
-    (handler,) = service(client).handlers
+    spec = service(client)
+    (handler,) = spec.handlers
+    assert spec.clients == (client,)
     counted: list[BaseException] = []
-    handler.count_retry = counted.append  # what the runner does once the service starts
+    client.add_retry_listener(counted.append)  # what the runner does once the service starts
     async with client:
         with pytest.raises(UnavailableError):
             await handler.fetch(request(REFERENCE.code))

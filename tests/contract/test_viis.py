@@ -517,9 +517,10 @@ async def test_messages_of_another_municipality_are_skipped() -> None:
 async def test_the_service_counts_retries_with_the_runners_counter() -> None:
     client, seen = _mock(503, {})
     spec = service(client)
+    assert spec.clients == (client,)
     counted: list[BaseException] = []
-    for handler in spec.handlers:  # what the runner does once the service starts
-        handler.count_retry = counted.append
+    for observed in spec.clients:  # what the runner does once the service starts
+        observed.add_retry_listener(counted.append)
     with pytest.raises(UnavailableError):
         await spec.handlers[1].fetch(_register(_free()))
     await client.close()

@@ -143,13 +143,8 @@ def runner_for(
     **options: Any,
 ) -> ServiceRunner:
     """A runner of the test service; with ``http`` its handler calls that endpoint."""
-    metrics = Metrics.create()
-    count_retry = metrics.retried.labels(lane.service).inc
-    client = (
-        client_for(http, timeout=timeout, attempts=attempts, on_retry=lambda _: count_retry())
-        if http
-        else None
-    )
+    metrics = Metrics.create()  # the runner counts the client's retries in it
+    client = client_for(http, timeout=timeout, attempts=attempts) if http else None
     return ServiceRunner(
         spec(lane.service, lane.input, lane.output, client),
         settings.model_copy(
