@@ -38,10 +38,10 @@ from hub.reliability.store import unpublished
 from hub.settings import Settings
 from schemas.applications import ApplicationSubmitted
 from schemas.topics import retry_topic
-from simulators.messages import application_message
 from simulators.municipality import SyntheticMunicipality
 from tests.conftest import eventually
 from tests.reliability_app import client_for, spec
+from tests.vps_feed import application_message
 
 pytestmark = pytest.mark.real_broker
 ROOT = Path(__file__).resolve().parents[2]
