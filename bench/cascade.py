@@ -40,10 +40,10 @@ from hub.settings import Settings
 from schemas.allocation import RunRound
 from schemas.topics import OPERATOR
 from simulators.instant import running
-from simulators.messages import application_message, institution_message
 from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Parents, Reaction
 from simulators.process import ServiceProcess, ServiceProcessError
+from tests.vps_feed import application_message, institution_message
 
 TOWN = "riga"
 ROUND_DATE = date(2026, 9, 1)

@@ -43,8 +43,8 @@ from schemas.addresses import ResolveAddress
 from schemas.applications import ApplicationSubmitted
 from schemas.residence import ResidenceDeclared
 from schemas.topics import BY_NAME, retry_topic
-from simulators.messages import application_message
 from simulators.municipality import SyntheticMunicipality
+from tests.vps_feed import application_message
 
 SERVICE = "bench"
 IN, OUT_BARE, OUT_HUB = "bench.in.v1", "bench.bare-out.v1", "bench.hub-out.v1"

@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaPublisher
 from faststream.specification import AsyncAPI
 
 from hub import __version__
-from hub.bus import register_publishers
+from schemas.topics import TOPICS, Topic
 
 TITLE = "Municipal integration hub"
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.yaml"
+
+
+def register_publishers(
+    broker: KafkaBroker, topics: Iterable[Topic] = TOPICS
+) -> dict[str, KafkaPublisher]:
+    """Create the FastStream publisher of each topic on ``broker``, for the document only:
+    services publish through their outbox (:mod:`hub.reliability.relay`)."""
+    return {
+        t.name: broker.publisher(
+            t.name,
+            title=f"{t.name}:publish",
+            description=describe(t),
+            schema=t.payload_type,
+        )
+        for t in topics
+    }
+
+
+def describe(topic: Topic) -> str:
+    """Human description of a topic for the AsyncAPI document."""
+    return (
+        f"{topic.description} Key: `{topic.key}`. Partitions: {topic.partitions}. "
+        f"Produced by {topic.producer}; consumed by {', '.join(topic.consumers)}. "
+        f"Messages: {', '.join(m.__name__ for m in topic.messages)}."
+    )
 
 
 def asyncapi_yaml(version: str | None = None) -> str:

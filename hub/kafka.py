@@ -1,7 +1,8 @@
-"""Connecting to Kafka: the cluster (external or embedded), the FastStream broker, topics.
+"""Connecting to Kafka: the cluster (external or embedded), client options, topics.
 
-Nothing here connects at import time; :func:`kafka_cluster` and
-:func:`build_broker` are called from the composition root.
+Nothing here connects at import time; :func:`kafka_cluster` is called from the
+composition root. Services publish through their outbox relay
+(:mod:`hub.reliability.relay`); :func:`publish_messages` sends the same rows for tools.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
-from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
@@ -78,24 +78,6 @@ async def kafka_cluster(settings: Settings, *, connect_timeout: float = 15.0) ->
         return
     async with EmbeddedBroker(port=settings.broker_port, log_dir=settings.data_dir) as broker:
         yield broker.bootstrap
-
-
-def build_broker(settings: Settings, bootstrap: str, *, client_id: str) -> KafkaBroker:
-    """The FastStream broker of one service.
-
-    Producers wait for all in-sync replicas (``acks="all"``). Idempotent and
-    transactional producers stay off: the embedded broker refuses them and the
-    hub does not rely on them. Per-message logs are at DEBUG, because at
-    volume logging every message at INFO is a cost of its own.
-    """
-    return KafkaBroker(
-        bootstrap,
-        client_id=client_id,
-        acks="all",
-        security=kafka_security(settings),
-        logger=logging.getLogger(f"hub.broker.{client_id}"),
-        log_level=logging.DEBUG,
-    )
 
 
 def infrastructure_topics() -> list[str]:

@@ -8,9 +8,9 @@ optional ``detail`` (:class:`ErrorBody`, built by :func:`error`), and says it is
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -32,6 +32,32 @@ def error(status: int, error: str, detail: str | None = None) -> JSONResponse:
     """An answer with ``status`` and an :class:`ErrorBody` (``detail`` left out when None)."""
     body = ErrorBody(error=error, detail=detail).model_dump(exclude_none=True)
     return JSONResponse(body, status_code=status)
+
+
+def idempotency_key(same: str) -> Any:
+    """The type of an optional ``Idempotency-Key`` header: the same key gets the same ``same``."""
+    return Annotated[
+        str | None, Header(alias="Idempotency-Key", description=f"Same key, same {same}.")
+    ]
+
+
+def idempotent_responses(
+    model: type[BaseModel], *, before: str, other: str, refusals: Mapping[int, str]
+) -> dict[int | str, dict[str, Any]]:
+    """The documented answers of a POST made idempotent by ``Idempotency-Key``: 200 with
+    ``model`` for a key seen before ("<before> before with this key."), 400 without a key,
+    409 for a key used for another ``other``, then the protocol's ``refusals``."""
+    return {
+        200: {"model": model, "description": f"{before} before with this key."},
+        400: {"model": ErrorBody, "description": "No Idempotency-Key, or a broken body."},
+        409: {"model": ErrorBody, "description": f"The key was used for another {other}."},
+        **{status: {"model": ErrorBody, "description": text} for status, text in refusals.items()},
+    }
+
+
+def missing_idempotency_key() -> JSONResponse:
+    """The 400 answer to an idempotent POST without its ``Idempotency-Key``."""
+    return error(400, "missing_idempotency_key", "the Idempotency-Key header is required")
 
 
 def simulator(
@@ -65,4 +91,12 @@ def simulator(
     return app
 
 
-__all__ = ["NO_FAULTS", "ErrorBody", "error", "simulator"]
+__all__ = [
+    "NO_FAULTS",
+    "ErrorBody",
+    "error",
+    "idempotency_key",
+    "idempotent_responses",
+    "missing_idempotency_key",
+    "simulator",
+]

@@ -1,56 +1,15 @@
-"""The synthetic municipality's data as the hub's messages and as the VPS e-service's forms."""
+"""The synthetic municipality as the outside world writes it: the forms parents submit to the
+VPS e-service, and the entries the VPS event feed serves.
+
+The hub's messages are made from these by the VPS adapter's own mapping
+(``adapters.vps.message_for``), never here: a simulator does not know the hub's side.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from schemas.applications import ApplicationSubmitted, Guardian
-from schemas.institutions import InstitutionRegistered, SeatPool
-from schemas.topics import VPS
 from simulators.municipality import Child, Institution
-
-
-def institution_message(municipality: str, inst: Institution) -> InstitutionRegistered:
-    return InstitutionRegistered.new(
-        producer=VPS,
-        municipality=municipality,
-        institution_id=inst.institution_id,
-        name=inst.name,
-        address_code=inst.address_code,
-        pools=tuple(
-            SeatPool(
-                group_code=g.code,
-                language=g.language,
-                min_age_months=g.min_age_months,
-                birth_year_from=g.birth_year,
-                birth_year_to=g.birth_year,
-                capacity=g.capacity,
-            )
-            for g in inst.groups
-        ),
-    )
-
-
-def application_message(municipality: str, child: Child) -> ApplicationSubmitted:
-    return ApplicationSubmitted.new(
-        producer=VPS,
-        municipality=municipality,
-        application_id=child.application_id,
-        child_ref=child.ref,
-        child_personal_code=child.personal_code,
-        child_birth_date=child.birth_date,
-        guardians=tuple(
-            Guardian(personal_code=g.personal_code, email=g.email, phone=g.phone)
-            for g in child.guardians
-        ),
-        residence_address_code=child.address_code,
-        institutions=child.choices,
-        desired_start_date=child.desired_start_date,
-        language=child.language,
-        accepts_any_institution=child.accepts_any_institution,
-        registered_at=child.registered_at,
-        claims={"large_family": child.large_family},
-    )
 
 
 def application_form(child: Child) -> dict[str, Any]:
@@ -74,4 +33,35 @@ def application_form(child: Child) -> dict[str, Any]:
     }
 
 
-__all__ = ["application_form", "application_message", "institution_message"]
+def institution_data(inst: Institution) -> dict[str, Any]:
+    """The ``data`` of the feed entry ``institution.registered`` for ``inst``."""
+    return {
+        "institution_id": inst.institution_id,
+        "name": inst.name,
+        "address_code": inst.address_code,
+        "groups": [
+            {
+                "code": g.code,
+                "language": g.language,
+                "min_age_months": g.min_age_months,
+                "birth_year": g.birth_year,
+                "capacity": g.capacity,
+            }
+            for g in inst.groups
+        ],
+    }
+
+
+def application_data(child: Child) -> dict[str, Any]:
+    """The ``data`` of the feed entry ``application.submitted`` for the child's application
+    (its form, as VPS records it), with the ids and registration time the synthetic
+    municipality gave it: VPS child id = ``child.ref`` without its ``CH-``."""
+    return {
+        "application_id": child.application_id,
+        "child_id": child.ref.removeprefix("CH-"),
+        "registered_at": child.registered_at.isoformat(),
+        **application_form(child),
+    }
+
+
+__all__ = ["application_data", "application_form", "institution_data"]

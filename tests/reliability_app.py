@@ -79,7 +79,12 @@ class Applications(Handler[ApplicationSubmitted]):
 def spec(
     name: str, input_topic: str, output_topic: str, client: ChildCheck | None = None
 ) -> ServiceSpec:
-    return ServiceSpec(name, (Applications(input_topic, output_topic, client),), schema=SCHEMA)
+    return ServiceSpec(
+        name,
+        (Applications(input_topic, output_topic, client),),
+        schema=SCHEMA,
+        clients=(client,) if client is not None else (),
+    )
 
 
 def client_for(
@@ -96,15 +101,8 @@ def client_for(
 async def _main(args: argparse.Namespace) -> int:
     settings = Settings(bootstrap_servers=args.bootstrap, data_dir=args.data_dir, _env_file=None)
     setup_logging(settings.log_level)
-    handlers: list[Handler[Any]] = []  # the runner sets each handler's retry counter
-    client = (
-        # Late-bound: the runner replaces count_retry after this client is built.
-        client_for(args.http, on_retry=lambda error: handlers[0].count_retry(error))  # noqa: PLW0108
-        if args.http
-        else None
-    )
+    client = client_for(args.http) if args.http else None
     service = spec(args.name, args.input, args.output, client)
-    handlers.extend(service.handlers)
     stop = asyncio.Event()
     stop_on_signals(stop)
     runner = ServiceRunner(service, settings, args.bootstrap)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from adapters.dvs.client import DvsClient, NewDocument, Registration, Rejection
 from hub.errors import TransientError
 from hub.reliability.consumer import Handler, Unit
-from hub.reliability.retry import InvalidResponse, Refused, UnexpectedAnswer
+from hub.reliability.retry import CallFailure
 from hub.reliability.service import ServiceSpec
 from hub.reliability.store import Store
 from schemas.base import Message
@@ -115,15 +115,9 @@ class Documents(Handler[RegisterDocument]):
 
     def given_up(self, message: RegisterDocument, error: BaseException) -> Sequence[Message]:
         """``DocumentRegistrationFailed`` for a request that was dead-lettered."""
-        reason: Literal["rejected", "unavailable", "invalid_response"]
-        if isinstance(error, Refused):
-            reason = "rejected"
-        elif isinstance(error, (UnexpectedAnswer, InvalidResponse)):
-            reason = "invalid_response"
-        else:
-            reason = "unavailable"
-        detail = f"{type(error).__name__}: {error}"
-        return (_failed(message, reason, detail, permanent=not isinstance(error, TransientError)),)
+        failure = CallFailure.of(error)
+        reason = "rejected" if failure.kind == "refused" else failure.kind
+        return (_failed(message, reason, failure.detail, permanent=failure.permanent),)
 
     async def close(self) -> None:
         await self.client.close()
@@ -149,9 +143,7 @@ def _failed(
 def service(client: DvsClient, name: str = DVS) -> ServiceSpec:
     """The DVS adapter as a service of the hub's runtime."""
     handler = Documents(client)
-    # Late-bound: the runner sets the handler's retry counter after this.
-    client.add_retry_listener(lambda error: handler.count_retry(error))  # noqa: PLW0108
-    return ServiceSpec(name, (handler,), schema=SCHEMA, on_start=handler.attach)
+    return ServiceSpec(name, (handler,), schema=SCHEMA, on_start=handler.attach, clients=(client,))
 
 
 __all__ = ["SCHEMA", "Documents", "RelatedNotRegistered", "service"]

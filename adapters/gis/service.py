@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 from adapters.gis.client import AddressRecord, GisClient
-from hub.errors import TransientError
 from hub.reliability.consumer import Handler, Unit
-from hub.reliability.retry import InvalidResponse, UnexpectedAnswer
+from hub.reliability.retry import CallFailure
 from hub.reliability.service import ServiceSpec
 from schemas.addresses import AddressResolutionFailed, AddressResolved, ResolveAddress
 from schemas.base import Message
@@ -65,16 +64,10 @@ class ResolveAddresses(Handler[ResolveAddress]):
 
     def given_up(self, message: ResolveAddress, error: BaseException) -> Sequence[Message]:
         """``AddressResolutionFailed`` for a request that was dead-lettered."""
-        broken = isinstance(error, (UnexpectedAnswer, InvalidResponse))
-        detail = f"{type(error).__name__}: {error}"
-        return (
-            self._failed(
-                message,
-                "invalid_response" if broken else "unavailable",
-                detail,
-                permanent=not isinstance(error, TransientError),
-            ),
-        )
+        failure = CallFailure.of(error)
+        # The answer has no reason "refused": a refusal reads as the register being unusable.
+        reason: Reason = "invalid_response" if failure.kind == "invalid_response" else "unavailable"
+        return (self._failed(message, reason, failure.detail, permanent=failure.permanent),)
 
     @staticmethod
     def _failed(
@@ -97,9 +90,7 @@ class ResolveAddresses(Handler[ResolveAddress]):
 def service(client: GisClient, name: str = GIS) -> ServiceSpec:
     """The GIS adapter as a service; it owns ``client`` and closes it when it stops."""
     handler = ResolveAddresses(client)
-    # Late-bound: the runner sets the handler's retry counter after this.
-    client.add_retry_listener(lambda error: handler.count_retry(error))  # noqa: PLW0108
-    return ServiceSpec(name, (handler,))
+    return ServiceSpec(name, (handler,), clients=(client,))
 
 
 __all__ = ["REQUESTS", "ResolveAddresses", "service"]

@@ -61,7 +61,7 @@ from hub.errors import PermanentError, TransientError
 from hub.http import http_task
 from hub.reliability.consumer import Handler, Unit
 from hub.reliability.poller import Page, Poller
-from hub.reliability.retry import UnexpectedAnswer
+from hub.reliability.retry import HttpPort, UnexpectedAnswer
 from hub.reliability.service import ServiceSpec, Timer
 from hub.reliability.store import Store, Writes
 from schemas.base import Message
@@ -709,6 +709,7 @@ def service(
         timers=(
             Timer(config.escalation_interval, lambda unit: escalate_due(state, unit, clock())),
         ),
+        clients=tuple(c for c in channels.clients.values() if isinstance(c, HttpPort)),
         tasks=tuple(tasks),
         pollers=tuple(pollers),
     )

@@ -25,9 +25,8 @@ from adapters.viis.client import (
     EnrolmentRefusal,
     ViisClient,
 )
-from hub.errors import TransientError
 from hub.reliability.consumer import Handler, Unit
-from hub.reliability.retry import InvalidResponse, Refused, UnexpectedAnswer
+from hub.reliability.retry import CallFailure
 from hub.reliability.service import ServiceSpec
 from schemas.base import Message
 from schemas.enrollment import (
@@ -36,11 +35,10 @@ from schemas.enrollment import (
     EnrollmentCheckFailed,
     EnrollmentRefused,
     EnrollmentRegistered,
-    FailureReason,
     RegisterEnrollment,
 )
 from schemas.topics import VIIS
-from schemas.values import PersonalCode, mask_personal_codes
+from schemas.values import PersonalCode
 
 log = logging.getLogger(__name__)
 CHECKS = "viis.enrollment.checks.v1"
@@ -106,21 +104,15 @@ class EnrollmentChecks(_ViisHandler[CheckEnrollment]):
         """``EnrollmentCheckFailed`` for a check that was dead-lettered."""
         if not self.ours(message):
             return ()
-        reason: FailureReason
-        if isinstance(error, Refused):
-            reason = "refused"
-        elif isinstance(error, (UnexpectedAnswer, InvalidResponse)):
-            reason = "invalid_response"
-        else:
-            reason = "unavailable"
+        failure = CallFailure.of(error)
         return (
             EnrollmentCheckFailed.new(
                 producer=VIIS,
                 caused_by=message,
                 child_ref=message.child_ref,
-                reason=reason,
-                detail=mask_personal_codes(f"{type(error).__name__}: {error}")[:500],
-                permanent=not isinstance(error, TransientError),
+                reason=failure.kind,
+                detail=failure.detail,
+                permanent=failure.permanent,
             ),
         )
 
@@ -175,9 +167,7 @@ def service(
     skipped. The service closes ``client`` when it stops."""
     checks = EnrollmentChecks(CHECKS, client, municipality)
     registrations = EnrollmentRegistrations(REGISTRATIONS, client, municipality)
-    # The runner sets one retry counter on every handler after this; look it up late.
-    client.add_retry_listener(lambda error: checks.count_retry(error))  # noqa: PLW0108
-    return ServiceSpec(name, (checks, registrations))
+    return ServiceSpec(name, (checks, registrations), clients=(client,))
 
 
 __all__ = ["CHECKS", "REGISTRATIONS", "EnrollmentChecks", "EnrollmentRegistrations", "service"]

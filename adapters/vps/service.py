@@ -474,5 +474,4 @@ def service(
     one). Retries of the handlers' client are counted in the service's metrics."""
     feed = VpsFeed(feed_client or client, municipality, interval=interval)
     offers, rounds = Offers(client), Rounds(client)
-    client.add_retry_listener(lambda error: offers.count_retry(error))  # noqa: PLW0108
-    return ServiceSpec(name, (offers, rounds), pollers=(feed,))
+    return ServiceSpec(name, (offers, rounds), pollers=(feed,), clients=(client,))

@@ -38,7 +38,6 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
-from hub.bus import headers_of
 from hub.errors import InvalidMessage, PermanentError, TransientError
 from hub.reliability.deadletters import Failure, Reason, header
 from hub.reliability.metrics import Metrics
@@ -118,14 +117,31 @@ def _moment(text: str | None) -> datetime | None:
         return None
 
 
+CONTENT_TYPE = "application/json"
+
+
+def headers_of(message: Message) -> dict[str, str]:
+    """The headers every published message carries: what it is, who sent it, its correlation."""
+    return {
+        "content-type": CONTENT_TYPE,
+        "event-type": message.event_type,
+        "schema-version": str(message.schema_version),
+        "producer": message.producer,
+        "correlation_id": str(message.correlation_id),
+    }
+
+
 def outbox_row(message: Message, *, topic: Topic | str | None = None) -> OutboxRow:
     """A message as an outbox row: its topic, key and headers.
 
     The topic is the catalogue's for the message's type unless given: a name (another
     topic, the key as the catalogue keys the type) or a :class:`Topic` of a plug-in's own,
-    whose messages the catalogue does not know."""
+    whose messages the catalogue does not know. This is the only way a message is
+    published: a service's outbox relay sends the rows, and
+    :func:`hub.kafka.publish_messages` sends them for tools.
+    """
     spec = topic if isinstance(topic, Topic) else topic_for(message)
-    labels = {**headers_of(message), "correlation_id": str(message.correlation_id)}
+    labels = headers_of(message)
     headers = tuple((name, value.encode()) for name, value in labels.items())
     return OutboxRow(
         topic if isinstance(topic, str) else spec.name,
@@ -167,8 +183,6 @@ class Handler(Generic[M]):
 
     def __init__(self, topic: Topic | str) -> None:
         self.topic = BY_NAME[topic] if isinstance(topic, str) else topic
-        self.count_retry: Callable[[BaseException], None] = lambda error: None
-        """Called for every retried call to an external system; the runner counts them."""
 
     def parse(self, value: bytes) -> M:
         """The message in ``value``; raises ``pydantic.ValidationError`` when it is not one."""

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -75,6 +75,42 @@ class Refused(PermanentError):
             body = body["detail"]
         reason = body.get("error") if isinstance(body, dict) else None
         return reason if isinstance(reason, str) else None
+
+
+FailureKind = Literal["refused", "invalid_response", "unavailable"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailure:
+    """Why calls to an external system were given up, as the failure event answering the
+    request tells it (every register adapter classifies its errors with :meth:`of`)."""
+
+    kind: FailureKind
+    """``refused``: the system said no (4xx); ``invalid_response``: it answered outside
+    its protocol; ``unavailable``: it did not answer usefully (network, timeouts, 5xx, 429)
+    — or the error came from elsewhere."""
+    permanent: bool
+    """False when trying again later may succeed (the error was transient)."""
+    detail: str
+    """The error's type and text, personal codes masked, at most 500 characters."""
+
+    @classmethod
+    def of(cls, error: BaseException) -> CallFailure:
+        kind: FailureKind
+        if isinstance(error, Refused):
+            kind = "refused"
+        elif isinstance(error, (UnexpectedAnswer, InvalidResponse)):
+            kind = "invalid_response"
+        else:
+            kind = "unavailable"
+        detail = mask_personal_codes(f"{type(error).__name__}: {error}")[:500]
+        return cls(kind, not isinstance(error, TransientError), detail)
+
+
+class RetryObservable(Protocol):
+    """A client that reports each retried call: the service runner counts them in its metrics."""
+
+    def add_retry_listener(self, listener: Callable[[BaseException], None]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from hub.reliability.metrics import Metrics
 from hub.reliability.poller import SCHEMA as POLL_SCHEMA
 from hub.reliability.poller import Poller, run_poller
 from hub.reliability.relay import OutboxRelay
+from hub.reliability.retry import RetryObservable
 from hub.reliability.store import Store
 from hub.settings import Settings
 from schemas.topics import retry_topic
@@ -68,6 +69,8 @@ class ServiceSpec:
     """Further coroutines to run until the stop event is set (an HTTP API, say)."""
     pollers: Sequence[Poller] = ()
     """Feeds of external systems to poll; positions are kept in the service's store."""
+    clients: Sequence[RetryObservable] = ()
+    """Clients of external systems whose retried calls the runner counts in its metrics."""
 
 
 @dataclass(frozen=True)
@@ -186,8 +189,9 @@ class ServiceRunner:
             clock=self.clock,
         )
         relay = OutboxRelay(store, producer, service=spec.name, metrics=self.metrics)
-        for handler in spec.handlers:
-            handler.count_retry = lambda _error: self.metrics.retried.labels(spec.name).inc()
+        retried = self.metrics.retried.labels(spec.name)
+        for client in spec.clients:
+            client.add_retry_listener(lambda _error: retried.inc())
 
         started: list[Any] = []
         clean = False

@@ -33,14 +33,25 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import Header, Response
+from fastapi import Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from simulators.api import NO_FAULTS, ErrorBody, error, simulator
+from simulators.api import (
+    NO_FAULTS,
+    ErrorBody,
+    error,
+    idempotency_key,
+    idempotent_responses,
+    missing_idempotency_key,
+    simulator,
+)
 from simulators.faults import FaultInjection, Faults
+
+IdempotencyKey = idempotency_key("registration")
+"""Type of the optional ``Idempotency-Key`` header of the idempotent POST."""
 
 REJECT = "REJECT"
 """``author_unit`` that the DVS refuses permanently (422 ``rejected``)."""
@@ -154,23 +165,19 @@ def create_app(
         "/v1/documents",
         status_code=201,
         response_model=Registered,
-        responses={
-            200: {"model": Registered, "description": "Registered before with this key."},
-            400: {"model": ErrorBody, "description": "No Idempotency-Key, or a broken body."},
-            409: {"model": ErrorBody, "description": "The key was used for another document."},
-            422: {"model": ErrorBody, "description": "Unknown link, or refused (rejected)."},
-            500: {"model": ErrorBody, "description": "The DVS failed."},
-        },
+        responses=idempotent_responses(
+            Registered,
+            before="Registered",
+            other="document",
+            refusals={
+                422: "Unknown link, or refused (rejected).",
+                500: "The DVS failed.",
+            },
+        ),
     )
-    async def register(
-        body: NewDocument,
-        idempotency_key: Annotated[
-            str | None,
-            Header(alias="Idempotency-Key", description="Same key, same registration."),
-        ] = None,
-    ) -> Response:
+    async def register(body: NewDocument, idempotency_key: IdempotencyKey = None) -> Response:
         if not idempotency_key:
-            return error(400, "missing_idempotency_key", "the Idempotency-Key header is required")
+            return missing_idempotency_key()
         if body.author_unit == BROKEN:
             return error(500, "internal_error", "the DVS failed (magic author_unit BROKEN)")
         earlier = registry.by_key.get(idempotency_key)

@@ -51,13 +51,24 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Header, Query, Response
+from fastapi import Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.values import PersonalCode
-from simulators.api import NO_FAULTS, ErrorBody, error, simulator
+from simulators.api import (
+    NO_FAULTS,
+    ErrorBody,
+    error,
+    idempotency_key,
+    idempotent_responses,
+    missing_idempotency_key,
+    simulator,
+)
 from simulators.faults import FaultInjection, Faults
+
+IdempotencyKey = idempotency_key("message")
+"""Type of the optional ``Idempotency-Key`` header of the idempotent POST."""
 
 MAX_ATTACHMENTS = 10
 MAX_SUBJECT = 250
@@ -226,26 +237,19 @@ def create_app(
         "/v1/messages",
         status_code=201,
         response_model=Received,
-        responses={
-            200: {"model": Received, "description": "Sent before with this key."},
-            400: {"model": ErrorBody, "description": "No Idempotency-Key, or a broken body."},
-            409: {"model": ErrorBody, "description": "The key was used for another message."},
-            422: {
-                "model": ErrorBody,
-                "description": "no_active_e_adrese, too_many_attachments or attachment_type.",
+        responses=idempotent_responses(
+            Received,
+            before="Sent",
+            other="message",
+            refusals={
+                422: "no_active_e_adrese, too_many_attachments or attachment_type.",
+                500: "The mailbox server failed.",
             },
-            500: {"model": ErrorBody, "description": "The mailbox server failed."},
-        },
+        ),
     )
-    async def send(
-        body: NewMessage,
-        idempotency_key: Annotated[
-            str | None,
-            Header(alias="Idempotency-Key", description="Same key, same message."),
-        ] = None,
-    ) -> Response:
+    async def send(body: NewMessage, idempotency_key: IdempotencyKey = None) -> Response:
         if not idempotency_key:
-            return error(400, "missing_idempotency_key", "the Idempotency-Key header is required")
+            return missing_idempotency_key()
         address = _address(body.recipient)
         if address is None:
             return error(400, "invalid_recipient", "not a personal code nor _DEFAULT@<reg. no.>")

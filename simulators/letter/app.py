@@ -34,14 +34,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import Header, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from simulators.api import NO_FAULTS, ErrorBody, error, simulator
+from simulators.api import (
+    NO_FAULTS,
+    ErrorBody,
+    error,
+    idempotency_key,
+    idempotent_responses,
+    missing_idempotency_key,
+    simulator,
+)
 from simulators.faults import FaultInjection, Faults
+
+IdempotencyKey = idempotency_key("letter")
+"""Type of the optional ``Idempotency-Key`` header of the idempotent POST."""
 
 LetterStatus = Literal["accepted", "posted"]
 _S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
@@ -179,21 +190,16 @@ def create_app(
         "/v1/letters",
         status_code=201,
         response_model=LetterAccepted,
-        responses={
-            200: {"model": LetterAccepted, "description": "Accepted before with this key."},
-            400: {"model": ErrorBody, "description": "No Idempotency-Key, or a broken body."},
-            409: {"model": ErrorBody, "description": "The key was used for another letter."},
-            422: {"model": ErrorBody, "description": "The address is undeliverable."},
-        },
+        responses=idempotent_responses(
+            LetterAccepted,
+            before="Accepted",
+            other="letter",
+            refusals={422: "The address is undeliverable."},
+        ),
     )
-    async def send(
-        body: NewLetter,
-        idempotency_key: Annotated[
-            str | None, Header(alias="Idempotency-Key", description="Same key, same letter.")
-        ] = None,
-    ) -> Response:
+    async def send(body: NewLetter, idempotency_key: IdempotencyKey = None) -> Response:
         if not idempotency_key:
-            return error(400, "missing_idempotency_key", "the Idempotency-Key header is required")
+            return missing_idempotency_key()
         earlier = by_key.get(idempotency_key)
         if earlier is not None:
             letter = letters[earlier]

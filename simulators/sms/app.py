@@ -49,15 +49,26 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import httpx
-from fastapi import Header, Response
+from fastapi import Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from simulators.api import NO_FAULTS, ErrorBody, error, simulator
+from simulators.api import (
+    NO_FAULTS,
+    ErrorBody,
+    error,
+    idempotency_key,
+    idempotent_responses,
+    missing_idempotency_key,
+    simulator,
+)
 from simulators.faults import FaultInjection, Faults
+
+IdempotencyKey = idempotency_key("SMS")
+"""Type of the optional ``Idempotency-Key`` header of the idempotent POST."""
 
 PERMANENT_FAILURE = "+37120000000"
 """Accepted, then reported ``permanent_failure``."""
@@ -253,22 +264,19 @@ def create_app(
         "/v1/messages",
         status_code=202,
         response_model=SmsAccepted,
-        responses={
-            200: {"model": SmsAccepted, "description": "Sent before with this key."},
-            400: {"model": ErrorBody, "description": "No Idempotency-Key, or a broken body."},
-            409: {"model": ErrorBody, "description": "The key was used for another SMS."},
-            422: {"model": ErrorBody, "description": "invalid_number or text_too_long."},
-            429: {"model": ErrorBody, "description": "Above the rate; see Retry-After."},
-        },
+        responses=idempotent_responses(
+            SmsAccepted,
+            before="Sent",
+            other="SMS",
+            refusals={
+                422: "invalid_number or text_too_long.",
+                429: "Above the rate; see Retry-After.",
+            },
+        ),
     )
-    async def send(
-        body: NewSms,
-        idempotency_key: Annotated[
-            str | None, Header(alias="Idempotency-Key", description="Same key, same SMS.")
-        ] = None,
-    ) -> Response:
+    async def send(body: NewSms, idempotency_key: IdempotencyKey = None) -> Response:
         if not idempotency_key:
-            return error(400, "missing_idempotency_key", "the Idempotency-Key header is required")
+            return missing_idempotency_key()
         if not bucket.take():
             answer = error(429, "rate_limited", f"at most {rate_per_second:g} SMS per second")
             answer.headers["Retry-After"] = "1"

@@ -58,6 +58,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from schemas.values import PersonalCode
 from simulators.faults import FaultInjection, Faults
+from simulators.messages import institution_data
 from simulators.municipality import SyntheticMunicipality
 
 BROKEN_EMAIL = "broken@example.lv"
@@ -214,24 +215,7 @@ class Register:
             _code(c.personal_code) for c in self.town.children if not c.declared_here
         }
         for inst in self.town.institutions:
-            self.append(
-                "institution.registered",
-                {
-                    "institution_id": inst.institution_id,
-                    "name": inst.name,
-                    "address_code": inst.address_code,
-                    "groups": [
-                        {
-                            "code": g.code,
-                            "language": g.language,
-                            "min_age_months": g.min_age_months,
-                            "birth_year": g.birth_year,
-                            "capacity": g.capacity,
-                        }
-                        for g in inst.groups
-                    ],
-                },
-            )
+            self.append("institution.registered", institution_data(inst))
 
     def append(self, kind: EventType, data: dict[str, Any]) -> FeedEvent:
         event = FeedEvent(seq=len(self.events) + 1, type=kind, at=self.clock(), data=data)

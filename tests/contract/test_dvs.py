@@ -18,7 +18,6 @@ from hub.reliability.consumer import Unit
 from hub.reliability.retry import (
     InvalidResponse,
     Refused,
-    RetryPolicy,
     UnavailableError,
     UnexpectedAnswer,
 )
@@ -28,17 +27,8 @@ from schemas.topics import ALLOCATION, BY_NAME, DVS
 from simulators.dvs import NumberFormat, create_app
 from simulators.faults import FaultInjection, Faults
 from simulators.serving import serving
-
-FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, max_seconds=5)
-NO_FAULT = {"X-Simulate-Fault": "none"}
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.contract.common import FAST, NO_FAULT, PATIENT, Clock, every_fault, faulted
+from tests.contract.common import mocked as mocked_port
 
 
 @dataclass
@@ -187,16 +177,7 @@ async def test_magic_broken_stays_unavailable(dvs: Dvs, client: DvsClient) -> No
     assert await dvs.listed() == []
 
 
-@pytest.mark.parametrize(
-    ("faults", "timeout", "error"),
-    [
-        (Faults(error_rate=1), 5.0, UnavailableError),
-        (Faults(rate_limit_rate=1, retry_after_seconds=0), 5.0, UnavailableError),
-        (Faults(timeout_rate=1, timeout_seconds=2), 0.3, UnavailableError),
-        (Faults(malformed_rate=1), 5.0, InvalidResponse),
-    ],
-    ids=["error", "rate_limit", "timeout", "malformed"],
-)
+@every_fault()
 async def test_every_fault_fails_transiently(
     faults: Faults, timeout: float, error: type[Exception]
 ) -> None:
@@ -206,8 +187,7 @@ async def test_every_fault_fails_transiently(
             assert isinstance(port, DvsClient)
             with pytest.raises(error) as caught:
                 await port.register("doc-0001", document(1))
-        faulted = sum(n for fault, n in app.injected.items() if fault != "none")
-        assert faulted == FAST.attempts
+        assert faulted(app) == FAST.attempts
         assert await listed(served.url) == []  # a faulted request never reaches the DVS
     if faults.rate_limit_rate:
         assert isinstance(caught.value, UnavailableError) and caught.value.retry_after == 0
@@ -216,10 +196,9 @@ async def test_every_fault_fails_transiently(
 async def test_half_faulted_still_registers_each_document_once() -> None:
     faults = Faults.spread(0.5, seed=7, timeout_seconds=0.5, retry_after_seconds=0)
     app = create_app(faults=faults)
-    patient = RetryPolicy(attempts=10, initial_wait=0.01, max_wait=0.05, max_seconds=10)
     keys = [f"doc-{n:04d}" for n in range(12)]
     async with serving(app, name="dvs") as served:
-        async with client_from_url(served.url, timeout=0.3, policy=patient) as port:
+        async with client_from_url(served.url, timeout=0.3, policy=PATIENT) as port:
             assert isinstance(port, DvsClient)
             first = [await port.register(key, document(n)) for n, key in enumerate(keys)]
             again = [await port.register(key, document(n)) for n, key in enumerate(keys)]
@@ -229,17 +208,11 @@ async def test_half_faulted_still_registers_each_document_once() -> None:
     numbers = {outcome.registration_number for outcome in first}  # type: ignore[union-attr]
     assert len(numbers) == len(keys) == len(registered)
     assert {doc["registration_number"] for doc in registered} == numbers
-    assert sum(n for fault, n in app.injected.items() if fault != "none") > 0
+    assert faulted(app) > 0
 
 
 def mocked(answer: httpx.Response) -> tuple[DvsClient, list[httpx.Request]]:
-    seen: list[httpx.Request] = []
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return answer
-
-    return DvsClient("http://dvs.test", policy=FAST, transport=httpx.MockTransport(handle)), seen
+    return mocked_port(DvsClient, answer)
 
 
 @pytest.mark.parametrize(
@@ -305,9 +278,11 @@ def test_a_rejection_is_published_with_its_personal_codes_masked() -> None:
 
 async def test_the_service_counts_retries_with_the_runners_counter() -> None:
     port, seen = mocked(httpx.Response(503, json={}))
-    [handler] = service(port).handlers
+    spec = service(port)
+    [handler] = spec.handlers
+    assert spec.clients == (port,)
     counted: list[BaseException] = []
-    handler.count_retry = counted.append  # what the runner does once the service starts
+    port.add_retry_listener(counted.append)  # what the runner does once the service starts
     async with port:
         with pytest.raises(UnavailableError):
             await handler.fetch(request("doc-0001"))

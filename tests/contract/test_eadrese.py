@@ -31,9 +31,9 @@ from simulators.eadrese import create_app
 from simulators.eadrese.app import BROKEN_MAILBOX
 from simulators.faults import FaultInjection, Faults
 from simulators.serving import serving
+from tests.contract.common import FAST, NO_FAULT, Clock, every_fault, faulted
+from tests.contract.common import mocked as mocked_port
 
-FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, max_seconds=5)
-NO_FAULT = {"X-Simulate-Fault": "none"}
 INSTITUTION = "90000012345"
 
 
@@ -63,14 +63,6 @@ EVERY_CODE = (ACTIVE, OTHER_ACTIVE, INACTIVE, BROKEN)
 
 def leaks(text: str) -> bool:
     return any(c in text or c.replace("-", "") in text for c in EVERY_CODE)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass
@@ -274,16 +266,7 @@ async def test_magic_broken_mailbox_stays_unavailable(eadrese: EAdrese) -> None:
         assert not leaks(str(error))
 
 
-@pytest.mark.parametrize(
-    ("faults", "timeout", "error"),
-    [
-        (Faults(error_rate=1), 5.0, UnavailableError),
-        (Faults(rate_limit_rate=1, retry_after_seconds=0), 5.0, UnavailableError),
-        (Faults(timeout_rate=1, timeout_seconds=2), 0.3, UnavailableError),
-        (Faults(malformed_rate=1), 5.0, InvalidResponse),
-    ],
-    ids=["error", "rate_limit", "timeout", "malformed"],
-)
+@every_fault()
 async def test_every_fault_fails_transiently(
     faults: Faults, timeout: float, error: type[Exception]
 ) -> None:
@@ -292,8 +275,7 @@ async def test_every_fault_fails_transiently(
         async with client_from_url(served.url, timeout=timeout, policy=FAST) as port:
             with pytest.raises(error) as caught:
                 await port.send(ACTIVE, outgoing())
-        faulted = sum(n for fault, n in app.injected.items() if fault != "none")
-        assert faulted == FAST.attempts
+        assert faulted(app) == FAST.attempts
         assert app.app.state.mailbox == []  # type: ignore[attr-defined]
     assert not leaks(str(caught.value))
     if faults.rate_limit_rate:
@@ -316,18 +298,11 @@ async def test_half_faulted_delivers_each_message_exactly_once() -> None:
     assert again == first
     assert len(mailbox) == 20
     assert sorted(m["recipient"] for m in mailbox) == sorted(recipients)
-    assert sum(n for fault, n in app.injected.items() if fault != "none") > 0
+    assert faulted(app) > 0
 
 
 def mocked(*answers: httpx.Response) -> tuple[EAdreseClient, list[httpx.Request]]:
-    seen: list[httpx.Request] = []
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return answers[min(len(seen), len(answers)) - 1]
-
-    port = EAdreseClient("http://e-adrese.test", policy=FAST, transport=httpx.MockTransport(handle))
-    return port, seen
+    return mocked_port(EAdreseClient, *answers)
 
 
 RECEIVED = {"message_id": "m-1", "server_received_at": "2026-05-04T12:30:00+03:00"}

@@ -27,8 +27,9 @@ from simulators.faults import Faults
 from simulators.gis import DELETED_CODE, FAILING_CODE, REFERENCE, create_app
 from simulators.municipality import SyntheticMunicipality
 from simulators.serving import serving
+from tests.contract.common import FAST, every_fault, faulted
+from tests.contract.common import mocked as mocked_port
 
-FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, max_seconds=5)
 RESOLVED = BY_NAME["gis.address.resolved.v1"]
 UNKNOWN = "123456789"
 
@@ -180,16 +181,7 @@ async def test_distances_to_institutions(
 # --------------------------------------------------------------------------- injected faults
 
 
-@pytest.mark.parametrize(
-    ("faults", "timeout", "error"),
-    [
-        (Faults(error_rate=1), 2.0, UnavailableError),
-        (Faults(rate_limit_rate=1, retry_after_seconds=0), 2.0, UnavailableError),
-        (Faults(timeout_rate=1, timeout_seconds=2), 0.3, UnavailableError),
-        (Faults(malformed_rate=1), 2.0, InvalidResponse),
-    ],
-    ids=["error", "rate_limit", "timeout", "malformed"],
-)
+@every_fault(client_timeout=2.0)
 async def test_every_fault_is_transient(
     town: SyntheticMunicipality, faults: Faults, timeout: float, error: type[Exception]
 ) -> None:
@@ -207,7 +199,7 @@ async def test_every_fault_is_transient(
     assert health.json() == {"status": "ok", "system": "GIS", "addresses": len(town.addresses) + 2}
     assert isinstance(caught.value, TransientError)
     assert len(retried) == FAST.attempts - 1
-    assert sum(n for fault, n in app.injected.items() if fault != "none") == FAST.attempts
+    assert faulted(app) == FAST.attempts
     if faults.rate_limit_rate:
         assert caught.value.retry_after == 0  # type: ignore[attr-defined]
 
@@ -231,15 +223,10 @@ async def test_half_of_requests_faulted_still_resolves(town: SyntheticMunicipali
 # --------------------------------------------------------------------------- broken answers
 
 
-def mocked(answer: Callable[[httpx.Request], httpx.Response]) -> tuple[GisClient, list[str]]:
-    seen: list[str] = []
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
-        return answer(request)
-
-    client = GisClient("http://gis.test", policy=FAST, transport=httpx.MockTransport(handle))
-    return client, seen
+def mocked(
+    answer: Callable[[httpx.Request], httpx.Response],
+) -> tuple[GisClient, list[httpx.Request]]:
+    return mocked_port(GisClient, answer)
 
 
 def reference_answer(**changes: Any) -> dict[str, Any]:
@@ -299,9 +286,11 @@ async def test_a_404_unknown_address_is_none() -> None:
 
 async def test_the_service_counts_retries_with_the_runners_counter() -> None:
     client, seen = mocked(lambda _request: httpx.Response(503, json={}))
-    (handler,) = service(client).handlers
+    spec = service(client)
+    (handler,) = spec.handlers
+    assert spec.clients == (client,)
     counted: list[BaseException] = []
-    handler.count_retry = counted.append  # what the runner does once the service starts
+    client.add_retry_listener(counted.append)  # what the runner does once the service starts
     async with client:
         with pytest.raises(UnavailableError):
             await handler.fetch(request(REFERENCE.code))

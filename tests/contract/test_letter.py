@@ -17,28 +17,18 @@ from adapters.notify.letter import LetterClient, LetterPage, client_from_url
 from hub.reliability.retry import (
     InvalidResponse,
     Refused,
-    RetryPolicy,
     UnavailableError,
     UnexpectedAnswer,
 )
 from simulators.faults import FaultInjection, Faults
 from simulators.letter import create_app, tracking_number
 from simulators.serving import serving
+from tests.contract.common import FAST, NO_FAULT, PATIENT, Clock, every_fault, faulted
+from tests.contract.common import mocked as mocked_port
 
-FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, max_seconds=5)
-PATIENT = RetryPolicy(attempts=10, initial_wait=0.01, max_wait=0.05, max_seconds=10)
-NO_FAULT = {"X-Simulate-Fault": "none"}
 ADDRESS = "105163882"
 NAME = "Anna Bērziņa"
 START = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def outgoing(n: int = 1, **changes: Any) -> Outgoing:
@@ -233,16 +223,7 @@ async def test_requests_without_a_key_are_bad(post: Post) -> None:
     assert post.letters == {}
 
 
-@pytest.mark.parametrize(
-    ("faults", "timeout", "error"),
-    [
-        (Faults(error_rate=1), 5.0, UnavailableError),
-        (Faults(rate_limit_rate=1, retry_after_seconds=0), 5.0, UnavailableError),
-        (Faults(timeout_rate=1, timeout_seconds=2), 0.3, UnavailableError),
-        (Faults(malformed_rate=1), 5.0, InvalidResponse),
-    ],
-    ids=["error", "rate_limit", "timeout", "malformed"],
-)
+@every_fault()
 async def test_every_fault_fails_transiently(
     faults: Faults, timeout: float, error: type[Exception]
 ) -> None:
@@ -255,8 +236,7 @@ async def test_every_fault_fails_transiently(
             await port.send(ADDRESS, outgoing(1, addressee=NAME))
         with pytest.raises(error):
             await port.events(0)
-    faulted = sum(n for fault, n in app.injected.items() if fault != "none")
-    assert faulted == 2 * FAST.attempts
+    assert faulted(app) == 2 * FAST.attempts
     assert app.app.state.letters == {}  # type: ignore[attr-defined]
     assert ADDRESS not in str(sending.value) and "Bērziņa" not in str(sending.value)
     if faults.rate_limit_rate:
@@ -286,18 +266,11 @@ async def test_half_faulted_posts_each_letter_exactly_once() -> None:
     assert [e.seq for e in events] == list(range(1, 41))
     assert sorted(e.letter_id for e in events if e.status == "accepted") == ids
     assert sorted(e.letter_id for e in events if e.status == "posted") == ids
-    assert sum(n for fault, n in app.injected.items() if fault != "none") > 0
+    assert faulted(app) > 0
 
 
 def mocked(*answers: httpx.Response) -> tuple[LetterClient, list[httpx.Request]]:
-    seen: list[httpx.Request] = []
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return answers[min(len(seen), len(answers)) - 1]
-
-    port = LetterClient("http://post.test", policy=FAST, transport=httpx.MockTransport(handle))
-    return port, seen
+    return mocked_port(LetterClient, *answers)
 
 
 @pytest.mark.parametrize(

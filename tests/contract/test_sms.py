@@ -35,10 +35,9 @@ from simulators.faults import FaultInjection, Faults
 from simulators.serving import free_port, serving
 from simulators.sms import MAX_TEXT, PERMANENT_FAILURE, TEMPORARY_FAILURE_ONCE, create_app
 from tests.conftest import eventually
+from tests.contract.common import FAST, NO_FAULT, PATIENT, every_fault, faulted
+from tests.contract.common import mocked as mocked_port
 
-FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, max_seconds=5)
-PATIENT = RetryPolicy(attempts=10, initial_wait=0.01, max_wait=0.05, max_seconds=10)
-NO_FAULT = {"X-Simulate-Fault": "none"}
 PHONE = "+37129876543"
 
 
@@ -318,16 +317,7 @@ async def test_a_patient_client_gets_everything_through_the_rate_limit(
     assert sorted(r.reference for r in receiver.reports) == [f"OF-{n:04d}" for n in range(7)]
 
 
-@pytest.mark.parametrize(
-    ("faults", "timeout", "error"),
-    [
-        (Faults(error_rate=1), 5.0, UnavailableError),
-        (Faults(rate_limit_rate=1, retry_after_seconds=0), 5.0, UnavailableError),
-        (Faults(timeout_rate=1, timeout_seconds=2), 0.3, UnavailableError),
-        (Faults(malformed_rate=1), 5.0, InvalidResponse),
-    ],
-    ids=["error", "rate_limit", "timeout", "malformed"],
-)
+@every_fault()
 async def test_every_fault_fails_transiently(
     faults: Faults, timeout: float, error: type[Exception]
 ) -> None:
@@ -338,8 +328,7 @@ async def test_every_fault_fails_transiently(
     ):
         with pytest.raises(error) as caught:
             await port.send(PHONE, outgoing(1, callback_url="http://127.0.0.1:9/none"))
-    faulted = sum(n for fault, n in app.injected.items() if fault != "none")
-    assert faulted == FAST.attempts
+    assert faulted(app) == FAST.attempts
     assert app.app.state.sent == []  # type: ignore[attr-defined]
     assert PHONE not in str(caught.value) and PHONE[-8:] not in str(caught.value)
     if faults.rate_limit_rate:
@@ -366,17 +355,11 @@ async def test_half_faulted_delivers_each_sms_exactly_once(receiver: Receiver) -
     assert Counter(sms.to for sms in sent) == Counter(phones)  # one SMS per number
     assert sorted(r.sms_id for r in receiver.reports) == sorted(ids)  # one report per SMS
     assert all(r.status == "delivered" for r in receiver.reports)
-    assert sum(n for fault, n in app.injected.items() if fault != "none") > 0
+    assert faulted(app) > 0
 
 
 def mocked(answer: httpx.Response) -> tuple[SmsClient, list[httpx.Request]]:
-    seen: list[httpx.Request] = []
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return answer
-
-    return SmsClient("http://sms.test", policy=FAST, transport=httpx.MockTransport(handle)), seen
+    return mocked_port(SmsClient, answer)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ handlers turn the answers into the right facts on the bus.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import re
@@ -38,6 +39,7 @@ from simulators.faults import FaultInjection, Faults
 from simulators.municipality import Child, SyntheticMunicipality, old_format_code
 from simulators.serving import serving
 from simulators.viis import BROKEN_INSTITUTION, create_app
+from tests.contract.common import FAST, every_fault, mocked
 
 TOWN = SyntheticMunicipality("riga", seed=7, children=200, institutions=5, admission_year=2026)
 AS_OF = date(2026, 9, 1)
@@ -46,8 +48,8 @@ FACTS = "viis.enrollment.facts.v1"
 NO_FAULTS = Faults()
 
 
-def _fast(attempts: int = 3) -> RetryPolicy:
-    return RetryPolicy(attempts=attempts, initial_wait=0.01, max_wait=0.05, max_seconds=5)
+def _fast(attempts: int = FAST.attempts) -> RetryPolicy:
+    return dataclasses.replace(FAST, attempts=attempts)
 
 
 def _attending() -> Child:
@@ -254,19 +256,11 @@ def _call(operation: str, client: ViisClient) -> Any:
 
 
 @pytest.mark.parametrize("operation", ["attendance", "enrol"])
-@pytest.mark.parametrize(
-    ("faults", "timeout", "expected"),
-    [
-        (Faults(error_rate=1), 2.0, UnavailableError),
-        (Faults(rate_limit_rate=1, retry_after_seconds=0), 2.0, UnavailableError),
-        (Faults(timeout_rate=1, timeout_seconds=2), 0.3, UnavailableError),
-        (Faults(malformed_rate=1), 2.0, InvalidResponse),
-    ],
-    ids=["error", "rate_limit", "timeout", "malformed"],
-)
+@every_fault(client_timeout=2.0)
 async def test_every_fault_fails_transiently_after_the_retries(
-    operation: str, faults: Faults, timeout: float, expected: type[Exception]
+    operation: str, faults: Faults, timeout: float, error: type[Exception]
 ) -> None:
+    expected = error
     retried: list[BaseException] = []
     async with viis(faults, timeout=timeout, on_retry=retried.append) as (client, app):
         with pytest.raises(expected) as raised:
@@ -314,14 +308,7 @@ async def test_health_and_openapi_are_never_faulted() -> None:
 
 
 def _mock(status: int, body: Any) -> tuple[ViisClient, list[httpx.Request]]:
-    seen: list[httpx.Request] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(status, json=body)
-
-    transport = httpx.MockTransport(answer)
-    return ViisClient("http://viis.test", policy=_fast(), transport=transport), seen
+    return mocked(ViisClient, httpx.Response(status, json=body))
 
 
 @pytest.mark.parametrize(
@@ -517,9 +504,10 @@ async def test_messages_of_another_municipality_are_skipped() -> None:
 async def test_the_service_counts_retries_with_the_runners_counter() -> None:
     client, seen = _mock(503, {})
     spec = service(client)
+    assert spec.clients == (client,)
     counted: list[BaseException] = []
-    for handler in spec.handlers:  # what the runner does once the service starts
-        handler.count_retry = counted.append
+    for observed in spec.clients:  # what the runner does once the service starts
+        observed.add_retry_listener(counted.append)
     with pytest.raises(UnavailableError):
         await spec.handlers[1].fetch(_register(_free()))
     await client.close()

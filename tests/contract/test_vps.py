@@ -37,11 +37,10 @@ from simulators.messages import application_form
 from simulators.municipality import Child, SyntheticMunicipality
 from simulators.serving import serving
 from simulators.vps.app import BROKEN_EMAIL, ApplicationIn, Register, create_app
+from tests.contract.common import FAST, NO_FAULT
 
 TOWN = SyntheticMunicipality("riga", seed=4, children=12, institutions=3, admission_year=2026)
-FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, max_seconds=5)
 PATIENT = RetryPolicy(attempts=12, initial_wait=0.01, max_wait=0.05, max_seconds=20)
-NO_FAULT = {"X-Simulate-Fault": "none"}
 
 
 def form(child: Child, **changes: Any) -> dict[str, Any]:

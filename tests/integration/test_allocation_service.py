@@ -45,11 +45,11 @@ from schemas.allocation import ParentAccepted, ParentDeclined, RunRound
 from schemas.notifications import NotificationSent
 from schemas.topics import OPERATOR
 from simulators.instant import running
-from simulators.messages import application_message, institution_message
 from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Parents
 from simulators.process import ServiceProcess
 from tests.conftest import eventually, run_hub
+from tests.vps_feed import application_message, institution_message
 
 pytestmark = pytest.mark.real_broker
 RULES = load_rules("riga")

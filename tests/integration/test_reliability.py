@@ -39,10 +39,10 @@ from hub.reliability.store import unpublished
 from hub.settings import Settings
 from schemas.applications import ApplicationSubmitted
 from schemas.topics import retry_topic
-from simulators.messages import application_message
 from simulators.municipality import SyntheticMunicipality
 from tests.conftest import eventually
 from tests.reliability_app import client_for, spec
+from tests.vps_feed import application_message
 
 pytestmark = pytest.mark.real_broker
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,13 +144,8 @@ def runner_for(
     **options: Any,
 ) -> ServiceRunner:
     """A runner of the test service; with ``http`` its handler calls that endpoint."""
-    metrics = Metrics.create()
-    count_retry = metrics.retried.labels(lane.service).inc
-    client = (
-        client_for(http, timeout=timeout, attempts=attempts, on_retry=lambda _: count_retry())
-        if http
-        else None
-    )
+    metrics = Metrics.create()  # the runner counts the client's retries in it
+    client = client_for(http, timeout=timeout, attempts=attempts) if http else None
     return ServiceRunner(
         spec(lane.service, lane.input, lane.output, client),
         settings.derive(data_dir=tmp, session_timeout=6, heartbeat_interval=1),

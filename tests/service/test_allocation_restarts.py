@@ -48,9 +48,9 @@ from schemas.notifications import NotificationDelivered
 from schemas.residence import ResidenceDeclared
 from schemas.topics import OPERATOR, VPS
 from simulators.instant import answer
-from simulators.messages import application_message, institution_message
 from simulators.municipality import SyntheticMunicipality
 from tests.allocation_harness import RIGA, Harness
+from tests.vps_feed import application_message, institution_message
 
 SEEDS = range(int(os.environ.get("HUB_RESTART_SEEDS", "12")))
 START = datetime(2026, 8, 3, 9, 0, tzinfo=UTC)

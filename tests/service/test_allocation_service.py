@@ -30,9 +30,9 @@ from schemas.enrollment import CheckEnrollment
 from schemas.residence import ResidenceDeclared
 from schemas.topics import topic_for
 from simulators.instant import answer
-from simulators.messages import application_message, institution_message
 from simulators.municipality import SyntheticMunicipality
 from tests.allocation_harness import Harness
+from tests.vps_feed import application_message, institution_message
 
 RIGA = load_rules("riga")
 ROUND = date(2026, 9, 1)

@@ -8,7 +8,15 @@ import httpx
 import pytest
 
 from hub.errors import PermanentError, TransientError
-from hub.reliability.retry import HttpPort, InvalidResponse, Refused, RetryPolicy, UnavailableError
+from hub.reliability.retry import (
+    CallFailure,
+    HttpPort,
+    InvalidResponse,
+    Refused,
+    RetryPolicy,
+    UnavailableError,
+    UnexpectedAnswer,
+)
 
 FAST = RetryPolicy(attempts=4, max_seconds=5, initial_wait=0.001, max_wait=0.002)
 
@@ -111,3 +119,29 @@ async def test_error_texts_never_carry_a_personal_code() -> None:
     with pytest.raises(Refused) as caught:
         await client.request("GET", "/persons/161175-19997")
     assert "19997" not in str(caught.value) and "******-*****" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "permanent"),
+    [
+        (Refused("refused with 404", status=404), "refused", True),
+        (UnexpectedAnswer("wrong fields"), "invalid_response", True),
+        (InvalidResponse("no JSON"), "invalid_response", False),
+        (UnavailableError("answered 503"), "unavailable", False),
+        (TransientError("busy"), "unavailable", False),
+        (PermanentError("a bad request"), "unavailable", True),
+        (KeyError("a bug"), "unavailable", True),
+    ],
+)
+def test_a_given_up_call_is_classified_once_for_every_adapter(
+    error: BaseException, kind: str, permanent: bool
+) -> None:
+    failure = CallFailure.of(error)
+    assert (failure.kind, failure.permanent) == (kind, permanent)
+    assert failure.detail.startswith(f"{type(error).__name__}: ")
+
+
+def test_a_failure_detail_is_masked_and_bounded() -> None:
+    failure = CallFailure.of(UnavailableError("child 161175-19997 " + "x" * 600))
+    assert "161175-19997" not in failure.detail and "******-*****" in failure.detail
+    assert len(failure.detail) == 500

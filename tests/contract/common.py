@@ -1,0 +1,68 @@
+"""What the contract tests share: quick retry policies, the fault matrix every simulator
+answers, a clock the test sets, and clients answered by a mock transport."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+import httpx
+import pytest
+
+from hub.reliability.retry import HttpPort, InvalidResponse, RetryPolicy, UnavailableError
+from simulators.faults import FaultInjection, Faults
+
+FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, max_seconds=5)
+PATIENT = RetryPolicy(attempts=10, initial_wait=0.01, max_wait=0.05, max_seconds=10)
+NO_FAULT = {"X-Simulate-Fault": "none"}
+"""Request header that asks a simulator for no fault (to read its state in a test)."""
+
+_Port = TypeVar("_Port", bound=HttpPort)
+Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
+
+
+def every_fault(client_timeout: float = 5.0) -> pytest.MarkDecorator:
+    """Parametrize a test by ``(faults, timeout, error)`` over each fault a simulator injects,
+    with the error the client raises once its retries are spent (all transient). ``timeout``
+    is the client's: ``client_timeout``, shorter than the delay of the timeout fault."""
+    return pytest.mark.parametrize(
+        ("faults", "timeout", "error"),
+        [
+            (Faults(error_rate=1), client_timeout, UnavailableError),
+            (Faults(rate_limit_rate=1, retry_after_seconds=0), client_timeout, UnavailableError),
+            (Faults(timeout_rate=1, timeout_seconds=2), 0.3, UnavailableError),
+            (Faults(malformed_rate=1), client_timeout, InvalidResponse),
+        ],
+        ids=["error", "rate_limit", "timeout", "malformed"],
+    )
+
+
+def faulted(app: FaultInjection) -> int:
+    """How many requests ``app`` answered with a fault."""
+    return sum(n for fault, n in app.injected.items() if fault != "none")
+
+
+class Clock:
+    """A clock that stands still until the test moves it (``clock.now = ...``)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def mocked(
+    port: type[_Port], *answers: Answer, url: str = "http://system.test"
+) -> tuple[_Port, list[httpx.Request]]:
+    """A client of type ``port`` whose requests get ``answers`` in turn (the last one from
+    then on; a callable answers the request it is given), and the requests it sent."""
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = answers[min(len(seen), len(answers)) - 1]
+        return answer(request) if callable(answer) else answer
+
+    return port(url, policy=FAST, transport=httpx.MockTransport(handle)), seen
