@@ -31,9 +31,9 @@ from schemas.documents import DocumentRegistered, RegisterDocument
 from schemas.enrollment import EnrollmentRegistered, RegisterEnrollment
 from schemas.topics import DVS, VIIS
 from simulators.instant import answer
-from simulators.messages import application_message, institution_message
 from simulators.municipality import SyntheticMunicipality
 from tests.allocation_harness import Harness
+from tests.vps_feed import application_message, institution_message
 
 RIGA = load_rules("riga")
 CODE_SHAPE = re.compile(r"(?<![\w-])\d{6}-?\d{5}(?![\w-])")

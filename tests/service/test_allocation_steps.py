@@ -29,10 +29,10 @@ from schemas.allocation import ParentDeclined, StepTaken
 from schemas.applications import ApplicationChanged
 from schemas.base import Message
 from schemas.institutions import SeatCapacityChanged
-from simulators.messages import application_message, institution_message
 from simulators.municipality import SyntheticMunicipality
 from tests.allocation_harness import Harness
 from tests.service.test_allocation_service import RIGA, round_command
+from tests.vps_feed import application_message, institution_message
 
 JOIN = dataclasses.replace(RIGA, late_applications="join")
 
