@@ -401,15 +401,25 @@ def residence_declared(step: Step, message: ResidenceDeclared) -> None:
     step.changed("children", message.child_ref)
 
 
+def _answered(step: Step, message: Message, child_ref: str, system: str) -> ChildFile | None:
+    """The child's record, to be changed, if ``message`` answers its latest enrichment
+    request; None if it answers an earlier one (stale: a newer request is out). ``system``
+    (VIIS, GIS) names the answering system in the log and in the refusal."""
+    file = step.state.children.get(child_ref)
+    if file is None:
+        raise PermanentError(f"{system} answered about {child_ref}, which has no application")
+    if not file.answers(message):
+        log.info(f"stale {system} answer ignored", extra={"child_ref": child_ref})
+        return None
+    step.changed("children", child_ref)
+    return file
+
+
 def enrollment_checked(step: Step, message: EnrollmentChecked | EnrollmentCheckFailed) -> None:
     """VIIS's answer: where the child and its siblings attend (or why it could not say)."""
-    file = step.state.children.get(message.child_ref)
+    file = _answered(step, message, message.child_ref, "VIIS")
     if file is None:
-        raise PermanentError(f"no application for child {message.child_ref}")
-    if not file.answers(message):
-        log.info("stale VIIS answer ignored", extra={"child_ref": message.child_ref})
         return
-    step.changed("children", message.child_ref)
     if isinstance(message, EnrollmentChecked):
         file.enrollment, file.enrollment_failed = message, None
     else:
@@ -441,13 +451,9 @@ def address_answered(step: Step, message: AddressResolved | AddressResolutionFai
             state.set_institution(inst.model_copy(update={"location": message.lks92}))
             step.changed("institutions", inst.institution_id)
         return
-    file = state.children.get(message.subject_ref)
+    file = _answered(step, message, message.subject_ref, "GIS")
     if file is None:
-        raise PermanentError(f"no child or institution {message.subject_ref}")
-    if not file.answers(message):
-        log.info("stale GIS answer ignored", extra={"child_ref": message.subject_ref})
         return
-    step.changed("children", message.subject_ref)
     if isinstance(message, AddressResolved):
         file.address, file.address_failed = message, None
     else:

@@ -218,15 +218,15 @@ async def test_a_change_of_a_child_on_the_admission_list_is_refused(harness: Har
 
 
 async def late_application(h: Harness) -> str:
-    """A new application, complete while the round is open, for a group with free seats."""
-    town = await season(h, children=20, seed=9)
+    """A new application, complete while the round is open; its child's reference."""
+    await season(h, children=20, seed=9)
     late = SyntheticMunicipality("riga", seed=99, children=1, institutions=4, admission_year=2026)
-    child = dataclasses.replace(late.children[0], ref="late-child")
+    message = application_message("riga", late.children[0])
+    assert message.child_ref not in h.state.children
     h.now += timedelta(hours=1)
-    await h.feed(application_message("riga", child))
-    assert not h.state.children[child.ref].missing
-    assert town.children
-    return child.ref
+    await h.feed(message)
+    assert not h.state.children[message.child_ref].missing
+    return message.child_ref
 
 
 async def test_an_application_completed_while_a_round_is_open_waits_for_the_next_round(
