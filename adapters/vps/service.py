@@ -249,27 +249,15 @@ def _submitted(d: _Submitted, envelope: dict[str, Any]) -> Message:
     )
 
 
-def _changed(d: _Changed, envelope: dict[str, Any]) -> Message:
-    return ApplicationChanged.new(
-        **envelope,
-        application_id=d.application_id,
-        child_ref=child_ref(d.child_id),
-        institutions=tuple(d.institutions),
-        desired_start_date=d.desired_start_date,
-        language=d.language,
-        accepts_any_institution=d.accepts_any_institution,
-        changed_at=d.changed_at,
-    )
+def _same_names(kind: type[Message]) -> Callable[[Any, dict[str, Any]], Message]:
+    """The mapping of entries whose ``data`` has the fields of message ``kind`` under their
+    names, but for the VPS child id, which becomes the child's ``child_ref``."""
 
+    def build(d: _Changed | _Withdrawn, envelope: dict[str, Any]) -> Message:
+        fields = d.model_dump(exclude={"child_id"})
+        return kind.new(**envelope, **fields, child_ref=child_ref(d.child_id))
 
-def _withdrawn(d: _Withdrawn, envelope: dict[str, Any]) -> Message:
-    return ApplicationWithdrawn.new(
-        **envelope,
-        application_id=d.application_id,
-        child_ref=child_ref(d.child_id),
-        reason=d.reason,
-        withdrawn_at=d.withdrawn_at,
-    )
+    return build
 
 
 def _answered(d: _Answered, envelope: dict[str, Any]) -> Message:
@@ -297,8 +285,8 @@ def _residence(d: _Residence, envelope: dict[str, Any]) -> Message:
 _MAPPINGS: dict[str, tuple[type[_Data], Callable[[Any, dict[str, Any]], Message]]] = {
     "institution.registered": (_Institution, _institution),
     "application.submitted": (_Submitted, _submitted),
-    "application.changed": (_Changed, _changed),
-    "application.withdrawn": (_Withdrawn, _withdrawn),
+    "application.changed": (_Changed, _same_names(ApplicationChanged)),
+    "application.withdrawn": (_Withdrawn, _same_names(ApplicationWithdrawn)),
     "offer.answered": (_Answered, _answered),
     "residence.declared": (_Residence, _residence),
 }
