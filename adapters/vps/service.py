@@ -50,7 +50,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -385,12 +385,24 @@ class VpsFeed(Poller):
         await self.client.close()
 
 
-class Offers(Handler[Message]):
-    """Shows each offer, its deadline and its closing to the parents in the e-service."""
+class _EServiceCalls(Handler[Message]):
+    """A handler whose effect is a call to the e-service: it records nothing itself."""
+
+    source: ClassVar[str]
+    """The topic it consumes."""
 
     def __init__(self, client: VpsClient) -> None:
-        super().__init__("allocation.offers.v1")
+        super().__init__(self.source)
         self.client = client
+
+    def apply(self, unit: Unit, message: Message, fetched: Any) -> None:
+        """Nothing to record: the call was the effect."""
+
+
+class Offers(_EServiceCalls):
+    """Shows each offer, its deadline and its closing to the parents in the e-service."""
+
+    source = "allocation.offers.v1"
 
     async def fetch(self, message: Message) -> Any:
         if isinstance(message, OfferMade):
@@ -410,24 +422,16 @@ class Offers(Handler[Message]):
             await self.client.close_offer(str(message.offer_id), _STATUS[type(message)])  # type: ignore[attr-defined]
         return None
 
-    def apply(self, unit: Unit, message: Message, fetched: Any) -> None:
-        """Nothing to record: the call was the effect."""
 
-
-class Rounds(Handler[Message]):
+class Rounds(_EServiceCalls):
     """Hands each admission round's summary to the e-service for the admission list."""
 
-    def __init__(self, client: VpsClient) -> None:
-        super().__init__("allocation.rounds.v1")
-        self.client = client
+    source = "allocation.rounds.v1"
 
     async def fetch(self, message: Message) -> Any:
         if isinstance(message, RoundCompleted):
             await self.client.publish_round(str(message.round_id), round_summary(message))
         return None
-
-    def apply(self, unit: Unit, message: Message, fetched: Any) -> None:
-        """Nothing to record: the call was the effect."""
 
 
 def round_summary(message: RoundCompleted) -> dict[str, Any]:
