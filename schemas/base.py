@@ -83,6 +83,14 @@ class Message(FrozenModel):
             **payload,
         )
 
+    def payload(self) -> dict[str, Any]:
+        """The fields of this message's type, without the envelope (as :meth:`new` takes them)."""
+        return {
+            name: getattr(self, name)
+            for name in type(self).model_fields
+            if name not in Message.model_fields
+        }
+
 
 def type_name(name: str) -> Any:
     """The ``event_type`` field: ``event_type: Literal["X"] = type_name("X")``."""

@@ -499,19 +499,8 @@ class Requests(Handler[SendNotification]):
 
 def escalation(request: SendNotification) -> SendNotification:
     """The same notification, by registered letter."""
-    return SendNotification.new(
-        producer=NOTIFY,
-        caused_by=request,
-        notification_id=request.notification_id,
-        child_ref=request.child_ref,
-        purpose=request.purpose,
-        offer_id=request.offer_id,
-        recipient=request.recipient,
-        language=request.language,
-        template=request.template,
-        variables=request.variables,
-        channel="letter",
-    )
+    fields = {**request.payload(), "channel": "letter"}
+    return SendNotification.new(producer=NOTIFY, caused_by=request, **fields)
 
 
 def escalate_due(state: NotifyState, unit: Unit, now: datetime) -> None:

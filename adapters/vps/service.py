@@ -50,7 +50,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -249,27 +249,15 @@ def _submitted(d: _Submitted, envelope: dict[str, Any]) -> Message:
     )
 
 
-def _changed(d: _Changed, envelope: dict[str, Any]) -> Message:
-    return ApplicationChanged.new(
-        **envelope,
-        application_id=d.application_id,
-        child_ref=child_ref(d.child_id),
-        institutions=tuple(d.institutions),
-        desired_start_date=d.desired_start_date,
-        language=d.language,
-        accepts_any_institution=d.accepts_any_institution,
-        changed_at=d.changed_at,
-    )
+def _same_names(kind: type[Message]) -> Callable[[Any, dict[str, Any]], Message]:
+    """The mapping of entries whose ``data`` has the fields of message ``kind`` under their
+    names, but for the VPS child id, which becomes the child's ``child_ref``."""
 
+    def build(d: _Changed | _Withdrawn, envelope: dict[str, Any]) -> Message:
+        fields = d.model_dump(exclude={"child_id"})
+        return kind.new(**envelope, **fields, child_ref=child_ref(d.child_id))
 
-def _withdrawn(d: _Withdrawn, envelope: dict[str, Any]) -> Message:
-    return ApplicationWithdrawn.new(
-        **envelope,
-        application_id=d.application_id,
-        child_ref=child_ref(d.child_id),
-        reason=d.reason,
-        withdrawn_at=d.withdrawn_at,
-    )
+    return build
 
 
 def _answered(d: _Answered, envelope: dict[str, Any]) -> Message:
@@ -297,8 +285,8 @@ def _residence(d: _Residence, envelope: dict[str, Any]) -> Message:
 _MAPPINGS: dict[str, tuple[type[_Data], Callable[[Any, dict[str, Any]], Message]]] = {
     "institution.registered": (_Institution, _institution),
     "application.submitted": (_Submitted, _submitted),
-    "application.changed": (_Changed, _changed),
-    "application.withdrawn": (_Withdrawn, _withdrawn),
+    "application.changed": (_Changed, _same_names(ApplicationChanged)),
+    "application.withdrawn": (_Withdrawn, _same_names(ApplicationWithdrawn)),
     "offer.answered": (_Answered, _answered),
     "residence.declared": (_Residence, _residence),
 }
@@ -397,12 +385,24 @@ class VpsFeed(Poller):
         await self.client.close()
 
 
-class Offers(Handler[Message]):
-    """Shows each offer, its deadline and its closing to the parents in the e-service."""
+class _EServiceCalls(Handler[Message]):
+    """A handler whose effect is a call to the e-service: it records nothing itself."""
+
+    source: ClassVar[str]
+    """The topic it consumes."""
 
     def __init__(self, client: VpsClient) -> None:
-        super().__init__("allocation.offers.v1")
+        super().__init__(self.source)
         self.client = client
+
+    def apply(self, unit: Unit, message: Message, fetched: Any) -> None:
+        """Nothing to record: the call was the effect."""
+
+
+class Offers(_EServiceCalls):
+    """Shows each offer, its deadline and its closing to the parents in the e-service."""
+
+    source = "allocation.offers.v1"
 
     async def fetch(self, message: Message) -> Any:
         if isinstance(message, OfferMade):
@@ -422,24 +422,16 @@ class Offers(Handler[Message]):
             await self.client.close_offer(str(message.offer_id), _STATUS[type(message)])  # type: ignore[attr-defined]
         return None
 
-    def apply(self, unit: Unit, message: Message, fetched: Any) -> None:
-        """Nothing to record: the call was the effect."""
 
-
-class Rounds(Handler[Message]):
+class Rounds(_EServiceCalls):
     """Hands each admission round's summary to the e-service for the admission list."""
 
-    def __init__(self, client: VpsClient) -> None:
-        super().__init__("allocation.rounds.v1")
-        self.client = client
+    source = "allocation.rounds.v1"
 
     async def fetch(self, message: Message) -> Any:
         if isinstance(message, RoundCompleted):
             await self.client.publish_round(str(message.round_id), round_summary(message))
         return None
-
-    def apply(self, unit: Unit, message: Message, fetched: Any) -> None:
-        """Nothing to record: the call was the effect."""
 
 
 def round_summary(message: RoundCompleted) -> dict[str, Any]:

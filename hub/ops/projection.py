@@ -451,20 +451,21 @@ class Projection:
         text = f"{SEAT}: notified {m.notified_on}, answer by {m.respond_by}"
         self._note(m.child_ref, m, "offer", text, m.offer_id)
 
+    def _closed(
+        self, m: OfferDeclined | OfferExpired | OfferRevoked, status: str, what: str
+    ) -> None:
+        """An offer that ended without the place being taken: its status, and a note."""
+        self._settle(m.offer_id, status)
+        self._note(m.child_ref, m, "outcome", f"{SEAT} {what}", m.offer_id)
+
     def _declined(self, m: OfferDeclined) -> None:
-        self._settle(m.offer_id, DECLINED)
-        text = f"{SEAT} declined: the seat goes to the next child"
-        self._note(m.child_ref, m, "outcome", text, m.offer_id)
+        self._closed(m, DECLINED, "declined: the seat goes to the next child")
 
     def _expired(self, m: OfferExpired) -> None:
-        self._settle(m.offer_id, EXPIRED)
-        text = f"{SEAT} expired: no answer by {m.respond_by}"
-        self._note(m.child_ref, m, "outcome", text, m.offer_id)
+        self._closed(m, EXPIRED, f"expired: no answer by {m.respond_by}")
 
     def _revoked(self, m: OfferRevoked) -> None:
-        self._settle(m.offer_id, REVOKED)
-        text = f"{SEAT} revoked: {m.reason.replace('_', ' ')}"
-        self._note(m.child_ref, m, "outcome", text, m.offer_id)
+        self._closed(m, REVOKED, f"revoked: {m.reason.replace('_', ' ')}")
 
     def _place_accepted(self, m: PlaceAccepted) -> None:
         self._settle(m.offer_id, ACCEPTED)

@@ -74,20 +74,24 @@ class Failure:
     error_type: str
     error: str
 
+    def _labels(self, prefix: str) -> Headers:
+        """Where the message came from and why it failed, as headers named ``prefix`` + field."""
+        fields = (
+            ("source-topic", _text(self.source_topic)),
+            ("source-partition", _text(self.source_partition)),
+            ("source-offset", _text(self.source_offset)),
+            ("attempts", _text(self.attempts)),
+            ("first-failure", _stamp(self.first_failure)),
+            ("error-type", _text(self.error_type)),
+            ("error", self.error[:_MAX_ERROR].encode()),
+        )
+        return tuple((prefix + name, value) for name, value in fields)
+
     def park(
         self, service: str, key: bytes | None, value: bytes, headers: Headers, due: datetime
     ) -> OutboxRow:
         """The copy of the message that waits on the service's retry topic until ``due``."""
-        labels = (
-            ("retry-source-topic", _text(self.source_topic)),
-            ("retry-source-partition", _text(self.source_partition)),
-            ("retry-source-offset", _text(self.source_offset)),
-            ("retry-attempts", _text(self.attempts)),
-            ("retry-first-failure", _stamp(self.first_failure)),
-            ("retry-error-type", _text(self.error_type)),
-            ("retry-error", self.error[:_MAX_ERROR].encode()),
-            ("retry-due", _stamp(due)),
-        )
+        labels = (*self._labels(RETRY_PREFIX), ("retry-due", _stamp(due)))
         return OutboxRow(retry_topic(service), key, value, original_headers(headers) + labels)
 
     def bury(
@@ -98,14 +102,8 @@ class Failure:
             ("dlq-id", _text(uuid.uuid4())),
             ("dlq-reason", _text(reason)),
             ("dlq-service", _text(service)),
-            ("dlq-error-type", _text(self.error_type)),
-            ("dlq-error", self.error[:_MAX_ERROR].encode()),
-            ("dlq-attempts", _text(self.attempts)),
-            ("dlq-first-failure", _stamp(self.first_failure)),
             ("dlq-last-failure", _stamp(self.last_failure)),
-            ("dlq-source-topic", _text(self.source_topic)),
-            ("dlq-source-partition", _text(self.source_partition)),
-            ("dlq-source-offset", _text(self.source_offset)),
+            *self._labels(DLQ_PREFIX),
         )
         return OutboxRow(DEAD_LETTERS, key, value, original_headers(headers) + labels)
 

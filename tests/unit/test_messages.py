@@ -78,6 +78,17 @@ def _run_round(**overrides: object) -> RunRound:
     )
 
 
+@settings(max_examples=150)
+@given(ALL)
+def test_payload_is_what_new_needs_to_build_the_same_message_again(message: Message) -> None:
+    payload = message.payload()
+    assert not payload.keys() & Message.model_fields.keys()
+    again = type(message).new(producer=message.producer, caused_by=message, **payload)
+    envelope = set(Message.model_fields)
+    assert again.model_dump(exclude=envelope) == message.model_dump(exclude=envelope)
+    assert again.causation_id == message.event_id
+
+
 def test_new_starts_a_flow_and_caused_by_continues_it() -> None:
     command = _run_round()
     assert command.causation_id is None
