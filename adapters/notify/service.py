@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -604,24 +605,33 @@ class LetterFeed(Poller):
 
     feed = "letters"
     interval = 1.0
-    grace = timedelta(minutes=10)
-    """How long a posted letter whose send is not recorded yet is waited for."""
+    grace = 600.0
+    """Seconds a posted letter whose send is not recorded yet is waited for: measured on a
+    monotonic timer from when the feed first shows it, not on the service's clock (that
+    may be a simulated one far from the post office's) nor on the post office's."""
 
-    def __init__(self, state: NotifyState, client: LetterEvents, clock: Clock) -> None:
-        self.state, self.client, self.clock = state, client, clock
+    def __init__(
+        self,
+        state: NotifyState,
+        client: LetterEvents,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.state, self.client, self.timer = state, client, timer
+        self._unknown_since: dict[str, float] = {}
 
     async def poll(self, position: str | None) -> Page:
         after = int(position or 0)
         page = await self.client.events(after)
-        now = self.clock()
         items = []
         for event in page.events:
             if (
                 event.status == "posted"
                 and f"letter:{event.letter_id}" not in self.state.by_provider
-                and now - event.at < self.grace
             ):
-                break  # the batch that sent it is not stored yet: read it again next time
+                since = self._unknown_since.setdefault(event.letter_id, self.timer())
+                if self.timer() - since < self.grace:
+                    break  # the batch that sent it is not stored yet: read it again next time
+                del self._unknown_since[event.letter_id]  # another service's letter
             items.append(event)
         last = items[-1].seq if items else after
         return Page(items, str(last), more=len(items) == len(page.events) and last < page.last)
@@ -689,7 +699,7 @@ def service(
         pollers.append(reports)
         tasks.append(http_task(webhook(reports), port, host))
     if letters is not None:
-        pollers.append(LetterFeed(state, letters, clock))
+        pollers.append(LetterFeed(state, letters))
     spec = ServiceSpec(
         name,
         (requests,),
