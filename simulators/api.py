@@ -8,9 +8,10 @@ optional ``detail`` (:class:`ErrorBody`, built by :func:`error`), and says it is
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -60,6 +61,56 @@ def missing_idempotency_key() -> JSONResponse:
     return error(400, "missing_idempotency_key", "the Idempotency-Key header is required")
 
 
+Body = TypeVar("Body", bound=BaseModel)
+Made = TypeVar("Made")
+
+
+@dataclass
+class IdempotentPost(Generic[Body, Made]):
+    """A POST made idempotent by ``Idempotency-Key``: the body each key came with, what it made.
+
+    ``other`` names what the POST makes (``"document"``): a key sent again with another body
+    answers 409 "the key names another <other>". ``answer`` turns what a key made into the
+    response, with the status given.
+    """
+
+    other: str
+    answer: Callable[[Made, int], Response]
+    by_key: dict[str, tuple[Body, Made]] = field(default_factory=dict)
+
+    def route(
+        self,
+        app: FastAPI,
+        path: str,
+        model: type[BaseModel],
+        *,
+        status_code: int,
+        before: str,
+        refusals: Mapping[int, str],
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """The decorator registering the POST at ``path``, documented by
+        :func:`idempotent_responses`: ``model`` answered with ``status_code``, then 200 for a
+        key seen before ("<before> before with this key."), 400, 409 and the ``refusals``."""
+        responses = idempotent_responses(model, before=before, other=self.other, refusals=refusals)
+        return app.post(path, status_code=status_code, response_model=model, responses=responses)
+
+    def repeated(self, key: str, body: Body) -> Response | None:
+        """The answer to a key seen before: what it made, 200, when ``body`` is the one it came
+        with, else 409 ``idempotency_conflict``; None for a new key."""
+        earlier = self.by_key.get(key)
+        if earlier is None:
+            return None
+        sent, made = earlier
+        if sent != body:
+            return error(409, "idempotency_conflict", f"the key names another {self.other}")
+        return self.answer(made, 200)
+
+    def remember(self, key: str, body: Body, made: Made, status: int) -> Response:
+        """Record that ``key`` came with ``body`` and made ``made``; answer it with ``status``."""
+        self.by_key[key] = (body, made)
+        return self.answer(made, status)
+
+
 def simulator(
     title: str,
     description: str,
@@ -94,6 +145,7 @@ def simulator(
 __all__ = [
     "NO_FAULTS",
     "ErrorBody",
+    "IdempotentPost",
     "error",
     "idempotency_key",
     "idempotent_responses",
