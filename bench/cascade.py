@@ -144,9 +144,9 @@ async def burst(parents: Parents, count: int, rnd: random.Random) -> tuple[list[
     )
 
 
-async def run(args: argparse.Namespace) -> None:
-    data = Path(tempfile.mkdtemp(prefix="hub-cascade-"))
-    settings = Settings(_env_file=None, data_dir=data, municipality=TOWN)
+def round_town(args: argparse.Namespace) -> tuple[SyntheticMunicipality, int]:
+    """The town of ``--seed``, ``--children`` and ``--institutions``, admitting in
+    :data:`ROUND_DATE`'s year, and the seats of its groups."""
     town = SyntheticMunicipality(
         TOWN,
         seed=args.seed,
@@ -154,7 +154,13 @@ async def run(args: argparse.Namespace) -> None:
         institutions=args.institutions,
         admission_year=ROUND_DATE.year,
     )
-    seats = sum(g.capacity for i in town.institutions for g in i.groups)
+    return town, sum(g.capacity for i in town.institutions for g in i.groups)
+
+
+async def run(args: argparse.Namespace) -> None:
+    data = Path(tempfile.mkdtemp(prefix="hub-cascade-"))
+    settings = Settings(_env_file=None, data_dir=data, municipality=TOWN)
+    town, seats = round_town(args)
     say(python_speed())
     say(f"{args.children:,} children, {args.institutions} institutions, {seats:,} seats")
     async with kafka_cluster(settings) as bootstrap, running(settings, bootstrap, TOWN):

@@ -227,6 +227,18 @@ def check(service: ServiceProcess) -> Callable[[], None]:
 # --------------------------------------------------------------------------- receipts
 
 
+async def read_receipts(consumer: AIOKafkaConsumer) -> None:
+    """Start ``consumer`` on every partition of notify.receipts.v1, from the beginning."""
+    await consumer.start()
+    await consumer.topics()  # fetches the cluster's metadata
+    partitions = consumer.partitions_for_topic(RECEIPTS) or set()
+    if not partitions:
+        raise SystemExit(f"{RECEIPTS} has no partitions")
+    tps = [TopicPartition(RECEIPTS, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+
+
 class Receipts:
     """Reads notify.receipts.v1 on every partition as receipts arrive (no group, no commits)."""
 
@@ -241,14 +253,7 @@ class Receipts:
         """Receipts read since :meth:`reset`."""
 
     async def start(self) -> None:
-        await self.consumer.start()
-        await self.consumer.topics()  # fetches the cluster's metadata
-        partitions = self.consumer.partitions_for_topic(RECEIPTS) or set()
-        if not partitions:
-            raise SystemExit(f"{RECEIPTS} has no partitions")
-        tps = [TopicPartition(RECEIPTS, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)  # a fresh topic: nothing before warm-up
+        await read_receipts(self.consumer)  # a fresh topic: nothing before warm-up
 
     async def stop(self) -> None:
         await self.consumer.stop()

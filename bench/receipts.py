@@ -55,11 +55,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from bench.calibration import python_speed
-from bench.cascade import ROUND_DATE, TOWN, percentiles, register_and_round, say
-from bench.notify import CONFIRMING, channel_simulators
+from bench.cascade import TOWN, percentiles, register_and_round, round_town, say
+from bench.notify import CONFIRMING, channel_simulators, read_receipts
 from hub.embedded import free_port
 from hub.kafka import ensure_topics, kafka_cluster
 from hub.settings import Settings
@@ -69,7 +69,6 @@ from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Parents, Reaction
 from simulators.process import ServiceProcess, ServiceProcessError
 
-RECEIPTS = "notify.receipts.v1"
 DELIVERY_TIMEOUT = 600.0
 """Seconds the round's offers have to be delivered."""
 RECEIPT_TIMEOUT = 60.0
@@ -102,14 +101,7 @@ class Confirmations:
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Confirmations:
-        await self.consumer.start()
-        await self.consumer.topics()  # fetches the cluster's metadata
-        partitions = self.consumer.partitions_for_topic(RECEIPTS) or set()
-        if not partitions:
-            raise SystemExit(f"{RECEIPTS} has no partitions")
-        tps = [TopicPartition(RECEIPTS, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)  # a fresh topic
+        await read_receipts(self.consumer)  # a fresh topic
         self._reader = asyncio.create_task(self._read())
         return self
 
@@ -336,14 +328,7 @@ def alive_check(*services: ServiceProcess) -> Callable[[], None]:
 async def run(args: argparse.Namespace) -> None:
     data = Path(tempfile.mkdtemp(prefix="hub-receipts-"))
     settings = Settings(_env_file=None, data_dir=data, municipality=TOWN)
-    town = SyntheticMunicipality(
-        TOWN,
-        seed=args.seed,
-        children=args.children,
-        institutions=args.institutions,
-        admission_year=ROUND_DATE.year,
-    )
-    seats = sum(g.capacity for i in town.institutions for g in i.groups)
+    town, seats = round_town(args)
     say(python_speed())
     say(
         f"{args.children:,} children, {args.institutions} institutions, {seats:,} seats;"
