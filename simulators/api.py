@@ -35,6 +35,26 @@ def error(status: int, error: str, detail: str | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+class NotFound(Exception):
+    """What a route raises for a thing it does not have; answered 404 ``not_found``."""
+
+
+Found = TypeVar("Found")
+
+
+def one_of(things: Mapping[str, Found], key: str, what: str, *, by: str = "id") -> Found:
+    """``things[key]``, or the answer 404 ``not_found`` ("no <what> with that <by>")."""
+    found = things.get(key)
+    if found is None:
+        raise NotFound(f"no {what} with that {by}")
+    return found
+
+
+def no_such(what: str) -> dict[int | str, dict[str, Any]]:
+    """The documented answers of a GET of one ``what`` by :func:`one_of`: 404, "No such <what>."."""
+    return {404: {"model": ErrorBody, "description": f"No such {what}."}}
+
+
 def idempotency_key(same: str) -> Any:
     """The type of an optional ``Idempotency-Key`` header: the same key gets the same ``same``."""
     return Annotated[
@@ -121,10 +141,10 @@ def simulator(
 ) -> FastAPI:
     """A simulator's FastAPI app, with ``GET /health`` answering ``{"status": "ok", "system"}``.
 
-    ``counts``, when given, adds what the simulator holds (``{"documents": 3}``) to the
-    health answer. With ``invalid_as_400`` a request body that breaks the schema is answered
-    400 ``invalid_request`` naming the fields, so that 422 is left to the protocol's own
-    refusals.
+    A :class:`NotFound` raised by a route is answered 404 ``not_found``. ``counts``, when
+    given, adds what the simulator holds (``{"documents": 3}``) to the health answer. With
+    ``invalid_as_400`` a request body that breaks the schema is answered 400
+    ``invalid_request`` naming the fields, so that 422 is left to the protocol's own refusals.
     """
     app = FastAPI(title=title, version="1.0.0", description=description)
 
@@ -134,6 +154,10 @@ def simulator(
         async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
             fields = sorted({".".join(str(p) for p in e["loc"][1:]) for e in exc.errors()})
             return error(400, "invalid_request", "invalid fields: " + ", ".join(fields))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return error(404, "not_found", str(exc))
 
     @app.get("/health", summary="Whether the simulator is up; never faulted.")
     async def health() -> dict[str, Any]:
@@ -146,9 +170,12 @@ __all__ = [
     "NO_FAULTS",
     "ErrorBody",
     "IdempotentPost",
+    "NotFound",
     "error",
     "idempotency_key",
     "idempotent_responses",
     "missing_idempotency_key",
+    "no_such",
+    "one_of",
     "simulator",
 ]

@@ -41,11 +41,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from simulators.api import (
     NO_FAULTS,
-    ErrorBody,
     IdempotentPost,
     error,
     idempotency_key,
     missing_idempotency_key,
+    no_such,
+    one_of,
     simulator,
 )
 from simulators.faults import FaultInjection, Faults
@@ -192,13 +193,10 @@ def create_app(
     @app.get(
         "/v1/documents/{registration_number:path}",
         response_model=Document,
-        responses={404: {"model": ErrorBody, "description": "No such document."}},
+        responses=no_such("document"),
     )
     async def document(registration_number: str) -> Any:
-        found = registry.documents.get(registration_number)
-        if found is None:
-            return error(404, "not_found", "no document with that number")
-        return found
+        return one_of(registry.documents, registration_number, "document", by="number")
 
     return FaultInjection(app, faults)
 

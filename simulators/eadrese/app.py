@@ -63,6 +63,8 @@ from simulators.api import (
     error,
     idempotency_key,
     missing_idempotency_key,
+    no_such,
+    one_of,
     simulator,
 )
 from simulators.faults import FaultInjection, Faults
@@ -288,13 +290,10 @@ def create_app(
     @app.get(
         "/v1/messages/{message_id}/confirmation",
         response_model=Received,
-        responses={404: {"model": ErrorBody, "description": "No such message."}},
+        responses=no_such("message"),
     )
     async def confirmation(message_id: str) -> Response:
-        message = by_id.get(message_id)
-        if message is None:
-            return error(404, "not_found", "no message with that id")
-        return received(message, 200)
+        return received(one_of(by_id, message_id, "message"), 200)
 
     @app.get("/v1/notifications", response_model=NotificationList)
     async def notification_list(

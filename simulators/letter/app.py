@@ -42,11 +42,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from simulators.api import (
     NO_FAULTS,
-    ErrorBody,
     IdempotentPost,
     error,
     idempotency_key,
     missing_idempotency_key,
+    no_such,
+    one_of,
     simulator,
 )
 from simulators.faults import FaultInjection, Faults
@@ -212,16 +213,9 @@ def create_app(
         record(letter, letter.accepted_at)
         return sends.remember(idempotency_key, body, letter, 201)
 
-    @app.get(
-        "/v1/letters/{letter_id}",
-        response_model=LetterOut,
-        responses={404: {"model": ErrorBody, "description": "No such letter."}},
-    )
+    @app.get("/v1/letters/{letter_id}", response_model=LetterOut, responses=no_such("letter"))
     async def letter(letter_id: str) -> Any:
-        found = letters.get(letter_id)
-        if found is None:
-            return error(404, "not_found", "no letter with that id")
-        return found.out()
+        return one_of(letters, letter_id, "letter").out()
 
     @app.get("/v1/events", response_model=Feed, response_model_exclude_none=True)
     async def feed(after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> Feed:

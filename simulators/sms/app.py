@@ -58,11 +58,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from simulators.api import (
     NO_FAULTS,
-    ErrorBody,
     IdempotentPost,
     error,
     idempotency_key,
     missing_idempotency_key,
+    no_such,
+    one_of,
     simulator,
 )
 from simulators.faults import FaultInjection, Faults
@@ -283,16 +284,9 @@ def create_app(
             return error(422, "text_too_long", f"the text is longer than {MAX_TEXT} characters")
         return sends.remember(idempotency_key, body, gateway.accept(idempotency_key, body), 202)
 
-    @app.get(
-        "/v1/messages/{sms_id}",
-        response_model=SmsStatus,
-        responses={404: {"model": ErrorBody, "description": "No such SMS."}},
-    )
+    @app.get("/v1/messages/{sms_id}", response_model=SmsStatus, responses=no_such("SMS"))
     async def status(sms_id: str) -> Any:
-        found = gateway.messages.get(sms_id)
-        if found is None:
-            return error(404, "not_found", "no SMS with that id")
-        return found
+        return one_of(gateway.messages, sms_id, "SMS")
 
     return wrapped
 
