@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 from bench.calibration import python_speed
+from bench.options import setting_option
 from hub.kafka import kafka_cluster, publish_messages
 from hub.settings import Settings
 from schemas.allocation import RunRound
@@ -215,12 +216,7 @@ def main() -> None:
     parser.add_argument("--cascades", type=int, default=1000)
     parser.add_argument("--burst", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--fetch-max-wait",
-        type=float,
-        default=Settings.model_fields["fetch_max_wait"].default,
-        help="the service's HUB_FETCH_MAX_WAIT, seconds",
-    )
+    setting_option(parser, "fetch_max_wait", "the service's HUB_FETCH_MAX_WAIT, seconds")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -59,11 +59,13 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.calibration import python_speed
 from bench.cascade import TOWN, percentiles, register_and_round, round_town, say
-from bench.notify import CONFIRMING, channel_simulators, read_receipts
+from bench.notify import CONFIRMING, read_receipts
+from bench.options import setting_option
 from hub.embedded import free_port
 from hub.kafka import ensure_topics, kafka_cluster
 from hub.settings import Settings
 from schemas.topics import NOTIFY
+from simulators.channels import channel_simulators
 from simulators.instant import running
 from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Parents, Reaction
@@ -339,7 +341,7 @@ async def run(args: argparse.Namespace) -> None:
     async with (
         kafka_cluster(settings) as bootstrap,
         running(settings, bootstrap, TOWN),
-        channel_simulators(active, 0.0) as sims,
+        channel_simulators(active, 0.0, sms_rate=100_000, post_after=0.05) as sims,
     ):
         await ensure_topics(settings, bootstrap, services=[NOTIFY])
         allocation = ServiceProcess(bootstrap, data, TOWN, fetch_max_wait=args.fetch_max_wait)
@@ -348,7 +350,7 @@ async def run(args: argparse.Namespace) -> None:
             data,
             TOWN,
             service="notify-adapter",
-            env=sims["env"],
+            env=sims.env,
             notify_callback=f"127.0.0.1:{free_port()}",
             notify_escalate_after=DELIVERY_TIMEOUT * 2,  # no letter for a slow confirmation
             fetch_max_wait=args.fetch_max_wait,
@@ -459,11 +461,8 @@ def main() -> None:
         help="share of guardians with an active e-adrese, 0 to 1 (default 0.5)",
     )
     parser.add_argument("--seed", type=int, default=1, help="default 1")
-    parser.add_argument(
-        "--fetch-max-wait",
-        type=float,
-        default=Settings.model_fields["fetch_max_wait"].default,
-        help="both services' HUB_FETCH_MAX_WAIT, seconds (default %(default)s)",
+    setting_option(
+        parser, "fetch_max_wait", "both services' HUB_FETCH_MAX_WAIT, seconds (default %(default)s)"
     )
     args = parser.parse_args()
     if args.count < 1 or args.rate <= 0 or not 0 <= args.mix <= 1:
