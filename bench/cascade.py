@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 from bench.calibration import python_speed
+from bench.options import setting_option
 from hub.kafka import kafka_cluster, publish_messages
 from hub.settings import Settings
 from schemas.allocation import RunRound
@@ -144,9 +145,9 @@ async def burst(parents: Parents, count: int, rnd: random.Random) -> tuple[list[
     )
 
 
-async def run(args: argparse.Namespace) -> None:
-    data = Path(tempfile.mkdtemp(prefix="hub-cascade-"))
-    settings = Settings(_env_file=None, data_dir=data, municipality=TOWN)
+def round_town(args: argparse.Namespace) -> tuple[SyntheticMunicipality, int]:
+    """The town of ``--seed``, ``--children`` and ``--institutions``, admitting in
+    :data:`ROUND_DATE`'s year, and the seats of its groups."""
     town = SyntheticMunicipality(
         TOWN,
         seed=args.seed,
@@ -154,7 +155,13 @@ async def run(args: argparse.Namespace) -> None:
         institutions=args.institutions,
         admission_year=ROUND_DATE.year,
     )
-    seats = sum(g.capacity for i in town.institutions for g in i.groups)
+    return town, sum(g.capacity for i in town.institutions for g in i.groups)
+
+
+async def run(args: argparse.Namespace) -> None:
+    data = Path(tempfile.mkdtemp(prefix="hub-cascade-"))
+    settings = Settings(_env_file=None, data_dir=data, municipality=TOWN)
+    town, seats = round_town(args)
     say(python_speed())
     say(f"{args.children:,} children, {args.institutions} institutions, {seats:,} seats")
     async with kafka_cluster(settings) as bootstrap, running(settings, bootstrap, TOWN):
@@ -209,12 +216,7 @@ def main() -> None:
     parser.add_argument("--cascades", type=int, default=1000)
     parser.add_argument("--burst", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--fetch-max-wait",
-        type=float,
-        default=Settings.model_fields["fetch_max_wait"].default,
-        help="the service's HUB_FETCH_MAX_WAIT, seconds",
-    )
+    setting_option(parser, "fetch_max_wait", "the service's HUB_FETCH_MAX_WAIT, seconds")
     asyncio.run(run(parser.parse_args()))
 
 

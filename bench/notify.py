@@ -33,15 +33,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,21 +49,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.calibration import python_speed
+from bench.options import setting_option
 from hub.embedded import free_port
 from hub.kafka import ensure_topics, kafka_cluster
 from hub.reliability.consumer import outbox_row
 from hub.settings import Settings
-from schemas.notifications import Recipient, SendNotification
-from schemas.topics import ALLOCATION, NOTIFY
-from simulators.api import NO_FAULTS
-from simulators.eadrese.app import create_app as eadrese_app
-from simulators.faults import Faults
-from simulators.letter.app import create_app as letter_app
+from schemas.notifications import SendNotification
+from schemas.topics import NOTIFY
+from simulators.channels import Channels, channel_simulators, offer_notification
 from simulators.municipality import SyntheticMunicipality
 from simulators.process import ServiceProcess
-from simulators.serving import serving
-from simulators.sms.app import create_app as sms_app
-from simulators.smtp import create_server
 
 TOWN = "riga"
 RECEIPTS = "notify.receipts.v1"
@@ -124,77 +117,24 @@ def audience(count: int, mix: str) -> Audience:
             active.append(code)
         electronic = way in ("eadrese", "email")
         made.append(
-            SendNotification.new(
-                producer=ALLOCATION,
-                municipality=TOWN,
-                notification_id=uuid.uuid4(),
-                child_ref=child.ref,
-                purpose="offer",
-                offer_id=uuid.uuid4(),
-                recipient=Recipient(
-                    personal_code=code,
-                    email=f"guardian{n}@example.lv" if electronic else None,
-                    phone=f"+3712{1_000_000 + n:07d}" if way != "letter" else None,
-                    postal_address_code=child.address_code,
-                ),
-                template="offer",
-                variables={
-                    "institution": town.institutions[n % len(town.institutions)].name,
-                    "group": "2023-lv",
-                    "start_date": "2026-09-01",
-                },
+            offer_notification(
+                town,
+                n,
+                child,
+                email=f"guardian{n}@example.lv" if electronic else None,
+                phone=f"+3712{1_000_000 + n:07d}" if way != "letter" else None,
             )
         )
     return Audience(made[:WARM_UP], made[WARM_UP:], active)
 
 
-# --------------------------------------------------------------------------- simulators
-
-
-@contextlib.asynccontextmanager
-async def channel_simulators(active: list[str], fault_rate: float) -> AsyncIterator[dict[str, Any]]:
-    """The four channels on loopback; ``fault_rate`` of their requests faulted."""
-    faults = Faults.spread(fault_rate, seed=17, timeout_seconds=1.5) if fault_rate else NO_FAULTS
-    eadrese = eadrese_app(active=active, faults=faults.with_seed(18))
-    sms = sms_app(faults.with_seed(19), rate_per_second=100_000, callback_delay=0.05)
-    letters = letter_app(faults.with_seed(20), post_after=0.05)
-    async with (
-        serving(eadrese, name="e-adrese") as e,
-        serving(sms, name="sms") as s,
-        serving(letters, name="post") as p,
-        create_server(fault_rate=fault_rate, seed=21) as smtp,
-    ):
-        yield {
-            "eadrese": eadrese,
-            "sms": sms,
-            "letter": letters,
-            "smtp": smtp,
-            "env": {
-                "HUB_EADRESE_URL": e.url,
-                "HUB_SMS_URL": s.url,
-                "HUB_LETTER_URL": p.url,
-                "HUB_SMTP_PORT": str(smtp.port),
-            },
-        }
-
-
-def taken(sims: dict[str, Any]) -> dict[str, Counter[str]]:
-    """Each simulator's messages so far, counted by idempotency key (or Message-ID)."""
-    return {
-        "e-adrese mailbox": Counter(m["key"] for m in sims["eadrese"].app.state.mailbox),
-        "SMTP messages": Counter(sims["smtp"].by_message_id),
-        "SMS sent": Counter(m.key for m in sims["sms"].app.state.sent),
-        "letters": Counter(x.key for x in sims["letter"].app.state.letters.values()),
-    }
-
-
 # --------------------------------------------------------------------------- the service
 
 
-def service_settings(sims: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def service_settings(sims: Channels, args: argparse.Namespace) -> dict[str, Any]:
     """The notification service's settings: the simulators, and no throttle in the way."""
     settings: dict[str, Any] = {
-        "env": sims["env"],
+        "env": sims.env,
         "notify_callback": f"127.0.0.1:{free_port()}",
         "notify_escalate_after": TIMEOUT * 2,  # no letter for a slow confirmation
         "batch_size": args.batch_size,
@@ -227,6 +167,18 @@ def check(service: ServiceProcess) -> Callable[[], None]:
 # --------------------------------------------------------------------------- receipts
 
 
+async def read_receipts(consumer: AIOKafkaConsumer) -> None:
+    """Start ``consumer`` on every partition of notify.receipts.v1, from the beginning."""
+    await consumer.start()
+    await consumer.topics()  # fetches the cluster's metadata
+    partitions = consumer.partitions_for_topic(RECEIPTS) or set()
+    if not partitions:
+        raise SystemExit(f"{RECEIPTS} has no partitions")
+    tps = [TopicPartition(RECEIPTS, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+
+
 class Receipts:
     """Reads notify.receipts.v1 on every partition as receipts arrive (no group, no commits)."""
 
@@ -241,14 +193,7 @@ class Receipts:
         """Receipts read since :meth:`reset`."""
 
     async def start(self) -> None:
-        await self.consumer.start()
-        await self.consumer.topics()  # fetches the cluster's metadata
-        partitions = self.consumer.partitions_for_topic(RECEIPTS) or set()
-        if not partitions:
-            raise SystemExit(f"{RECEIPTS} has no partitions")
-        tps = [TopicPartition(RECEIPTS, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)  # a fresh topic: nothing before warm-up
+        await read_receipts(self.consumer)  # a fresh topic: nothing before warm-up
 
     async def stop(self) -> None:
         await self.consumer.stop()
@@ -324,7 +269,9 @@ async def run(args: argparse.Namespace) -> None:
     )
     async with (
         kafka_cluster(settings) as bootstrap,
-        channel_simulators(people.active, args.fault_rate) as sims,
+        channel_simulators(
+            people.active, args.fault_rate, sms_rate=100_000, post_after=0.05
+        ) as sims,
     ):
         await ensure_topics(settings, bootstrap, services=[NOTIFY])
         service = ServiceProcess(
@@ -346,7 +293,7 @@ async def measure(
     bootstrap: str,
     service: ServiceProcess,
     receipts: Receipts,
-    sims: dict[str, Any],
+    sims: Channels,
     people: Audience,
 ) -> None:
     started = time.perf_counter()
@@ -355,7 +302,7 @@ async def measure(
     await receipts.until_confirmed(ids, TIMEOUT, check(service))
     say(f"warm-up: {len(ids)} notifications confirmed in {time.perf_counter() - started:.1f} s")
 
-    before = taken(sims)
+    before = sims.taken()
     receipts.reset()
     handed = await publish(bootstrap, people.measured)
     first = min(handed.values())
@@ -371,7 +318,7 @@ async def measure(
     say(f"  confirmed on: {dict(channels.most_common())}")
 
     await asyncio.sleep(0.5)  # SMS delivery reports and posting are done; let them settle
-    after = taken(sims)
+    after = sims.taken()
     counts = {name: after[name].total() - before[name].total() for name in after}
     twice = sum(1 for counter in after.values() for n in counter.values() if n > 1)
     say(
@@ -385,22 +332,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    defaults = Settings.model_fields
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--mix", choices=("eadrese", "email", "mixed"), default="mixed")
     parser.add_argument("--fault-rate", type=float, default=0.0)
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults["batch_size"].default,
-        help="the service's HUB_BATCH_SIZE",
-    )
-    parser.add_argument(
-        "--fetch-concurrency",
-        type=int,
-        default=defaults["fetch_concurrency"].default,
-        help="the service's HUB_FETCH_CONCURRENCY",
-    )
+    setting_option(parser, "batch_size", "the service's HUB_BATCH_SIZE")
+    setting_option(parser, "fetch_concurrency", "the service's HUB_FETCH_CONCURRENCY")
     args = parser.parse_args()
     if args.count < 1 or not 0 <= args.fault_rate <= 1:
         parser.error("--count must be positive and --fault-rate between 0 and 1")

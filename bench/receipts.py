@@ -55,21 +55,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from bench.calibration import python_speed
-from bench.cascade import ROUND_DATE, TOWN, percentiles, register_and_round, say
-from bench.notify import CONFIRMING, channel_simulators
+from bench.cascade import TOWN, percentiles, register_and_round, round_town, say
+from bench.notify import CONFIRMING, read_receipts
+from bench.options import setting_option
 from hub.embedded import free_port
 from hub.kafka import ensure_topics, kafka_cluster
 from hub.settings import Settings
 from schemas.topics import NOTIFY
+from simulators.channels import channel_simulators
 from simulators.instant import running
 from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Parents, Reaction
 from simulators.process import ServiceProcess, ServiceProcessError
 
-RECEIPTS = "notify.receipts.v1"
 DELIVERY_TIMEOUT = 600.0
 """Seconds the round's offers have to be delivered."""
 RECEIPT_TIMEOUT = 60.0
@@ -102,14 +103,7 @@ class Confirmations:
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Confirmations:
-        await self.consumer.start()
-        await self.consumer.topics()  # fetches the cluster's metadata
-        partitions = self.consumer.partitions_for_topic(RECEIPTS) or set()
-        if not partitions:
-            raise SystemExit(f"{RECEIPTS} has no partitions")
-        tps = [TopicPartition(RECEIPTS, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)  # a fresh topic
+        await read_receipts(self.consumer)  # a fresh topic
         self._reader = asyncio.create_task(self._read())
         return self
 
@@ -336,14 +330,7 @@ def alive_check(*services: ServiceProcess) -> Callable[[], None]:
 async def run(args: argparse.Namespace) -> None:
     data = Path(tempfile.mkdtemp(prefix="hub-receipts-"))
     settings = Settings(_env_file=None, data_dir=data, municipality=TOWN)
-    town = SyntheticMunicipality(
-        TOWN,
-        seed=args.seed,
-        children=args.children,
-        institutions=args.institutions,
-        admission_year=ROUND_DATE.year,
-    )
-    seats = sum(g.capacity for i in town.institutions for g in i.groups)
+    town, seats = round_town(args)
     say(python_speed())
     say(
         f"{args.children:,} children, {args.institutions} institutions, {seats:,} seats;"
@@ -354,7 +341,7 @@ async def run(args: argparse.Namespace) -> None:
     async with (
         kafka_cluster(settings) as bootstrap,
         running(settings, bootstrap, TOWN),
-        channel_simulators(active, 0.0) as sims,
+        channel_simulators(active, 0.0, sms_rate=100_000, post_after=0.05) as sims,
     ):
         await ensure_topics(settings, bootstrap, services=[NOTIFY])
         allocation = ServiceProcess(bootstrap, data, TOWN, fetch_max_wait=args.fetch_max_wait)
@@ -363,7 +350,7 @@ async def run(args: argparse.Namespace) -> None:
             data,
             TOWN,
             service="notify-adapter",
-            env=sims["env"],
+            env=sims.env,
             notify_callback=f"127.0.0.1:{free_port()}",
             notify_escalate_after=DELIVERY_TIMEOUT * 2,  # no letter for a slow confirmation
             fetch_max_wait=args.fetch_max_wait,
@@ -474,11 +461,8 @@ def main() -> None:
         help="share of guardians with an active e-adrese, 0 to 1 (default 0.5)",
     )
     parser.add_argument("--seed", type=int, default=1, help="default 1")
-    parser.add_argument(
-        "--fetch-max-wait",
-        type=float,
-        default=Settings.model_fields["fetch_max_wait"].default,
-        help="both services' HUB_FETCH_MAX_WAIT, seconds (default %(default)s)",
+    setting_option(
+        parser, "fetch_max_wait", "both services' HUB_FETCH_MAX_WAIT, seconds (default %(default)s)"
     )
     args = parser.parse_args()
     if args.count < 1 or args.rate <= 0 or not 0 <= args.mix <= 1:

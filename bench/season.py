@@ -8,7 +8,7 @@ settled queue's report, each step's share, and the peak resident memory of
 this process (the services) and of the child processes (simulators, broker).
 
     .venv/bin/python bench/season.py [--children 30000] [--institutions 150]
-        [--faults 0.02] [--seed 7]
+        [--faults 0.02] [--seed 7] [--accept 0.7] [--decline 0.15] [--timeout 1800]
 
 There is no peer to compare with; the figures are the hub's own.
 """
@@ -28,26 +28,17 @@ from bench.calibration import python_speed
 from hub.cli import run_async
 from hub.observability import setup_logging
 from hub.settings import Settings
+from simulators.commands import scenario_arguments, scenario_of
 from simulators.demo import Scenario, run_demo
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--children", type=int, default=30_000)
-    parser.add_argument("--institutions", type=int, default=150)
-    parser.add_argument("--faults", type=float, default=0.02)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds per step (1800)")
+    scenario_arguments(parser, Scenario(children=30_000, institutions=150, timeout=1800))
     args = parser.parse_args()
     setup_logging("WARNING")
     print(python_speed())
-    scenario = Scenario(
-        children=args.children,
-        institutions=args.institutions,
-        seed=args.seed,
-        faults=args.faults,
-        timeout=args.timeout,
-    )
+    scenario = scenario_of(args)
 
     def out(line: str) -> None:
         print(line, flush=True)

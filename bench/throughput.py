@@ -66,6 +66,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from starlette.types import Receive, Scope, Send
 
 from bench.calibration import python_speed
+from bench.options import setting_option
 from hub.embedded import EmbeddedBroker
 from hub.kafka import ensure_topics, publish_messages
 from hub.reliability.deadletters import header, read_topic
@@ -573,18 +574,16 @@ def main(argv: list[str] | None = None) -> None:
         help="share of the simulator's answers to the adapter that are faults (503, 429,"
         " timeout, malformed; default 0)",
     )
-    parser.add_argument(
-        "--http-timeout",
-        type=float,
-        default=Settings.model_fields["http_timeout"].default,
-        help="the adapter's HUB_HTTP_TIMEOUT, seconds (an injected timeout fault holds an"
-        " answer just past it)",
+    setting_option(
+        parser,
+        "http_timeout",
+        "the adapter's HUB_HTTP_TIMEOUT, seconds (an injected timeout fault holds an answer"
+        " just past it)",
     )
-    parser.add_argument(
-        "--fetch-max-wait",
-        type=float,
-        default=Settings.model_fields["fetch_max_wait"].default,
-        help="HUB_FETCH_MAX_WAIT of both services, and the bare consumer's fetch wait, seconds",
+    setting_option(
+        parser,
+        "fetch_max_wait",
+        "HUB_FETCH_MAX_WAIT of both services, and the bare consumer's fetch wait, seconds",
     )
     parser.add_argument(
         "--timeout", type=float, default=1800, help="give up on the hub path after this long"

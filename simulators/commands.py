@@ -10,6 +10,8 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 from hub.reliability.service import stop_on_signals
@@ -103,44 +105,26 @@ class Demo:
     help = "play a whole admission season end to end, every service and simulator"
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--children", type=_positive, default=5000, help="children (5000)")
-        parser.add_argument("--institutions", type=_positive, default=40, help="institutions (40)")
-        parser.add_argument(
-            "--seed", type=int, default=7, help="seed of the synthetic municipality (7)"
-        )
-        parser.add_argument(
-            "--faults",
-            type=_share,
-            default=0.02,
-            help="share of requests every simulator answers with a fault, 0–1 (0.02)",
-        )
-        parser.add_argument(
-            "--accept", type=_share, default=0.7, help="share of offers accepted (0.7)"
-        )
-        parser.add_argument(
-            "--decline",
-            type=_share,
-            default=0.15,
-            help="share declined (0.15); the rest stay silent",
-        )
-        parser.add_argument(
-            "--timeout", type=_positive, default=600, help="seconds any one step may take (600)"
-        )
+        scenario_arguments(parser)
 
     async def run(self, settings: Settings, args: argparse.Namespace) -> int:
         with contextlib.suppress(AttributeError):
             sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-        scenario = Scenario(
-            children=args.children,
-            institutions=args.institutions,
-            seed=args.seed,
-            faults=args.faults,
-            accept=args.accept,
-            decline=args.decline,
-            timeout=args.timeout,
-        )
-        result = await run_demo(settings, scenario)
+        result = await run_demo(settings, scenario_of(args))
         return 0 if result.passed else 1
+
+
+def scenario_arguments(parser: argparse.ArgumentParser, defaults: Scenario | None = None) -> None:
+    """Add an option for each field of a :class:`Scenario`, defaulting to ``defaults``' value
+    (those of ``hub demo`` when None)."""
+    defaults = defaults if defaults is not None else Scenario()
+    for name, kind, text in _SCENARIO_OPTIONS:
+        parser.add_argument(f"--{name}", type=kind, default=getattr(defaults, name), help=text)
+
+
+def scenario_of(args: argparse.Namespace) -> Scenario:
+    """The :class:`Scenario` the options added by :func:`scenario_arguments` describe."""
+    return Scenario(**{field.name: getattr(args, field.name) for field in fields(Scenario)})
 
 
 def _share(text: str) -> float:
@@ -160,7 +144,18 @@ def _positive(text: str) -> int:
     return value
 
 
+_SCENARIO_OPTIONS: tuple[tuple[str, Callable[[str], float], str], ...] = (
+    ("children", _positive, "children (%(default)g)"),
+    ("institutions", _positive, "institutions (%(default)g)"),
+    ("seed", int, "seed of the synthetic municipality (%(default)g)"),
+    ("faults", _share, "share of requests every simulator answers with a fault, 0–1 (%(default)g)"),
+    ("accept", _share, "share of offers accepted (%(default)g)"),
+    ("decline", _share, "share declined (%(default)g); the rest stay silent"),
+    ("timeout", _positive, "seconds any one step may take (%(default)g)"),
+)
+"""Each :class:`Scenario` field's option: its parser and its help."""
+
 simulate = Simulate()
 demo = Demo()
 
-__all__ = ["Demo", "Simulate", "demo", "simulate"]
+__all__ = ["Demo", "Simulate", "demo", "scenario_arguments", "scenario_of", "simulate"]

@@ -41,11 +41,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from simulators.api import (
     NO_FAULTS,
-    ErrorBody,
+    IdempotentPost,
     error,
     idempotency_key,
-    idempotent_responses,
     missing_idempotency_key,
+    no_such,
+    one_of,
     simulator,
 )
 from simulators.faults import FaultInjection, Faults
@@ -116,14 +117,13 @@ class DocumentList(BaseModel):
 
 @dataclass
 class Registry:
-    """The documents registered, by number and by idempotency key."""
+    """The documents registered, by number."""
 
     numbers: NumberFormat
     clock: Callable[[], datetime]
 
     def __post_init__(self) -> None:
         self.documents: dict[str, Document] = {}
-        self.by_key: dict[str, tuple[NewDocument, str]] = {}
         self._sequences: defaultdict[int, int] = defaultdict(int)
 
     def register(self, body: NewDocument) -> Document:
@@ -160,40 +160,30 @@ def create_app(
         invalid_as_400=True,
     )
     app.state.registry = registry
+    registrations = IdempotentPost[NewDocument, Document]("document", _registered)
 
-    @app.post(
+    @registrations.route(
+        app,
         "/v1/documents",
+        Registered,
         status_code=201,
-        response_model=Registered,
-        responses=idempotent_responses(
-            Registered,
-            before="Registered",
-            other="document",
-            refusals={
-                422: "Unknown link, or refused (rejected).",
-                500: "The DVS failed.",
-            },
-        ),
+        before="Registered",
+        refusals={422: "Unknown link, or refused (rejected).", 500: "The DVS failed."},
     )
     async def register(body: NewDocument, idempotency_key: IdempotencyKey = None) -> Response:
         if not idempotency_key:
             return missing_idempotency_key()
         if body.author_unit == BROKEN:
             return error(500, "internal_error", "the DVS failed (magic author_unit BROKEN)")
-        earlier = registry.by_key.get(idempotency_key)
-        if earlier is not None:
-            sent, number = earlier
-            if sent != body:
-                return error(409, "idempotency_conflict", "the key names another document")
-            return _registered(registry.documents[number], 200)
+        repeated = registrations.repeated(idempotency_key, body)
+        if repeated is not None:
+            return repeated
         if body.author_unit == REJECT:
             return error(422, "rejected", "the DVS refused the document")
         unknown = [link for link in body.links if link not in registry.documents]
         if unknown:
             return error(422, "unknown_link", "no document " + ", ".join(unknown))
-        document = registry.register(body)
-        registry.by_key[idempotency_key] = (body, document.registration_number)
-        return _registered(document, 201)
+        return registrations.remember(idempotency_key, body, registry.register(body), 201)
 
     @app.get("/v1/documents")
     async def documents() -> DocumentList:
@@ -203,13 +193,10 @@ def create_app(
     @app.get(
         "/v1/documents/{registration_number:path}",
         response_model=Document,
-        responses={404: {"model": ErrorBody, "description": "No such document."}},
+        responses=no_such("document"),
     )
     async def document(registration_number: str) -> Any:
-        found = registry.documents.get(registration_number)
-        if found is None:
-            return error(404, "not_found", "no document with that number")
-        return found
+        return one_of(registry.documents, registration_number, "document", by="number")
 
     return FaultInjection(app, faults)
 

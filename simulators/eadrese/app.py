@@ -59,10 +59,12 @@ from schemas.values import PersonalCode
 from simulators.api import (
     NO_FAULTS,
     ErrorBody,
+    IdempotentPost,
     error,
     idempotency_key,
-    idempotent_responses,
     missing_idempotency_key,
+    no_such,
+    one_of,
     simulator,
 )
 from simulators.faults import FaultInjection, Faults
@@ -191,7 +193,6 @@ def create_app(
             raise ValueError("a registration number has 11 digits")
         addresses.add(f"_DEFAULT@{number}")
     mailbox: list[dict[str, Any]] = []
-    by_key: dict[str, tuple[NewMessage, dict[str, Any]]] = {}
     by_id: dict[str, dict[str, Any]] = {}
     notifications: list[Notification] = []
 
@@ -217,6 +218,8 @@ def create_app(
         )
         return JSONResponse(answer.model_dump(mode="json"), status_code=status)
 
+    sends = IdempotentPost[NewMessage, dict[str, Any]]("message", received)
+
     @app.post(
         "/v1/addresses/check",
         response_model=AddressStatus,
@@ -233,19 +236,16 @@ def create_app(
             return error(500, "internal_error", "the mailbox server failed")
         return AddressStatus(active=address in addresses)
 
-    @app.post(
+    @sends.route(
+        app,
         "/v1/messages",
+        Received,
         status_code=201,
-        response_model=Received,
-        responses=idempotent_responses(
-            Received,
-            before="Sent",
-            other="message",
-            refusals={
-                422: "no_active_e_adrese, too_many_attachments or attachment_type.",
-                500: "The mailbox server failed.",
-            },
-        ),
+        before="Sent",
+        refusals={
+            422: "no_active_e_adrese, too_many_attachments or attachment_type.",
+            500: "The mailbox server failed.",
+        },
     )
     async def send(body: NewMessage, idempotency_key: IdempotencyKey = None) -> Response:
         if not idempotency_key:
@@ -256,12 +256,9 @@ def create_app(
         if _broken(address):
             return error(500, "internal_error", "the mailbox server failed")
         body = body.model_copy(update={"recipient": address})
-        earlier = by_key.get(idempotency_key)
-        if earlier is not None:
-            sent, message = earlier
-            if sent != body:
-                return error(409, "idempotency_conflict", "the key names another message")
-            return received(message, 200)
+        repeated = sends.repeated(idempotency_key, body)
+        if repeated is not None:
+            return repeated
         if address not in addresses:
             return error(422, "no_active_e_adrese", "the recipient has no active e-adrese")
         if len(body.attachments) > MAX_ATTACHMENTS:
@@ -284,23 +281,19 @@ def create_app(
             "server_received_at": now,
         }
         mailbox.append(message)
-        by_key[idempotency_key] = (body, message)
         by_id[message["message_id"]] = message
         notify(message["message_id"], "delivered_to_mailbox", now)
         if OPENED in body.subject:
             notify(message["message_id"], "opened", now)
-        return received(message, 201)
+        return sends.remember(idempotency_key, body, message, 201)
 
     @app.get(
         "/v1/messages/{message_id}/confirmation",
         response_model=Received,
-        responses={404: {"model": ErrorBody, "description": "No such message."}},
+        responses=no_such("message"),
     )
     async def confirmation(message_id: str) -> Response:
-        message = by_id.get(message_id)
-        if message is None:
-            return error(404, "not_found", "no message with that id")
-        return received(message, 200)
+        return received(one_of(by_id, message_id, "message"), 200)
 
     @app.get("/v1/notifications", response_model=NotificationList)
     async def notification_list(

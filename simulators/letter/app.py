@@ -42,11 +42,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from simulators.api import (
     NO_FAULTS,
-    ErrorBody,
+    IdempotentPost,
     error,
     idempotency_key,
-    idempotent_responses,
     missing_idempotency_key,
+    no_such,
+    one_of,
     simulator,
 )
 from simulators.faults import FaultInjection, Faults
@@ -139,7 +140,7 @@ def create_app(
     if post_after < 0:
         raise ValueError("post_after must not be negative")
     letters: dict[str, Letter] = {}
-    by_key: dict[str, str] = {}
+    sends = IdempotentPost[NewLetter, Letter]("letter", _accepted)
     events: list[Event] = []
     delay = timedelta(seconds=post_after)
 
@@ -186,26 +187,20 @@ def create_app(
         post_due()
         return await call_next(request)  # type: ignore[no-any-return]
 
-    @app.post(
+    @sends.route(
+        app,
         "/v1/letters",
+        LetterAccepted,
         status_code=201,
-        response_model=LetterAccepted,
-        responses=idempotent_responses(
-            LetterAccepted,
-            before="Accepted",
-            other="letter",
-            refusals={422: "The address is undeliverable."},
-        ),
+        before="Accepted",
+        refusals={422: "The address is undeliverable."},
     )
     async def send(body: NewLetter, idempotency_key: IdempotencyKey = None) -> Response:
         if not idempotency_key:
             return missing_idempotency_key()
-        earlier = by_key.get(idempotency_key)
-        if earlier is not None:
-            letter = letters[earlier]
-            if letter.body != body:
-                return error(409, "idempotency_conflict", "the key names another letter")
-            return _accepted(letter, 200)
+        repeated = sends.repeated(idempotency_key, body)
+        if repeated is not None:
+            return repeated
         if body.address_code.startswith("0"):
             return error(422, "undeliverable_address", "the post does not deliver there")
         letter = Letter(
@@ -215,20 +210,12 @@ def create_app(
             accepted_at=clock().astimezone(UTC),
         )
         letters[letter.letter_id] = letter
-        by_key[idempotency_key] = letter.letter_id
         record(letter, letter.accepted_at)
-        return _accepted(letter, 201)
+        return sends.remember(idempotency_key, body, letter, 201)
 
-    @app.get(
-        "/v1/letters/{letter_id}",
-        response_model=LetterOut,
-        responses={404: {"model": ErrorBody, "description": "No such letter."}},
-    )
+    @app.get("/v1/letters/{letter_id}", response_model=LetterOut, responses=no_such("letter"))
     async def letter(letter_id: str) -> Any:
-        found = letters.get(letter_id)
-        if found is None:
-            return error(404, "not_found", "no letter with that id")
-        return found.out()
+        return one_of(letters, letter_id, "letter").out()
 
     @app.get("/v1/events", response_model=Feed, response_model_exclude_none=True)
     async def feed(after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> Feed:

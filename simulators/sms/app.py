@@ -58,11 +58,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from simulators.api import (
     NO_FAULTS,
-    ErrorBody,
+    IdempotentPost,
     error,
     idempotency_key,
-    idempotent_responses,
     missing_idempotency_key,
+    no_such,
+    one_of,
     simulator,
 )
 from simulators.faults import FaultInjection, Faults
@@ -170,7 +171,6 @@ class Gateway:
     def __post_init__(self) -> None:
         self.sent: list[Sent] = []
         self.messages: dict[str, SmsStatus] = {}
-        self.by_key: dict[str, tuple[NewSms, str]] = {}
         self.sends_to: Counter[str] = Counter()
         self.callback_attempts: Counter[str] = Counter()
         """Reports POSTed per SMS id, counting the repeats."""
@@ -188,7 +188,6 @@ class Gateway:
             updated_at=now,
         )
         self.messages[sms_id] = accepted
-        self.by_key[key] = (body, sms_id)
         self.sent.append(Sent(key, body.to, body.text, body.reference))
         self.sends_to[body.to] += 1
         task = asyncio.create_task(self._report(sms_id, self._outcome(body.to), body.callback_url))
@@ -259,20 +258,15 @@ def create_app(
     app.state.sent = gateway.sent
     app.state.messages = gateway.messages
     app.state.callback_attempts = gateway.callback_attempts
+    sends = IdempotentPost[NewSms, SmsStatus]("SMS", _accepted)
 
-    @app.post(
+    @sends.route(
+        app,
         "/v1/messages",
+        SmsAccepted,
         status_code=202,
-        response_model=SmsAccepted,
-        responses=idempotent_responses(
-            SmsAccepted,
-            before="Sent",
-            other="SMS",
-            refusals={
-                422: "invalid_number or text_too_long.",
-                429: "Above the rate; see Retry-After.",
-            },
-        ),
+        before="Sent",
+        refusals={422: "invalid_number or text_too_long.", 429: "Above the rate; see Retry-After."},
     )
     async def send(body: NewSms, idempotency_key: IdempotencyKey = None) -> Response:
         if not idempotency_key:
@@ -281,28 +275,18 @@ def create_app(
             answer = error(429, "rate_limited", f"at most {rate_per_second:g} SMS per second")
             answer.headers["Retry-After"] = "1"
             return answer
-        earlier = gateway.by_key.get(idempotency_key)
-        if earlier is not None:
-            first, sms_id = earlier
-            if first != body:
-                return error(409, "idempotency_conflict", "the key names another SMS")
-            return _accepted(gateway.messages[sms_id], 200)
+        repeated = sends.repeated(idempotency_key, body)
+        if repeated is not None:
+            return repeated
         if not NUMBER.fullmatch(body.to):
             return error(422, "invalid_number", "not a Latvian number (+371 and eight digits)")
         if len(body.text) > MAX_TEXT:
             return error(422, "text_too_long", f"the text is longer than {MAX_TEXT} characters")
-        return _accepted(gateway.accept(idempotency_key, body), 202)
+        return sends.remember(idempotency_key, body, gateway.accept(idempotency_key, body), 202)
 
-    @app.get(
-        "/v1/messages/{sms_id}",
-        response_model=SmsStatus,
-        responses={404: {"model": ErrorBody, "description": "No such SMS."}},
-    )
+    @app.get("/v1/messages/{sms_id}", response_model=SmsStatus, responses=no_such("SMS"))
     async def status(sms_id: str) -> Any:
-        found = gateway.messages.get(sms_id)
-        if found is None:
-            return error(404, "not_found", "no SMS with that id")
-        return found
+        return one_of(gateway.messages, sms_id, "SMS")
 
     return wrapped
 

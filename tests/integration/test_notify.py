@@ -10,11 +10,9 @@ the same message twice, and the receipts topic tells each notification's story.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,24 +24,19 @@ from hub.embedded import free_port
 from hub.kafka import ensure_topics, publish_messages
 from hub.reliability.deadletters import read_topic
 from hub.settings import Settings
-from schemas.notifications import Recipient, SendNotification
-from schemas.topics import ALLOCATION, NOTIFY
-from simulators.eadrese.app import create_app as eadrese_app
-from simulators.faults import Faults
-from simulators.letter.app import create_app as letter_app
+from schemas.notifications import SendNotification
+from schemas.topics import NOTIFY
+from simulators.channels import channel_simulators, offer_notification
 from simulators.municipality import SyntheticMunicipality
 from simulators.process import ServiceProcess
-from simulators.serving import serving
 from simulators.sms.app import PERMANENT_FAILURE
-from simulators.sms.app import create_app as sms_app
-from simulators.smtp import create_server
 
 pytestmark = [pytest.mark.real_broker, pytest.mark.slow]
 N = 1000
 CONFIRMING = {"NotificationDelivered", "NotificationDeemedNotified"}
 
 
-def requests(code: str, town: SyntheticMunicipality) -> list[SendNotification]:
+def requests(town: SyntheticMunicipality) -> list[SendNotification]:
     """Offers to guardians reachable in different ways: e-adrese, e-mail, SMS, only by post."""
     made = []
     for n, child in enumerate(town.children):
@@ -56,26 +49,8 @@ def requests(code: str, town: SyntheticMunicipality) -> list[SendNotification]:
         if n % 40 == 11:
             email = phone = None  # nothing electronic but e-adrese (if active), else post
         made.append(
-            SendNotification.new(
-                producer=ALLOCATION,
-                municipality=code,
-                notification_id=uuid.uuid4(),
-                child_ref=child.ref,
-                purpose="offer",
-                offer_id=uuid.uuid4(),
-                recipient=Recipient(
-                    personal_code=guardian.personal_code,
-                    email=email,
-                    phone=phone,
-                    postal_address_code=child.address_code,
-                ),
-                language="lv" if n % 5 else "en",
-                template="offer",
-                variables={
-                    "institution": town.institutions[n % len(town.institutions)].name,
-                    "group": "2023-lv",
-                    "start_date": "2026-09-01",
-                },
+            offer_notification(
+                town, n, child, email=email, phone=phone, language="lv" if n % 5 else "en"
             )
         )
     return made
@@ -102,44 +77,22 @@ class Receipts:
         )
 
 
-@contextlib.asynccontextmanager
-async def channel_simulators(town: SyntheticMunicipality) -> AsyncIterator[dict[str, Any]]:
-    faults = Faults.spread(0.2, seed=17, timeout_seconds=1.5)
-    active = [c.guardians[0].personal_code for n, c in enumerate(town.children) if n % 3 == 0]
-    eadrese = eadrese_app(active=active, faults=faults.with_seed(18))
-    sms = sms_app(faults.with_seed(19), rate_per_second=2000, callback_delay=0.05)
-    letters = letter_app(faults.with_seed(20), post_after=0.3)
-    async with (
-        serving(eadrese, name="e-adrese") as e,
-        serving(sms, name="sms") as s,
-        serving(letters, name="post") as p,
-        create_server(fault_rate=0.2, seed=21) as smtp,
-    ):
-        yield {
-            "eadrese": eadrese,
-            "sms": sms,
-            "letter": letters,
-            "smtp": smtp,
-            "urls": {"HUB_EADRESE_URL": e.url, "HUB_SMS_URL": s.url, "HUB_LETTER_URL": p.url},
-        }
-
-
 async def test_a_thousand_offers_notified_through_faults_and_two_kills(  # noqa: PLR0915
     kafka_settings: Settings, tmp_path: Path
 ) -> None:
     bootstrap = kafka_settings.bootstrap_servers or ""
     code = f"n{uuid.uuid4().hex[:8]}"
     town = SyntheticMunicipality(code, seed=31, children=N, institutions=5, admission_year=2026)
-    sent = requests(code, town)
+    sent = requests(town)
     await ensure_topics(kafka_settings, bootstrap, services=[NOTIFY])
-    async with channel_simulators(town) as sims:
+    active = [c.guardians[0].personal_code for n, c in enumerate(town.children) if n % 3 == 0]
+    async with channel_simulators(active, 0.2, sms_rate=2000, post_after=0.3) as sims:
         service = ServiceProcess(
             bootstrap,
             tmp_path,
             code,
             service="notify-adapter",
-            env=sims["urls"],
-            smtp_port=sims["smtp"].port,
+            env=sims.env,
             notify_callback=f"127.0.0.1:{free_port()}",
             notify_escalate_after=60,
             http_timeout=0.5,
@@ -189,13 +142,8 @@ async def test_a_thousand_offers_notified_through_faults_and_two_kills(  # noqa:
             await service.close()
 
         # No channel carried the same message twice.
-        mailbox = Counter(m["key"] for m in sims["eadrese"].app.state.mailbox)
-        sms = Counter(m.key for m in sims["sms"].app.state.sent)
-        letters = Counter(letter.key for letter in sims["letter"].app.state.letters.values())
-        mail = sims["smtp"].by_message_id
-        for channel, counts in (("e-adrese", mailbox), ("sms", sms), ("letter", letters)):
+        for channel, counts in sims.taken().items():
             assert [k for k, n in counts.items() if n > 1] == [], channel
-        assert [k for k, n in mail.items() if n > 1] == [], "e-mail"
 
     # Every notification confirmed on exactly one channel, and its story is complete.
     await receipts.refresh()

@@ -27,7 +27,14 @@ ROOT = Path(__file__).resolve().parents[2]
 SIMULATED_SYSTEMS = ("vps", "viis", "gis", "dvs", "eadrese", "sms", "letter", "smtp")
 ADAPTER_SYSTEMS = ("vps", "viis", "gis", "dvs", "notify")
 # Shared simulator modules that imitate the outside world and so fall under the rule.
-SHARED_SIMULATOR_MODULES = ("api.py", "faults.py", "serving.py", "municipality.py", "messages.py")
+SHARED_SIMULATOR_MODULES = (
+    "api.py",
+    "faults.py",
+    "serving.py",
+    "municipality.py",
+    "messages.py",
+    "channels.py",
+)
 # Hub test kits: they drive the hub (publish commands, play parents, run the processes,
 # play the season, register the simulators and their commands with the hub) rather than
 # imitate an external system, so they may import ``hub`` (never an adapter).
