@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from pydantic import ValidationError
 
-import tests.offers
+import tests.allocation_messages
 from adapters.vps import FeedReset, OfferNotShownYet, VpsClient, VpsFeed, message_for, service
 from adapters.vps.service import Offers, Rounds
 from hub.errors import PermanentError, TransientError
@@ -38,8 +38,8 @@ from simulators.messages import application_form
 from simulators.municipality import Child, SyntheticMunicipality
 from simulators.serving import serving
 from simulators.vps.app import BROKEN_EMAIL, ApplicationIn, Register, create_app
+from tests.allocation_messages import deadline_set
 from tests.contract.common import FAST, NO_FAULT
-from tests.offers import deadline_set
 
 TOWN = SyntheticMunicipality("riga", seed=4, children=12, institutions=3, admission_year=2026)
 PATIENT = RetryPolicy(attempts=12, initial_wait=0.01, max_wait=0.05, max_seconds=20)
@@ -446,7 +446,7 @@ def offer_made(**changes: Any) -> OfferMade:
         "institution_id": institution.institution_id,
         "group_code": institution.groups[0].code,
     }
-    return tests.offers.offer_made(**(fields | changes))
+    return tests.allocation_messages.offer_made(**(fields | changes))
 
 
 def revoked(offer: OfferMade) -> OfferRevoked:

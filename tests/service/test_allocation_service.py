@@ -24,7 +24,7 @@ from hub.allocation.rules import load_rules
 from hub.allocation.service import LIVE, SCHEMA, AllocationState, invariant_problems, service
 from hub.reliability.consumer import outbox_row
 from hub.reliability.store import Store
-from schemas.allocation import ParentAccepted, ParentDeclined, RunRound, StepTaken
+from schemas.allocation import ParentAccepted, ParentDeclined, StepTaken
 from schemas.applications import ApplicationChanged
 from schemas.enrollment import CheckEnrollment
 from schemas.residence import ResidenceDeclared
@@ -32,10 +32,10 @@ from schemas.topics import topic_for
 from simulators.instant import answer
 from simulators.municipality import SyntheticMunicipality
 from tests.allocation_harness import Harness
+from tests.allocation_messages import round_command
 from tests.vps_feed import application_message, institution_message
 
 RIGA = load_rules("riga")
-ROUND = date(2026, 9, 1)
 
 
 def check(state: AllocationState) -> None:
@@ -68,16 +68,6 @@ async def registered(h: Harness, children: int = 120) -> SyntheticMunicipality:
     await h.feed(*(institution_message("riga", i) for i in town.institutions))
     await h.feed(*(application_message("riga", c) for c in town.children))
     return town
-
-
-def round_command() -> RunRound:
-    return RunRound.new(
-        producer="operator",
-        municipality="riga",
-        round_id=uuid.uuid4(),
-        round_date=ROUND,
-        requested_by="test",
-    )
 
 
 async def test_enrichment_then_a_round_offers_every_seat_the_engine_gives(harness: Harness) -> None:

@@ -16,7 +16,7 @@ from schemas.applications import ApplicationSubmitted
 from schemas.base import Command, Event, Message
 from schemas.notifications import Recipient
 from schemas.topics import MESSAGE_TYPES, topic_for
-from tests.offers import offer_made
+from tests.allocation_messages import offer_made
 from tests.strategies import for_model
 
 ALL = st.sampled_from(MESSAGE_TYPES).flatmap(for_model)

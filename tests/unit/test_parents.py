@@ -16,7 +16,7 @@ import pytest
 
 from schemas.allocation import OfferDeadlineSet, OfferMade, PlaceAccepted
 from simulators.parents import Choices, Parents, ParentsError
-from tests.offers import deadline_set, offer_made
+from tests.allocation_messages import deadline_set, offer_made
 
 
 def offer(n: int) -> OfferMade:

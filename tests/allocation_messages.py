@@ -1,4 +1,5 @@
-"""Offer messages as the allocation service sends them, built for tests."""
+"""Allocation messages built for tests: the operator's round command, and offers and their
+deadlines as the allocation service sends them."""
 
 from __future__ import annotations
 
@@ -6,7 +7,21 @@ from datetime import date
 from typing import Any
 from uuid import uuid4
 
-from schemas.allocation import OfferDeadlineSet, OfferMade
+from schemas.allocation import OfferDeadlineSet, OfferMade, RunRound
+from schemas.topics import OPERATOR
+
+
+def round_command(**changes: Any) -> RunRound:
+    """The operator's command to run a round in Riga for places from 1 September 2026;
+    ``changes`` replace its fields."""
+    fields: dict[str, Any] = {
+        "producer": OPERATOR,
+        "municipality": "riga",
+        "round_id": uuid4(),
+        "round_date": date(2026, 9, 1),
+        "requested_by": "test",
+    }
+    return RunRound.new(**(fields | changes))
 
 
 def offer_made(**changes: Any) -> OfferMade:
