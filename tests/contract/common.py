@@ -1,9 +1,10 @@
 """What the contract tests share: quick retry policies, the fault matrix every simulator
-answers, a clock the test sets, and clients answered by a mock transport."""
+answers and a check that each fault fails a call transiently, a clock the test sets, and
+clients answered by a mock transport."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
@@ -12,6 +13,7 @@ import pytest
 
 from hub.reliability.retry import HttpPort, InvalidResponse, RetryPolicy, UnavailableError
 from simulators.faults import FaultInjection, Faults
+from simulators.serving import serving
 
 FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, max_seconds=5)
 PATIENT = RetryPolicy(attempts=10, initial_wait=0.01, max_wait=0.05, max_seconds=10)
@@ -41,6 +43,34 @@ def every_fault(client_timeout: float = 5.0) -> pytest.MarkDecorator:
 def faulted(app: FaultInjection) -> int:
     """How many requests ``app`` answered with a fault."""
     return sum(n for fault, n in app.injected.items() if fault != "none")
+
+
+async def each_call_fails(
+    app: FaultInjection,
+    port: type[_Port],
+    faults: Faults,
+    timeout: float,
+    error: type[Exception],
+    *calls: Callable[[_Port], Awaitable[object]],
+    name: str,
+) -> list[BaseException]:
+    """Serve ``app`` (a simulator injecting ``faults``) under ``name`` and make each call
+    through a ``port`` client with ``timeout``: each fails with ``error`` once its ``FAST``
+    retries are spent, every attempt was faulted, and a rate limit's ``Retry-After: 0``
+    reaches the caller. Returns the errors, for the test to check what they show."""
+    raised: list[BaseException] = []
+    async with (
+        serving(app, name=name) as served,
+        port.at(served.url, timeout=timeout, policy=FAST) as client,
+    ):
+        for call in calls:
+            with pytest.raises(error) as caught:
+                await call(client)
+            raised.append(caught.value)
+    assert faulted(app) == len(calls) * FAST.attempts
+    if faults.rate_limit_rate:
+        assert all(isinstance(e, UnavailableError) and e.retry_after == 0 for e in raised)
+    return raised
 
 
 class Clock:

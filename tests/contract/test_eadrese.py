@@ -31,7 +31,7 @@ from simulators.eadrese import create_app
 from simulators.eadrese.app import BROKEN_MAILBOX
 from simulators.faults import FaultInjection, Faults
 from simulators.serving import serving
-from tests.contract.common import FAST, NO_FAULT, Clock, every_fault, faulted
+from tests.contract.common import FAST, NO_FAULT, Clock, each_call_fails, every_fault, faulted
 from tests.contract.common import mocked as mocked_port
 
 INSTITUTION = "90000012345"
@@ -271,15 +271,17 @@ async def test_every_fault_fails_transiently(
     faults: Faults, timeout: float, error: type[Exception]
 ) -> None:
     app = create_app(active=[ACTIVE], faults=faults)
-    async with serving(app, name="e-adrese") as served:
-        async with client_from_url(served.url, timeout=timeout, policy=FAST) as port:
-            with pytest.raises(error) as caught:
-                await port.send(ACTIVE, outgoing())
-        assert faulted(app) == FAST.attempts
-        assert app.app.state.mailbox == []  # type: ignore[attr-defined]
-    assert not leaks(str(caught.value))
-    if faults.rate_limit_rate:
-        assert isinstance(caught.value, UnavailableError) and caught.value.retry_after == 0
+    (caught,) = await each_call_fails(
+        app,
+        EAdreseClient,
+        faults,
+        timeout,
+        error,
+        lambda port: port.send(ACTIVE, outgoing()),
+        name="e-adrese",
+    )
+    assert app.app.state.mailbox == []  # type: ignore[attr-defined]
+    assert not leaks(str(caught))
 
 
 async def test_half_faulted_delivers_each_message_exactly_once() -> None:
