@@ -1,12 +1,14 @@
 """What the contract tests share: quick retry policies, the fault matrix every simulator
-answers and a check that each fault fails a call transiently, a clock the test sets, and
-clients answered by a mock transport."""
+answers and a check that each fault fails a call transiently, a clock the test sets, a
+simulator served with it, and clients answered by a mock transport."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import httpx
 import pytest
@@ -81,6 +83,24 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+@dataclass
+class Simulated:
+    """A simulator served on loopback for a test: its app, its URL and the clock it reads."""
+
+    app: FaultInjection
+    url: str
+    clock: Clock
+
+    @classmethod
+    @asynccontextmanager
+    async def on_loopback(
+        cls, app: FaultInjection, clock: Clock, *, name: str
+    ) -> AsyncIterator[Self]:
+        """``app``, which reads ``clock``, served under ``name`` while the context lasts."""
+        async with serving(app, name=name) as served:
+            yield cls(app, served.url, clock)
 
 
 def mocked(

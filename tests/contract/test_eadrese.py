@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -29,9 +28,17 @@ from hub.reliability.retry import (
 from schemas.values import PersonalCode, personal_code_check_digit
 from simulators.eadrese import create_app
 from simulators.eadrese.app import BROKEN_MAILBOX
-from simulators.faults import FaultInjection, Faults
+from simulators.faults import Faults
 from simulators.serving import serving
-from tests.contract.common import FAST, NO_FAULT, Clock, each_call_fails, every_fault, faulted
+from tests.contract.common import (
+    FAST,
+    NO_FAULT,
+    Clock,
+    Simulated,
+    each_call_fails,
+    every_fault,
+    faulted,
+)
 from tests.contract.common import mocked as mocked_port
 
 INSTITUTION = "90000012345"
@@ -65,12 +72,7 @@ def leaks(text: str) -> bool:
     return any(c in text or c.replace("-", "") in text for c in EVERY_CODE)
 
 
-@dataclass
-class EAdrese:
-    app: FaultInjection
-    url: str
-    clock: Clock
-
+class EAdrese(Simulated):
     @property
     def mailbox(self) -> list[dict[str, Any]]:
         return list(self.app.app.state.mailbox)  # type: ignore[attr-defined]
@@ -99,8 +101,8 @@ async def eadrese() -> AsyncIterator[EAdrese]:
         clock=clock,
         registration_numbers=[INSTITUTION],
     )
-    async with serving(app, name="e-adrese") as served:
-        yield EAdrese(app, served.url, clock)
+    async with EAdrese.on_loopback(app, clock, name="e-adrese") as eadrese:
+        yield eadrese
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,12 +13,8 @@ import pytest
 
 from adapters.notify.base import Accepted, Outgoing, Rejected
 from adapters.notify.letter import LetterClient, LetterPage, client_from_url
-from hub.reliability.retry import (
-    InvalidResponse,
-    Refused,
-    UnexpectedAnswer,
-)
-from simulators.faults import FaultInjection, Faults
+from hub.reliability.retry import InvalidResponse, Refused, UnexpectedAnswer
+from simulators.faults import Faults
 from simulators.letter import create_app, tracking_number
 from simulators.serving import serving
 from tests.contract.common import (
@@ -27,6 +22,7 @@ from tests.contract.common import (
     NO_FAULT,
     PATIENT,
     Clock,
+    Simulated,
     each_call_fails,
     every_fault,
     faulted,
@@ -48,12 +44,7 @@ def outgoing(n: int = 1, **changes: Any) -> Outgoing:
     return Outgoing(**{**fields, **changes})
 
 
-@dataclass
-class Post:
-    app: FaultInjection
-    url: str
-    clock: Clock
-
+class Post(Simulated):
     @property
     def letters(self) -> dict[str, Any]:
         return dict(self.app.app.state.letters)  # type: ignore[attr-defined]
@@ -63,8 +54,8 @@ class Post:
 async def post() -> AsyncIterator[Post]:
     clock = Clock(START)
     app = create_app(post_after=60, clock=clock)
-    async with serving(app, name="letter") as served:
-        yield Post(app, served.url, clock)
+    async with Post.on_loopback(app, clock, name="letter") as post:
+        yield post
 
 
 @pytest.fixture

@@ -35,14 +35,7 @@ from simulators.faults import FaultInjection, Faults
 from simulators.serving import free_port, serving
 from simulators.sms import MAX_TEXT, PERMANENT_FAILURE, TEMPORARY_FAILURE_ONCE, create_app
 from tests.conftest import eventually
-from tests.contract.common import (
-    FAST,
-    NO_FAULT,
-    PATIENT,
-    each_call_fails,
-    every_fault,
-    faulted,
-)
+from tests.contract.common import FAST, NO_FAULT, PATIENT, each_call_fails, every_fault, faulted
 from tests.contract.common import mocked as mocked_port
 
 PHONE = "+37129876543"
