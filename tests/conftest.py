@@ -7,13 +7,18 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 import pytest_asyncio
 
 from hub.embedded import EmbeddedBroker
 from hub.kafka import ensure_topics
 from hub.settings import Settings
+
+if TYPE_CHECKING:
+    from simulators.process import ServiceProcess
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -49,6 +54,24 @@ async def eventually(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def answering(
+    process: ServiceProcess, http: httpx.AsyncClient, path: str, *, what: str
+) -> None:
+    """Wait until ``http`` (at the process's health URL) gets 200 from ``path``; fail at once
+    if the process exits, with the end of its log."""
+
+    async def running() -> bool:
+        if process.exited():
+            pytest.fail(process.exited())
+        try:
+            answer = await http.get(path)
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200
+
+    await eventually(running, timeout=60, what=what)
 
 
 async def run_hub(env: Mapping[str, str], *args: str, timeout: float = 180) -> tuple[int, str, str]:

@@ -162,6 +162,11 @@ class Offers:
     def outcomes(self) -> Counter[str]:
         return Counter(self.status.values())
 
+    def never_accepted(self, done: str, offer_ids: Iterable[str]) -> list[str]:
+        """The problem of ``done`` (e.g. "decisions asked") for offers never accepted, if any."""
+        never = sorted(set(offer_ids) - set(self.accepted))
+        return [f"{done} for offers never accepted: {never[:SHOWN]}"] if never else []
+
     def step(self, step: str, messages: Iterable[Mapping[str, Any]]) -> None:
         """Take one step of the service (its messages in order), then check the groups."""
         self.steps += 1
@@ -333,9 +338,7 @@ def enrolment_problems(
                 f"held place {offer_id} of {child}: {len(records[offer_id])} VIIS enrolments"
                 f" registered ({sorted(records[offer_id])})"
             )
-    never = sorted(set(records) - set(offers.accepted))
-    if never:
-        problems.append(f"enrolments registered for offers never accepted: {never[:SHOWN]}")
+    problems += offers.never_accepted("enrolments registered", records)
     for child, now in sorted(attendance.items()):
         held = offers.held.get(child)
         if held is not None:
@@ -397,9 +400,7 @@ def decision_problems(
                     f"decision {number} of offer {offer_id} is not in the DVS as a decision"
                     f" about {accepted['child_ref']}"
                 )
-    stray = sorted(set(asked) - set(offers.accepted))
-    if stray:
-        problems.append(f"decisions asked for offers never accepted: {stray[:SHOWN]}")
+    problems += offers.never_accepted("decisions asked", asked)
     if len(in_dvs) != len(offers.accepted):
         problems.append(
             f"the DVS holds {len(in_dvs)} decision documents for {len(offers.accepted)}"

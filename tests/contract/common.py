@@ -1,17 +1,21 @@
 """What the contract tests share: quick retry policies, the fault matrix every simulator
-answers, a clock the test sets, and clients answered by a mock transport."""
+answers and a check that each fault fails a call transiently, a clock the test sets, a
+simulator served with it, and clients answered by a mock transport."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import httpx
 import pytest
 
 from hub.reliability.retry import HttpPort, InvalidResponse, RetryPolicy, UnavailableError
 from simulators.faults import FaultInjection, Faults
+from simulators.serving import serving
 
 FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, max_seconds=5)
 PATIENT = RetryPolicy(attempts=10, initial_wait=0.01, max_wait=0.05, max_seconds=10)
@@ -43,6 +47,34 @@ def faulted(app: FaultInjection) -> int:
     return sum(n for fault, n in app.injected.items() if fault != "none")
 
 
+async def each_call_fails(
+    app: FaultInjection,
+    port: type[_Port],
+    faults: Faults,
+    timeout: float,
+    error: type[Exception],
+    *calls: Callable[[_Port], Awaitable[object]],
+    name: str,
+) -> list[BaseException]:
+    """Serve ``app`` (a simulator injecting ``faults``) under ``name`` and make each call
+    through a ``port`` client with ``timeout``: each fails with ``error`` once its ``FAST``
+    retries are spent, every attempt was faulted, and a rate limit's ``Retry-After: 0``
+    reaches the caller. Returns the errors, for the test to check what they show."""
+    raised: list[BaseException] = []
+    async with (
+        serving(app, name=name) as served,
+        port.at(served.url, timeout=timeout, policy=FAST) as client,
+    ):
+        for call in calls:
+            with pytest.raises(error) as caught:
+                await call(client)
+            raised.append(caught.value)
+    assert faulted(app) == len(calls) * FAST.attempts
+    if faults.rate_limit_rate:
+        assert all(isinstance(e, UnavailableError) and e.retry_after == 0 for e in raised)
+    return raised
+
+
 class Clock:
     """A clock that stands still until the test moves it (``clock.now = ...``)."""
 
@@ -51,6 +83,24 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+@dataclass
+class Simulated:
+    """A simulator served on loopback for a test: its app, its URL and the clock it reads."""
+
+    app: FaultInjection
+    url: str
+    clock: Clock
+
+    @classmethod
+    @asynccontextmanager
+    async def on_loopback(
+        cls, app: FaultInjection, clock: Clock, *, name: str
+    ) -> AsyncIterator[Self]:
+        """``app``, which reads ``clock``, served under ``name`` while the context lasts."""
+        async with serving(app, name=name) as served:
+            yield cls(app, served.url, clock)
 
 
 def mocked(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,13 @@ from hub.reliability.store import Store, Writes
 from schemas.documents import DocumentRegistered, DocumentRegistrationFailed, RegisterDocument
 from schemas.topics import ALLOCATION, BY_NAME, DVS
 from simulators.dvs import NumberFormat, create_app
-from simulators.faults import FaultInjection, Faults
+from simulators.faults import Faults
 from simulators.serving import serving
-from tests.contract.common import FAST, NO_FAULT, PATIENT, Clock, every_fault, faulted
+from tests.contract.common import FAST, NO_FAULT, PATIENT, Clock, Simulated, every_fault, faulted
 from tests.contract.common import mocked as mocked_port
 
 
-@dataclass
-class Dvs:
-    app: FaultInjection
-    url: str
-    clock: Clock
-
+class Dvs(Simulated):
     async def listed(self) -> list[dict[str, Any]]:
         return await listed(self.url)
 
@@ -71,8 +65,8 @@ def clock() -> Clock:
 @pytest.fixture
 async def dvs(clock: Clock) -> AsyncIterator[Dvs]:
     app = create_app(NumberFormat("RD", 5), clock=clock)
-    async with serving(app, name="dvs") as served:
-        yield Dvs(app, served.url, clock)
+    async with Dvs.on_loopback(app, clock, name="dvs") as dvs:
+        yield dvs
 
 
 @pytest.fixture

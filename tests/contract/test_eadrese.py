@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -29,9 +28,17 @@ from hub.reliability.retry import (
 from schemas.values import PersonalCode, personal_code_check_digit
 from simulators.eadrese import create_app
 from simulators.eadrese.app import BROKEN_MAILBOX
-from simulators.faults import FaultInjection, Faults
+from simulators.faults import Faults
 from simulators.serving import serving
-from tests.contract.common import FAST, NO_FAULT, Clock, every_fault, faulted
+from tests.contract.common import (
+    FAST,
+    NO_FAULT,
+    Clock,
+    Simulated,
+    each_call_fails,
+    every_fault,
+    faulted,
+)
 from tests.contract.common import mocked as mocked_port
 
 INSTITUTION = "90000012345"
@@ -65,12 +72,7 @@ def leaks(text: str) -> bool:
     return any(c in text or c.replace("-", "") in text for c in EVERY_CODE)
 
 
-@dataclass
-class EAdrese:
-    app: FaultInjection
-    url: str
-    clock: Clock
-
+class EAdrese(Simulated):
     @property
     def mailbox(self) -> list[dict[str, Any]]:
         return list(self.app.app.state.mailbox)  # type: ignore[attr-defined]
@@ -99,8 +101,8 @@ async def eadrese() -> AsyncIterator[EAdrese]:
         clock=clock,
         registration_numbers=[INSTITUTION],
     )
-    async with serving(app, name="e-adrese") as served:
-        yield EAdrese(app, served.url, clock)
+    async with EAdrese.on_loopback(app, clock, name="e-adrese") as eadrese:
+        yield eadrese
 
 
 @pytest.fixture
@@ -271,15 +273,17 @@ async def test_every_fault_fails_transiently(
     faults: Faults, timeout: float, error: type[Exception]
 ) -> None:
     app = create_app(active=[ACTIVE], faults=faults)
-    async with serving(app, name="e-adrese") as served:
-        async with client_from_url(served.url, timeout=timeout, policy=FAST) as port:
-            with pytest.raises(error) as caught:
-                await port.send(ACTIVE, outgoing())
-        assert faulted(app) == FAST.attempts
-        assert app.app.state.mailbox == []  # type: ignore[attr-defined]
-    assert not leaks(str(caught.value))
-    if faults.rate_limit_rate:
-        assert isinstance(caught.value, UnavailableError) and caught.value.retry_after == 0
+    (caught,) = await each_call_fails(
+        app,
+        EAdreseClient,
+        faults,
+        timeout,
+        error,
+        lambda port: port.send(ACTIVE, outgoing()),
+        name="e-adrese",
+    )
+    assert app.app.state.mailbox == []  # type: ignore[attr-defined]
+    assert not leaks(str(caught))
 
 
 async def test_half_faulted_delivers_each_message_exactly_once() -> None:

@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 from pydantic import ValidationError
 
+import tests.allocation_messages
 from adapters.vps import FeedReset, OfferNotShownYet, VpsClient, VpsFeed, message_for, service
 from adapters.vps.service import Offers, Rounds
 from hub.errors import PermanentError, TransientError
@@ -37,6 +38,7 @@ from simulators.messages import application_form
 from simulators.municipality import Child, SyntheticMunicipality
 from simulators.serving import serving
 from simulators.vps.app import BROKEN_EMAIL, ApplicationIn, Register, create_app
+from tests.allocation_messages import deadline_set
 from tests.contract.common import FAST, NO_FAULT
 
 TOWN = SyntheticMunicipality("riga", seed=4, children=12, institutions=3, admission_year=2026)
@@ -107,19 +109,11 @@ async def test_applications_residence_and_answers_come_through_the_feed(vps: str
         assert [m.event_id for m in again] == [m.event_id for m in messages]
 
         # An offer shown in the e-service, answered by the parents, read back from the feed.
-        offer = OfferMade.new(
-            producer="allocation",
-            municipality="riga",
-            offer_id=uuid.uuid4(),
+        offer = offer_made(
             child_ref=staff_made.child_ref,
-            round_id=None,
             application_id=staff_made.application_id,
             institution_id=TOWN.institutions[2].institution_id,
             group_code=TOWN.institutions[2].groups[0].code,
-            language="lv",
-            start_date=datetime(2026, 9, 1, tzinfo=UTC).date(),
-            response_days=15,
-            preference_rank=1,
         )
         offers = Offers(client)
         await offers.fetch(offer)
@@ -444,21 +438,15 @@ async def test_an_invalid_sibling_code_is_refused(vps: str) -> None:
 
 
 def offer_made(**changes: Any) -> OfferMade:
+    """An offer of a place in one of the town's institutions."""
+    institution = TOWN.institutions[0]
     fields: dict[str, Any] = {
-        "producer": "allocation",
-        "municipality": "riga",
-        "offer_id": uuid.uuid4(),
         "child_ref": "CH-0123456789ab",
-        "round_id": None,
         "application_id": "APP-2026-000001",
-        "institution_id": TOWN.institutions[0].institution_id,
-        "group_code": TOWN.institutions[0].groups[0].code,
-        "language": "lv",
-        "start_date": date(2026, 9, 1),
-        "response_days": 15,
-        "preference_rank": 1,
+        "institution_id": institution.institution_id,
+        "group_code": institution.groups[0].code,
     }
-    return OfferMade.new(**(fields | changes))
+    return tests.allocation_messages.offer_made(**(fields | changes))
 
 
 def revoked(offer: OfferMade) -> OfferRevoked:
@@ -472,14 +460,7 @@ def revoked(offer: OfferMade) -> OfferRevoked:
 
 
 def deadline(offer: OfferMade, respond_by: date) -> OfferDeadlineSet:
-    return OfferDeadlineSet.new(
-        producer="allocation",
-        municipality="riga",
-        offer_id=offer.offer_id,
-        child_ref=offer.child_ref,
-        notified_on=date(2026, 6, 1),
-        respond_by=respond_by,
-    )
+    return deadline_set(offer, notified_on=date(2026, 6, 1), respond_by=respond_by)
 
 
 async def test_an_offer_answered_with_200_instead_of_204_is_not_taken_as_shown() -> None:

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import re
 import uuid
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,13 @@ from hub.reliability.deadletters import dead_letters, read_topic
 from hub.reliability.service import ServiceRunner
 from hub.services import build
 from hub.settings import Settings
-from schemas.allocation import RunRound
-from schemas.topics import DVS, GIS, OPERATOR, VIIS, VPS
+from schemas.topics import DVS, GIS, VIIS, VPS
 from simulators.faults import HEADER
 from simulators.messages import application_form
 from simulators.municipality import Child, SyntheticMunicipality
 from simulators.plugin import REGISTERS, simulator_apps
 from simulators.serving import serving
+from tests.allocation_messages import round_command
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.real_broker
@@ -109,13 +108,7 @@ async def test_the_chain_through_every_adapter_with_a_fifth_of_requests_faulted(
                 assert file.address.postcode == address.postcode
                 assert abs(file.address.lks92.northing - address.northing) < 0.01
 
-            command = RunRound.new(
-                producer=OPERATOR,
-                municipality=code,
-                round_id=uuid.uuid4(),
-                round_date=date(2026, 9, 1),
-                requested_by="test",
-            )
+            command = round_command(municipality=code)
             await publish_messages(bootstrap, [command])
             await eventually(
                 lambda: state.rounds.get(str(command.round_id), {}).get("registration_number"),

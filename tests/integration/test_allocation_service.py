@@ -41,13 +41,13 @@ from hub.reliability.metrics import Metrics
 from hub.reliability.service import RuntimeOptions, ServiceRunner
 from hub.reliability.store import Store
 from hub.settings import Settings
-from schemas.allocation import ParentAccepted, ParentDeclined, RunRound
+from schemas.allocation import ParentAccepted, ParentDeclined
 from schemas.notifications import NotificationSent
-from schemas.topics import OPERATOR
 from simulators.instant import running
 from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Parents
 from simulators.process import ServiceProcess
+from tests.allocation_messages import round_command
 from tests.conftest import eventually, run_hub
 from tests.vps_feed import application_message, institution_message
 
@@ -277,13 +277,7 @@ async def test_a_killed_service_loses_and_duplicates_nothing(  # noqa: PLR0915 -
         await process.wait_for(
             lambda s: s["children"] == 150 and s["waiting_for_facts"] == 0, "enriching", 120
         )
-        command = RunRound.new(
-            producer=OPERATOR,
-            municipality=town_code,
-            round_id=uuid.uuid4(),
-            round_date=date(2026, 9, 1),
-            requested_by="test",
-        )
+        command = round_command(municipality=town_code)
         await publish_messages(bootstrap, [command])
         health = await process.wait_for(
             lambda s: s["round"] == str(command.round_id), "the round", 60

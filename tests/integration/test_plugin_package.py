@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from hub.reliability.deadletters import read_topic
 from hub.settings import Settings
 from simulators.process import ServiceProcess
-from tests.conftest import eventually
+from tests.conftest import answering, eventually
 
 pytestmark = [pytest.mark.real_broker, pytest.mark.slow]
 
@@ -76,17 +76,7 @@ async def test_an_installed_plug_in_package_runs_under_hub_run(
     await process.start()
     try:
         async with httpx.AsyncClient(base_url=process.health_url, timeout=5) as http:
-
-            async def running() -> bool:
-                if process.exited():
-                    pytest.fail(process.exited())
-                try:
-                    answer = await http.get("/health/echo-adapter")
-                except httpx.HTTPError:
-                    return False
-                return answer.status_code == 200
-
-            await eventually(running, timeout=60, what="the echo service running")
+            await answering(process, http, "/health/echo-adapter", what="the echo service running")
 
         ref = uuid.uuid4().hex[:12]
         request = {

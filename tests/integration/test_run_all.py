@@ -13,7 +13,7 @@ from hub.embedded import free_port
 from hub.services import HEALTH_PORTS, SERVICES, health_port
 from hub.settings import Settings
 from simulators.process import ServiceProcess
-from tests.conftest import eventually
+from tests.conftest import answering, eventually
 
 pytestmark = pytest.mark.real_broker
 
@@ -41,17 +41,7 @@ async def test_hub_run_all_serves_health_metrics_and_the_operations_view(
     await process.start()
     try:
         async with httpx.AsyncClient(base_url=process.health_url, timeout=5) as http:
-
-            async def all_running() -> bool:
-                if process.exited():
-                    pytest.fail(process.exited())
-                try:
-                    answer = await http.get("/health")
-                except httpx.HTTPError:
-                    return False
-                return answer.status_code == 200
-
-            await eventually(all_running, timeout=60, what="every service running")
+            await answering(process, http, "/health", what="every service running")
             health = (await http.get("/health")).json()
             assert health["status"] == "ok"
             assert [s["service"] for s in health["services"]] == list(SERVICES)

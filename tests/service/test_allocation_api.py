@@ -14,7 +14,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from hub.allocation.api import app
 from hub.allocation.rules import load_rules
 from hub.allocation.service import service
 from hub.reliability.store import Store
-from schemas.allocation import ParentAccepted, ParentDeclined, RunRound
+from schemas.allocation import ParentAccepted, ParentDeclined
 from schemas.base import Message
 from schemas.documents import DocumentRegistered, RegisterDocument
 from schemas.enrollment import EnrollmentRegistered, RegisterEnrollment
@@ -33,6 +33,7 @@ from schemas.topics import DVS, VIIS
 from simulators.instant import answer
 from simulators.municipality import SyntheticMunicipality
 from tests.allocation_harness import Harness
+from tests.allocation_messages import round_command
 from tests.vps_feed import application_message, institution_message
 
 RIGA = load_rules("riga")
@@ -71,15 +72,7 @@ async def season(tmp_path: Path) -> AsyncIterator[tuple[Harness, SyntheticMunici
     town = SyntheticMunicipality("riga", seed=4, children=90, institutions=4, admission_year=2026)
     await harness.feed(*(institution_message("riga", i) for i in town.institutions))
     await harness.feed(*(application_message("riga", c) for c in town.children))
-    await harness.feed(
-        RunRound.new(
-            producer="operator",
-            municipality="riga",
-            round_id=uuid.uuid4(),
-            round_date=date(2026, 9, 1),
-            requested_by="test",
-        )
-    )
+    await harness.feed(round_command())
     first = sorted(harness.state.live.values())
     for offer_id in first[:6]:
         await harness.feed(harness.respond(ParentAccepted, offer_id))

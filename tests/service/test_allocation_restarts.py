@@ -39,17 +39,18 @@ from hub.allocation.service import (
 from hub.reliability.consumer import outbox_row
 from hub.reliability.store import Store
 from schemas.addresses import ResolveAddress
-from schemas.allocation import ParentAccepted, ParentDeclined, RunRound, StepTaken
+from schemas.allocation import ParentAccepted, ParentDeclined, StepTaken
 from schemas.applications import ApplicationChanged, ApplicationWithdrawn
 from schemas.base import Message
 from schemas.enrollment import CheckEnrollment
 from schemas.institutions import InstitutionRegistered, PlaceReleased, SeatCapacityChanged
 from schemas.notifications import NotificationDelivered
 from schemas.residence import ResidenceDeclared
-from schemas.topics import OPERATOR, VPS
+from schemas.topics import VPS
 from simulators.instant import answer
 from simulators.municipality import SyntheticMunicipality
 from tests.allocation_harness import RIGA, Harness
+from tests.allocation_messages import round_command
 from tests.vps_feed import application_message, institution_message
 
 SEEDS = range(int(os.environ.get("HUB_RESTART_SEEDS", "12")))
@@ -197,13 +198,7 @@ class Driver:
             await self.tick(25)
 
     def round(self) -> Message:
-        return RunRound.new(
-            producer=OPERATOR,
-            municipality="riga",
-            round_id=uuid.UUID(int=self.rnd.getrandbits(128)),
-            round_date=date(2026, 9, 1),
-            requested_by="test",
-        )
+        return round_command(round_id=uuid.UUID(int=self.rnd.getrandbits(128)))
 
     def residence(self, child_ref: str) -> Message:
         return envelope(

@@ -24,7 +24,7 @@ from hub.allocation.rules import load_rules
 from hub.allocation.service import LIVE, SCHEMA, AllocationState, invariant_problems, service
 from hub.reliability.consumer import outbox_row
 from hub.reliability.store import Store
-from schemas.allocation import ParentAccepted, ParentDeclined, RunRound, StepTaken
+from schemas.allocation import ParentAccepted, ParentDeclined, StepTaken
 from schemas.applications import ApplicationChanged
 from schemas.enrollment import CheckEnrollment
 from schemas.residence import ResidenceDeclared
@@ -32,10 +32,10 @@ from schemas.topics import topic_for
 from simulators.instant import answer
 from simulators.municipality import SyntheticMunicipality
 from tests.allocation_harness import Harness
+from tests.allocation_messages import round_command
 from tests.vps_feed import application_message, institution_message
 
 RIGA = load_rules("riga")
-ROUND = date(2026, 9, 1)
 
 
 def check(state: AllocationState) -> None:
@@ -70,14 +70,11 @@ async def registered(h: Harness, children: int = 120) -> SyntheticMunicipality:
     return town
 
 
-def round_command() -> RunRound:
-    return RunRound.new(
-        producer="operator",
-        municipality="riga",
-        round_id=uuid.uuid4(),
-        round_date=ROUND,
-        requested_by="test",
-    )
+async def round_run(h: Harness, children: int) -> AllocationState:
+    """A town of ``children`` applications registered and enriched, then a round run."""
+    await registered(h, children=children)
+    await h.feed(round_command())
+    return h.state
 
 
 async def test_enrichment_then_a_round_offers_every_seat_the_engine_gives(harness: Harness) -> None:
@@ -139,9 +136,7 @@ async def test_enrichment_answers_are_matched_to_the_latest_request(harness: Har
 async def test_declines_accepts_and_silences_cascade_and_keep_the_invariants(
     harness: Harness,
 ) -> None:
-    await registered(harness, children=150)
-    state = harness.state
-    await harness.feed(round_command())
+    state = await round_run(harness, children=150)
     check(state)
     rnd = random.Random(8)
     cascades = 0
@@ -171,9 +166,7 @@ async def test_declines_accepts_and_silences_cascade_and_keep_the_invariants(
 async def test_the_invariant_check_sees_offers_beyond_the_declared_seats(
     harness: Harness,
 ) -> None:
-    await registered(harness, children=60)
-    state = harness.state
-    await harness.feed(round_command())
+    state = await round_run(harness, children=60)
     offer = state.offers[sorted(state.live.values())[0]]
     await harness.feed(harness.respond(ParentAccepted, offer.offer_id))
     assert invariant_problems(state) == []
@@ -201,9 +194,7 @@ async def test_the_invariant_check_sees_offers_beyond_the_declared_seats(
 async def test_a_service_rebuilt_from_its_store_agrees_with_the_live_one(
     harness: Harness, tmp_path: Path
 ) -> None:
-    await registered(harness, children=80)
-    state = harness.state
-    await harness.feed(round_command())
+    state = await round_run(harness, children=80)
     for offer_id in sorted(state.live.values())[:10]:
         await harness.feed(harness.respond(ParentDeclined, offer_id))
     store = harness.processor.store
@@ -225,9 +216,7 @@ async def test_replaying_the_journal_rebuilds_the_same_store(
 ) -> None:
     """The journal, shuffled and with entries twice (as a relay may publish them), over the
     messages handled, gives a store whose view tables equal the live store's."""
-    await registered(harness, children=90)
-    state = harness.state
-    await harness.feed(round_command())
+    state = await round_run(harness, children=90)
     rnd = random.Random(5)
     for _ in range(12):
         kind = ParentDeclined if rnd.random() < 0.7 else ParentAccepted
@@ -379,9 +368,7 @@ async def test_a_better_offer_left_unanswered_expires_and_the_held_place_stays(
 async def test_a_receipt_from_a_clock_running_behind_starts_the_deadline_no_earlier_than_the_offer(
     harness: Harness,
 ) -> None:
-    await registered(harness, children=40)
-    state = harness.state
-    await harness.feed(round_command())
+    state = await round_run(harness, children=40)
     offer_id = sorted(state.live.values())[0]
     made = datetime.fromisoformat(state.offers[offer_id].made_at)
     late = harness.receipt(offer_id).model_copy(update={"sent_at": made - timedelta(days=30)})

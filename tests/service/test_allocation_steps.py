@@ -31,7 +31,8 @@ from schemas.base import Message
 from schemas.institutions import SeatCapacityChanged
 from simulators.municipality import SyntheticMunicipality
 from tests.allocation_harness import Harness
-from tests.service.test_allocation_service import RIGA, round_command
+from tests.allocation_messages import round_command
+from tests.service.test_allocation_service import RIGA
 from tests.vps_feed import application_message, institution_message
 
 JOIN = dataclasses.replace(RIGA, late_applications="join")

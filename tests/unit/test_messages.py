@@ -11,11 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from schemas.allocation import OfferMade, RunRound
+from schemas.allocation import RunRound
 from schemas.applications import ApplicationSubmitted
 from schemas.base import Command, Event, Message
 from schemas.notifications import Recipient
 from schemas.topics import MESSAGE_TYPES, topic_for
+from tests.allocation_messages import offer_made
 from tests.strategies import for_model
 
 ALL = st.sampled_from(MESSAGE_TYPES).flatmap(for_model)
@@ -92,20 +93,8 @@ def test_payload_is_what_new_needs_to_build_the_same_message_again(message: Mess
 def test_new_starts_a_flow_and_caused_by_continues_it() -> None:
     command = _run_round()
     assert command.causation_id is None
-    offer = OfferMade.new(
-        producer="allocation",
-        caused_by=command,
-        offer_id=uuid4(),
-        child_ref="CH-0001",
-        round_id=command.round_id,
-        application_id="APP-0001",
-        institution_id="PII-001",
-        group_code="2022-lv",
-        language="lv",
-        start_date=date(2026, 9, 1),
-        preference_rank=1,
-        response_days=15,
-    )
+    # no municipality of its own: the offer takes the command's
+    offer = offer_made(caused_by=command, municipality=None, round_id=command.round_id)
     assert offer.correlation_id == command.correlation_id
     assert offer.causation_id == command.event_id
     assert offer.municipality == "riga"

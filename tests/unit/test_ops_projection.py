@@ -122,6 +122,18 @@ def offer(
     )
 
 
+def completed(flow: Flow, round_id: uuid.UUID, **figures: Any) -> RoundCompleted:
+    """A round in Riga that placed its one applicant, unless ``figures`` say otherwise."""
+    fields: dict[str, Any] = {
+        "round_date": date(2026, 9, 1),
+        "applications_considered": 1,
+        "offers_made": 1,
+        "children_unplaced": 0,
+        "lottery_seed": 1,
+    }
+    return flow.add(RoundCompleted, ALLOCATION, round_id=round_id, **(fields | figures))
+
+
 def scenario(tag: str = "", *, start: datetime = T0) -> dict[str, Any]:
     """One round at two institutions: an acceptance (the full story), a decline, an expiry
     and a cascade offer still open. ``tag`` makes the references unique on a shared broker."""
@@ -153,11 +165,9 @@ def scenario(tag: str = "", *, start: datetime = T0) -> dict[str, Any]:
     first = offer(flow, one, a, round_id)
     second = offer(flow, two, a, round_id)
     third = offer(flow, three, b, round_id, rank=2)
-    flow.add(
-        RoundCompleted,
-        ALLOCATION,
-        round_id=round_id,
-        round_date=date(2026, 9, 1),
+    completed(
+        flow,
+        round_id,
         applications_considered=4,
         offers_made=3,
         children_unplaced=1,
@@ -365,20 +375,6 @@ def test_a_newer_round_replaces_the_older_one_and_takes_the_cascades_after_it() 
         ("PII-C", 2, 2)
     ]
     assert fed([]).latest_round() == {"round": None, "institutions": []}
-
-
-def completed(flow: Flow, round_id: uuid.UUID, municipality: str = "riga") -> RoundCompleted:
-    return flow.add(
-        RoundCompleted,
-        ALLOCATION,
-        municipality=municipality,
-        round_id=round_id,
-        round_date=date(2026, 9, 1),
-        applications_considered=1,
-        offers_made=1,
-        children_unplaced=0,
-        lottery_seed=1,
-    )
 
 
 def test_the_latest_round_is_the_one_published_last_per_municipality() -> None:

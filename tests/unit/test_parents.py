@@ -10,41 +10,21 @@ import asyncio
 import random
 from collections import Counter
 from datetime import UTC, date, datetime
-from uuid import uuid4
 
 import httpx
 import pytest
 
 from schemas.allocation import OfferDeadlineSet, OfferMade, PlaceAccepted
 from simulators.parents import Choices, Parents, ParentsError
+from tests.allocation_messages import deadline_set, offer_made
 
 
 def offer(n: int) -> OfferMade:
-    return OfferMade.new(
-        producer="allocation",
-        municipality="riga",
-        offer_id=uuid4(),
-        child_ref=f"CH-{n:04d}",
-        round_id=None,
-        application_id=f"APP-{n:04d}",
-        institution_id="PII-001",
-        group_code="2022-lv",
-        language="lv",
-        start_date=date(2026, 9, 1),
-        preference_rank=1,
-        response_days=15,
-    )
+    return offer_made(child_ref=f"CH-{n:04d}", application_id=f"APP-{n:04d}")
 
 
 def notified(made: OfferMade) -> OfferDeadlineSet:
-    return OfferDeadlineSet.new(
-        producer="allocation",
-        municipality="riga",
-        offer_id=made.offer_id,
-        child_ref=made.child_ref,
-        notified_on=date(2026, 8, 3),
-        respond_by=date(2026, 8, 18),
-    )
+    return deadline_set(made, notified_on=date(2026, 8, 3), respond_by=date(2026, 8, 18))
 
 
 def test_choices_split_offers_by_their_shares_and_refuse_impossible_ones() -> None:
