@@ -21,7 +21,7 @@ from simulators.municipality import Child, SyntheticMunicipality
 from simulators.serving import serving
 from simulators.sms.app import SmsSimulator
 from simulators.sms.app import create_app as sms_app
-from simulators.smtp import SmtpSimulator, create_server
+from simulators.smtp.server import SmtpSimulator, create_server
 
 
 @dataclass(frozen=True)

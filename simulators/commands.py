@@ -25,7 +25,7 @@ from simulators.plugin import (
     url_setting,
 )
 from simulators.serving import serving
-from simulators.smtp import create_server
+from simulators.smtp.server import create_server
 
 
 class Simulate:

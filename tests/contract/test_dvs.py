@@ -23,7 +23,7 @@ from hub.reliability.retry import (
 from hub.reliability.store import Store, Writes
 from schemas.documents import DocumentRegistered, DocumentRegistrationFailed, RegisterDocument
 from schemas.topics import ALLOCATION, BY_NAME, DVS
-from simulators.dvs import NumberFormat, create_app
+from simulators.dvs.app import NumberFormat, create_app
 from simulators.faults import Faults
 from simulators.serving import serving
 from tests.contract.common import FAST, NO_FAULT, PATIENT, Clock, Simulated, every_fault, faulted

@@ -26,8 +26,7 @@ from hub.reliability.retry import (
     UnexpectedAnswer,
 )
 from schemas.values import PersonalCode, personal_code_check_digit
-from simulators.eadrese import create_app
-from simulators.eadrese.app import BROKEN_MAILBOX
+from simulators.eadrese.app import BROKEN_MAILBOX, create_app
 from simulators.faults import Faults
 from simulators.serving import serving
 from tests.contract.common import (

@@ -13,7 +13,7 @@ from adapters.notify.base import Accepted, Outgoing, Rejected
 from adapters.notify.email import EmailClient, OutcomeUnknown, message_id_for, shown_address
 from hub.errors import ConfigurationError, TransientError
 from hub.reliability.retry import RetryPolicy, UnavailableError
-from simulators.smtp import GREYLISTED, REFUSED, SmtpSimulator, create_server
+from simulators.smtp.server import GREYLISTED, REFUSED, SmtpSimulator, create_server
 
 FAST = RetryPolicy(attempts=4, initial_wait=0.01, max_wait=0.05, max_seconds=10)
 SENDER = "Rīgas valstspilsētas pašvaldība <pazinojumi@riga.lv>"

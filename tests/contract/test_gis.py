@@ -24,7 +24,7 @@ from hub.reliability.retry import (
 from schemas.addresses import AddressResolutionFailed, AddressResolved, ResolveAddress
 from schemas.topics import BY_NAME, GIS
 from simulators.faults import Faults
-from simulators.gis import DELETED_CODE, FAILING_CODE, REFERENCE, create_app
+from simulators.gis.app import DELETED_CODE, FAILING_CODE, REFERENCE, create_app
 from simulators.municipality import SyntheticMunicipality
 from simulators.serving import serving
 from tests.contract.common import FAST, every_fault, faulted

@@ -15,7 +15,7 @@ from adapters.notify.base import Accepted, Outgoing, Rejected
 from adapters.notify.letter import LetterClient, LetterPage, client_from_url
 from hub.reliability.retry import InvalidResponse, Refused, UnexpectedAnswer
 from simulators.faults import Faults
-from simulators.letter import create_app, tracking_number
+from simulators.letter.app import create_app, tracking_number
 from simulators.serving import serving
 from tests.contract.common import (
     FAST,

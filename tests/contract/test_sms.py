@@ -33,7 +33,7 @@ from hub.reliability.retry import (
 )
 from simulators.faults import FaultInjection, Faults
 from simulators.serving import free_port, serving
-from simulators.sms import MAX_TEXT, PERMANENT_FAILURE, TEMPORARY_FAILURE_ONCE, create_app
+from simulators.sms.app import MAX_TEXT, PERMANENT_FAILURE, TEMPORARY_FAILURE_ONCE, create_app
 from tests.conftest import eventually
 from tests.contract.common import FAST, NO_FAULT, PATIENT, each_call_fails, every_fault, faulted
 from tests.contract.common import mocked as mocked_port

@@ -38,7 +38,7 @@ from schemas.values import PersonalCode
 from simulators.faults import FaultInjection, Faults
 from simulators.municipality import Child, SyntheticMunicipality, old_format_code
 from simulators.serving import serving
-from simulators.viis import BROKEN_INSTITUTION, create_app
+from simulators.viis.app import BROKEN_INSTITUTION, create_app
 from tests.contract.common import FAST, every_fault, mocked
 
 TOWN = SyntheticMunicipality("riga", seed=7, children=200, institutions=5, admission_year=2026)

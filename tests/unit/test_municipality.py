@@ -12,7 +12,7 @@ import pytest
 from pyproj import Transformer
 
 from schemas.values import PersonalCode, PersonalCodeChecksumWarning
-from simulators.gis import DELETED_CODE, REFERENCE
+from simulators.gis.app import DELETED_CODE, REFERENCE
 from simulators.municipality import BOXES, NEW_FORMAT_SINCE, SyntheticMunicipality
 
 YEAR = 2026
