@@ -103,12 +103,28 @@ def failing_on_call(
 # --------------------------------------------------------------------------- failed steps
 
 
+async def fails_half_way(
+    h: Harness, tmp_path: Path, message: Message, calls: list[int], error: str
+) -> list[Message]:
+    """Feed ``message`` whose step fails half-way (``calls``: the patched call that fails
+    was made); it is dead-lettered with ``error``, takes no step, and leaves the memory as
+    it was, equal to the store and to a rebuild."""
+    before = snapshot(h.state)
+    out = await h.feed(message)
+    assert calls[0] > 0, "the step did not reach the failing call"
+    assert [d["dlq-reason"] for d in h.dead_letters] == ["handler_error"]
+    assert error in h.dead_letters[0]["dlq-error"]
+    assert not any(isinstance(m, StepTaken) for m in out)
+    assert snapshot(h.state) == before
+    await memory_store_and_rebuild_agree(h, tmp_path)
+    return out
+
+
 async def test_a_capacity_cut_the_engine_refuses_half_way_leaves_memory_store_and_rebuild_equal(
     harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await season(harness)
     state = harness.state
-    before = snapshot(state)
     inst = next(i for i in state.institutions.values() if len(i.pools) >= 2)
     cut = SeatCapacityChanged.new(
         producer="vps-adapter",
@@ -121,15 +137,9 @@ async def test_a_capacity_cut_the_engine_refuses_half_way_leaves_memory_store_an
     calls = failing_on_call(
         monkeypatch, Allocator, "change_capacity", 2, EngineError("capacity cannot change")
     )
-    out = await harness.feed(cut)
-    assert calls[0] == 2, "the step did not fail half-way"
-    assert [d["dlq-reason"] for d in harness.dead_letters] == ["handler_error"]
-    assert "capacity cannot change" in harness.dead_letters[0]["dlq-error"]
-    assert not any(isinstance(m, StepTaken) for m in out)
-    # Memory is as it was before the step: the first group's cut is undone too.
-    assert state.institutions[inst.institution_id] == inst
-    assert snapshot(state) == before
-    await memory_store_and_rebuild_agree(harness, tmp_path)
+    await fails_half_way(harness, tmp_path, cut, calls, "capacity cannot change")
+    assert calls[0] == 2
+    assert state.institutions[inst.institution_id] == inst  # the first group's cut undone
     # The service goes on: the next answer is a step like any other.
     monkeypatch.undo()
     offer_id = sorted(state.live.values())[0]
@@ -142,18 +152,12 @@ async def test_a_decision_failing_after_the_engine_moved_is_undone_with_the_engi
     harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await season(harness)
-    state = harness.state
-    before = snapshot(state)
     # A decline: the engine passes the seat on, then closing the offer fails.
     calls = failing_on_call(monkeypatch, decisions.Step, "close", 1, RuntimeError("close failed"))
-    offer_id = sorted(state.live.values())[0]
-    await harness.feed(harness.respond(ParentDeclined, offer_id))
-    assert [d["dlq-reason"] for d in harness.dead_letters] == ["handler_error"]
-    assert calls[0] == 1
-    assert "close failed" in harness.dead_letters[0]["dlq-error"]
-    assert snapshot(state) == before
-    assert state.offers[offer_id].status == "live"
-    await memory_store_and_rebuild_agree(harness, tmp_path)
+    offer_id = sorted(harness.state.live.values())[0]
+    decline = harness.respond(ParentDeclined, offer_id)
+    await fails_half_way(harness, tmp_path, decline, calls, "close failed")
+    assert harness.state.offers[offer_id].status == "live"
 
 
 async def test_a_message_refused_before_any_change_does_not_reload_the_state(
