@@ -32,6 +32,10 @@ class AllocationState:
         self.municipality = municipality
         self.rules = rules
         self.clock = clock
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything known (a new service, or before the state is loaded again)."""
         self.children: dict[str, ChildFile] = {}
         self.early: dict[str, dict[str, ResidenceDeclared]] = {}
         """Residences of children whose application has not arrived yet, by child and slot."""
@@ -46,10 +50,6 @@ class AllocationState:
         self.sequence = 0
         """The number of the last step taken (one more per step journaled: a step that
         fails, or a clock tick that finds nothing due, takes no number)."""
-
-    def clear(self) -> None:
-        """Forget everything (before the state is loaded again)."""
-        self.__init__(self.municipality, self.rules, self.clock)  # type: ignore[misc]
 
     def waiting_for_facts(self) -> int:
         """Queued applications that a round would leave out: VIIS or GIS has not answered."""
