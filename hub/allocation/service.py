@@ -99,8 +99,8 @@ class Allocation:
         try:
             decision(step)
         except Exception:
-            engine_changed = state.allocator is not engine or (engine is not None and engine.changed)
-            if step.effects or engine_changed:
+            moved = state.allocator is not engine or (engine is not None and engine.changed)
+            if step.effects or moved:
                 log.warning(
                     "a step failed half-way: the state is loaded again as it was before it",
                     extra={"topic": source_topic},
