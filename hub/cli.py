@@ -88,11 +88,19 @@ def _run_command(commands: Any) -> None:
     )
 
 
-def _plugin_commands(commands: Any) -> None:
+def _plugin_commands(commands: Any, wanted: str | None = None) -> None:
     """The subcommands installed packages bring (``hub.commands``). One that does not load
-    is left out with a warning, so that it cannot take the rest of ``hub`` down with it."""
+    is left out with a warning, so that it cannot take the rest of ``hub`` down with it.
+
+    Only ``wanted`` is loaded when the command line names it (or none, when it names one
+    of hub's own): a plug-in's imports then cost nothing to the other commands."""
     own = set(commands.choices)
-    for name in plugins.names(plugins.COMMANDS):
+    installed = plugins.names(plugins.COMMANDS)
+    if wanted in own:
+        installed = ()
+    elif wanted in installed:
+        installed = (wanted,)
+    for name in installed:
         if name in own:
             print(
                 f"hub: warning: {name!r} of {plugins.COMMANDS} ignored: hub has its own",
@@ -109,7 +117,9 @@ def _plugin_commands(commands: Any) -> None:
         parser.set_defaults(plugin=command)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; ``argv`` (the arguments to parse, if known) says which
+    plug-in subcommand to load (see :func:`_plugin_commands`)."""
     parser = argparse.ArgumentParser(
         prog="hub", description="Integration hub for Latvian municipalities (Kafka)."
     )
@@ -199,7 +209,8 @@ def _parser() -> argparse.ArgumentParser:
         )
     _ops_command(commands)
     _clock_command(commands)
-    _plugin_commands(commands)
+    wanted = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    _plugin_commands(commands, wanted)
     return parser
 
 
@@ -255,7 +266,8 @@ def run_async(work: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(argv).parse_args(argv)
     try:
         settings = load_settings()
         setup_logging(settings.log_level)

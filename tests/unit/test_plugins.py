@@ -53,6 +53,22 @@ def test_the_simulators_and_commands_installed() -> None:
     assert {"demo", "simulate", "run"} <= set(commands.choices)
 
 
+@pytest.mark.parametrize(
+    ("argv", "loaded"),
+    [
+        (["run", "allocation"], set()),  # one of hub's own: no plug-in is imported
+        (["demo", "--children", "10"], {"demo"}),  # only the one named
+        (["--help"], {"demo", "simulate"}),  # help lists them all
+        (["no-such-command"], {"demo", "simulate"}),  # so does the error
+    ],
+)
+def test_only_the_command_named_is_loaded(argv: list[str], loaded: set[str]) -> None:
+    parser = _parser(argv)
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) & {"demo", "simulate"} == loaded
+    assert "run" in commands.choices
+
+
 def test_an_unknown_name_lists_the_installed_ones() -> None:
     with pytest.raises(PluginError) as caught:
         plugins.load(plugins.SERVICES, "no-such-adapter")
