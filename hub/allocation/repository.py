@@ -16,15 +16,16 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields, is_dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from hub.allocation.engine import Allocator, Changes
+from hub.allocation.formats import ChildEntry, InstitutionEntry
 from hub.allocation.model import Child, Instance, Institution
 from hub.allocation.records import ChildFile, Offer
 from hub.allocation.state import AllocationState
@@ -89,6 +90,7 @@ Rows = dict[str, dict[Any, Any]]
 
 # --------------------------------------------------------------------------- engine rows
 
+_T = TypeVar("_T")
 _CHILD = TypeAdapter(Child)
 _INSTITUTION = TypeAdapter(Institution)
 
@@ -112,6 +114,28 @@ def child_row(child: Child) -> str:
 
 def institution_row(institution: Institution) -> str:
     return json.dumps(_sorted_sets(institution), sort_keys=True)
+
+
+def child_of(row: str) -> Child:
+    """The child a ``round_children`` row holds (see :func:`_earlier`)."""
+    return _earlier(row, _CHILD, lambda text: ChildEntry.model_validate_json(text).to_child())
+
+
+def institution_of(row: str) -> Institution:
+    """The institution a ``round_institutions`` row holds (see :func:`_earlier`)."""
+    return _earlier(
+        row, _INSTITUTION, lambda text: InstitutionEntry.model_validate_json(text).to_institution()
+    )
+
+
+def _earlier(row: str, adapter: TypeAdapter[_T], entry: Callable[[str], _T]) -> _T:
+    """A row in the service's own form; or, in a store written before the service had rows
+    of its own, in the instance file's form (read as such, and written anew in the
+    service's form the next time it changes)."""
+    try:
+        return adapter.validate_json(row)
+    except ValidationError:
+        return entry(row)
 
 
 # --------------------------------------------------------------------------- the repository
@@ -157,10 +181,8 @@ class Repository:
         if state.round_id is None:
             return
         assert state.round_date is not None
-        children = tuple(_CHILD.validate_json(b) for _, b in rows["round_children"].values())
-        institutions = tuple(
-            _INSTITUTION.validate_json(b) for _, b in rows["round_institutions"].values()
-        )
+        children = tuple(child_of(b) for _, b in rows["round_children"].values())
+        institutions = tuple(institution_of(b) for _, b in rows["round_institutions"].values())
         state.allocator = Allocator(Instance(institutions, children), state.rules, state.round_date)
         if differing := state.seats_unlike_offers():
             log.error(
@@ -289,7 +311,9 @@ __all__ = [
     "TABLES",
     "VIEW_TABLES",
     "Repository",
+    "child_of",
     "child_row",
+    "institution_of",
     "institution_row",
     "reloaded",
     "table_rows",

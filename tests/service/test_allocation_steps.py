@@ -18,8 +18,17 @@ import pytest
 
 from hub.allocation import decisions
 from hub.allocation.engine import Allocator, EngineError
+from hub.allocation.formats import ChildEntry, InstitutionEntry
 from hub.allocation.rebuild import differences, journal_steps, remove_database, replay
-from hub.allocation.repository import SCHEMA, Repository, reloaded
+from hub.allocation.repository import (
+    SCHEMA,
+    Repository,
+    child_of,
+    child_row,
+    institution_of,
+    institution_row,
+    reloaded,
+)
 from hub.allocation.rules import load_rules
 from hub.allocation.service import invariant_problems, service
 from hub.allocation.state import AllocationState, snapshot, state_differences
@@ -262,3 +271,24 @@ def test_the_rules_files_say_how_late_applications_are_taken() -> None:
     state = AllocationState("riga", JOIN, lambda: datetime.now(UTC))
     assert state.rules.late_applications == "join"
     assert service(RIGA, "riga")[0].handlers
+
+
+# --------------------------------------------------------------------------- stored rows
+
+
+async def test_engine_rows_round_trip_and_rows_of_an_earlier_store_still_load(
+    harness: Harness,
+) -> None:
+    await season(harness, children=40)
+    engine = harness.state.allocator
+    assert engine is not None
+    children = [engine.child(c) for c in engine.children()]
+    institutions = [harness.state.round_institution(i) for i in harness.state.institutions]
+    assert any(c.location for c in children) and any(i.location for i in institutions)
+    for child in children:
+        assert child_of(child_row(child)) == child
+        assert child_of(ChildEntry.from_child(child).model_dump_json()) == child
+        assert child_row(child) == child_row(child_of(child_row(child)))  # the same text
+    for inst in institutions:
+        assert institution_of(institution_row(inst)) == inst
+        assert institution_of(InstitutionEntry.from_institution(inst).model_dump_json()) == inst
