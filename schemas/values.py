@@ -161,6 +161,16 @@ def mask_personal_codes(text: str) -> str:
     return _CODE_SHAPED.sub(PersonalCode.MASK, text)
 
 
+FAILURE_DETAIL_MAX = 500
+"""The longest operator-readable cause a failure event carries (:data:`FailureDetail`)."""
+
+
+def failure_detail(text: str) -> str:
+    """``text`` as a failure event may carry it: personal codes masked, at most
+    :data:`FAILURE_DETAIL_MAX` characters."""
+    return mask_personal_codes(text)[:FAILURE_DETAIL_MAX]
+
+
 def _birth_date(digits: str) -> date:
     day, month, year = int(digits[0:2]), int(digits[2:4]), int(digits[4:6])
     try:
@@ -282,7 +292,11 @@ OfferId = Annotated[UUID, Field(description="Id of the offer, assigned by the al
 RoundId = Annotated[UUID, Field(description="Id of the admission round.")]
 NotificationId = Annotated[UUID, Field(description="Id of the notification request.")]
 FailureDetail = Annotated[
-    str, Field(max_length=500, description="Operator-readable cause, without personal data.")
+    str,
+    Field(
+        max_length=FAILURE_DETAIL_MAX,
+        description="Operator-readable cause, without personal data.",
+    ),
 ]
 Permanent = Annotated[
     bool,

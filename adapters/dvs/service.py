@@ -27,7 +27,7 @@ from hub.reliability.store import Store
 from schemas.base import Message
 from schemas.documents import DocumentRegistered, DocumentRegistrationFailed, RegisterDocument
 from schemas.topics import BY_NAME, DVS
-from schemas.values import mask_personal_codes
+from schemas.values import failure_detail
 
 REQUESTS = BY_NAME["dvs.documents.requests.v1"]
 SCHEMA = (
@@ -135,7 +135,7 @@ def _failed(
         caused_by=message,
         document_key=message.document_key,
         reason=reason,
-        detail=mask_personal_codes(detail)[:500],  # the DVS's text may quote anything
+        detail=failure_detail(detail),  # the DVS's text may quote anything
         permanent=permanent,
     )
 

@@ -21,7 +21,7 @@ from hub.reliability.service import ServiceSpec
 from schemas.addresses import AddressResolutionFailed, AddressResolved, ResolveAddress
 from schemas.base import Message
 from schemas.topics import GIS
-from schemas.values import mask_personal_codes
+from schemas.values import failure_detail
 
 Reason = Literal["unknown_address", "not_current", "unavailable", "invalid_response"]
 
@@ -79,7 +79,7 @@ class ResolveAddresses(Handler[ResolveAddress]):
             subject_ref=message.subject_ref,
             address_code=message.address_code,
             reason=reason,
-            detail=mask_personal_codes(detail)[:500],
+            detail=failure_detail(detail),
             permanent=permanent,
         )
 

@@ -76,7 +76,7 @@ from schemas.notifications import (
     SendNotification,
 )
 from schemas.topics import NOTIFY
-from schemas.values import mask_personal_codes
+from schemas.values import failure_detail
 
 if TYPE_CHECKING:
     from adapters.notify.config import NotifyConfig
@@ -484,7 +484,7 @@ class Requests(Handler[SendNotification]):
         return NotificationFailed.new(
             **receipt(request, channel),
             permanent=permanent,
-            reason=mask_personal_codes(reason)[:500] or "failed",
+            reason=failure_detail(reason) or "failed",
             failed_at=failed_at,
         )
 

@@ -30,7 +30,7 @@ from tenacity import (
 )
 
 from hub.errors import PermanentError, TransientError
-from schemas.values import mask_personal_codes
+from schemas.values import failure_detail, mask_personal_codes
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -103,7 +103,7 @@ class CallFailure:
             kind = "invalid_response"
         else:
             kind = "unavailable"
-        detail = mask_personal_codes(f"{type(error).__name__}: {error}")[:500]
+        detail = failure_detail(f"{type(error).__name__}: {error}")
         return cls(kind, not isinstance(error, TransientError), detail)
 
 
