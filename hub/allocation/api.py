@@ -259,14 +259,12 @@ async def store_differences(
     committed, or committed meanwhile) makes the reading stale, and it is read
     again, up to ``attempts`` times; then the differences are those of the last.
     """
-    differences: list[str] = []
-    for _ in range(attempts):
+    for _ in range(attempts - 1):
         fresh = await reloaded(state, store)
-        differences = state_differences(state, fresh)
         if fresh.sequence == state.sequence:
-            break
+            return state_differences(state, fresh)
         await asyncio.sleep(0.05)
-    return differences
+    return state_differences(state, await reloaded(state, store))
 
 
 async def checks(state: AllocationState, store: Path | None = None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from hub.allocation.engine import Allocator, Move, PoolRef
 from hub.allocation.model import Instance
-from hub.allocation.records import LIVE, ChildFile, Offer, stable_id
+from hub.allocation.records import LIVE, ChildFile, FactAnswer, Offer, stable_id
 from hub.allocation.state import AllocationState
 from hub.calendar import answer_deadline, deemed_notified, local_date
 from hub.errors import PermanentError
@@ -401,30 +401,24 @@ def residence_declared(step: Step, message: ResidenceDeclared) -> None:
     step.changed("children", message.child_ref)
 
 
-def _answered(step: Step, message: Message, child_ref: str, system: str) -> ChildFile | None:
-    """The child's record, to be changed, if ``message`` answers its latest enrichment
-    request; None if it answers an earlier one (stale: a newer request is out). ``system``
-    (VIIS, GIS) names the answering system in the log and in the refusal."""
+def _fact_answered(step: Step, message: FactAnswer, child_ref: str, system: str) -> None:
+    """VIIS's or GIS's answer about a child's facts, if it answers the latest request (an
+    answer to an earlier one is stale: a newer request is out, and it is ignored); a child
+    whose facts are now in may join the open round."""
     file = step.state.children.get(child_ref)
     if file is None:
         raise PermanentError(f"{system} answered about {child_ref}, which has no application")
     if not file.answers(message):
         log.info(f"stale {system} answer ignored", extra={"child_ref": child_ref})
-        return None
+        return
     step.changed("children", child_ref)
-    return file
+    file.record(message)
+    _join_open_round(step, child_ref)
 
 
 def enrollment_checked(step: Step, message: EnrollmentChecked | EnrollmentCheckFailed) -> None:
     """VIIS's answer: where the child and its siblings attend (or why it could not say)."""
-    file = _answered(step, message, message.child_ref, "VIIS")
-    if file is None:
-        return
-    if isinstance(message, EnrollmentChecked):
-        file.enrollment, file.enrollment_failed = message, None
-    else:
-        file.enrollment_failed = message.reason
-    _join_open_round(step, message.child_ref)
+    _fact_answered(step, message, message.child_ref, "VIIS")
 
 
 def enrollment_recorded(step: Step, message: EnrollmentRegistered | EnrollmentRefused) -> None:
@@ -451,14 +445,7 @@ def address_answered(step: Step, message: AddressResolved | AddressResolutionFai
             state.set_institution(inst.model_copy(update={"location": message.lks92}))
             step.changed("institutions", inst.institution_id)
         return
-    file = _answered(step, message, message.subject_ref, "GIS")
-    if file is None:
-        return
-    if isinstance(message, AddressResolved):
-        file.address, file.address_failed = message, None
-    else:
-        file.address_failed = message.reason
-    _join_open_round(step, message.subject_ref)
+    _fact_answered(step, message, message.subject_ref, "GIS")
 
 
 # --------------------------------------------------------------------------- the round

@@ -11,16 +11,18 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.addresses import AddressResolved
+from schemas.addresses import AddressResolutionFailed, AddressResolved
 from schemas.applications import ApplicationSubmitted
 from schemas.base import Message
-from schemas.enrollment import EnrollmentChecked
+from schemas.enrollment import EnrollmentChecked, EnrollmentCheckFailed
 from schemas.residence import ResidenceDeclared
 
 _IDS = uuid.UUID("5a1e0c3e-6f0b-4c2a-9a57-0d3f3e6c1b2a")
 """Namespace of the service's deterministic ids: a redelivered cause yields the same offer."""
 
 LIVE = "live"
+FactAnswer = EnrollmentChecked | EnrollmentCheckFailed | AddressResolved | AddressResolutionFailed
+"""An answer of VIIS or GIS about one child's facts."""
 CLOSED = ("accepted", "declined", "expired", "revoked")
 
 
@@ -52,6 +54,23 @@ class ChildFile:
     def answers(self, message: Message) -> bool:
         """Whether ``message`` answers the latest enrichment requests (not earlier ones)."""
         return self.asked is None or str(message.correlation_id) == self.asked
+
+    def record(
+        self,
+        answer: EnrollmentChecked
+        | EnrollmentCheckFailed
+        | AddressResolved
+        | AddressResolutionFailed,
+    ) -> None:
+        """Keep VIIS's or GIS's answer: the fact found, or why it could not be found."""
+        if isinstance(answer, EnrollmentChecked):
+            self.enrollment, self.enrollment_failed = answer, None
+        elif isinstance(answer, EnrollmentCheckFailed):
+            self.enrollment_failed = answer.reason
+        elif isinstance(answer, AddressResolved):
+            self.address, self.address_failed = answer, None
+        else:
+            self.address_failed = answer.reason
 
     @property
     def missing(self) -> list[str]:
@@ -138,4 +157,4 @@ class Offer:
         return cls(**json.loads(text))
 
 
-__all__ = ["CLOSED", "LIVE", "ChildFile", "Offer", "stable_id"]
+__all__ = ["CLOSED", "LIVE", "ChildFile", "FactAnswer", "Offer", "stable_id"]
