@@ -14,8 +14,8 @@ documents is a :class:`Rejected`.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
@@ -56,6 +56,17 @@ Outcome = Accepted | Rejected
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A document sent with a message (the sealed decision, ``decision.edoc``)."""
+
+    name: str
+    """The file name the recipient sees; its extension names its type (``decision.edoc``)."""
+    media_type: str
+    """``type/subtype``, e.g. ``application/vnd.etsi.asic-e+zip`` for an ``.edoc``."""
+    content: bytes = field(repr=False)  # megabytes of a personal decision: not in a repr
+
+
+@dataclass(frozen=True, slots=True)
 class Outgoing:
     """One message on one channel, as the service hands it to a client."""
 
@@ -71,6 +82,15 @@ class Outgoing:
     """Where the provider reports delivery later (the SMS gateway POSTs its reports there)."""
     addressee: str = ""
     """Whom a registered letter is addressed to (the envelope's name line)."""
+    attachments: tuple[Attachment, ...] = ()
+    """Documents sent with the message by the channels that carry them (e-adrese, e-mail);
+    part of the message, so a repeat under the same key must carry the same ones."""
+    post_on: date | None = None
+    """For a registered letter: the day it must be handed to the post (the hub plans the
+    day the letter is deemed notified from it); None posts it as soon as the post can."""
+    printed: bytes | None = field(default=None, repr=False)
+    """For a registered letter: the PDF the post prints and sends (a sealed ``.edoc`` cannot
+    be printed); None prints ``text``."""
 
 
 @runtime_checkable
@@ -140,6 +160,7 @@ class HttpChannel(HttpPort, ChannelClient):
 __all__ = [
     "Accepted",
     "AcceptedAnswer",
+    "Attachment",
     "ChannelClient",
     "Clock",
     "HttpChannel",

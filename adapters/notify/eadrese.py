@@ -6,23 +6,24 @@ GetMessageServerConfirmation (:meth:`~EAdreseClient.confirmation`) and GetNotifi
 (:meth:`~EAdreseClient.notifications`). A person is addressed by personal code, an institution
 as ``_DEFAULT@<registration no.>``.
 
+A message's attachments (``Outgoing.attachments``) travel with it, base64 in the JSON body.
 The service refuses a message with 422 and a reason (``no_active_e_adrese``,
-``too_many_attachments``, ``attachment_type``) or 409 ``idempotency_conflict`` (the key names
-another message): those are outcomes, returned as :class:`~adapters.notify.base.Rejected`.
-Attachments it would refuse are refused here without a call (:func:`check_attachments`).
-Every other failure is an error of :mod:`hub.reliability.retry`: 5xx, 429, timeouts and broken
-JSON are retried, another 4xx is :class:`Refused`, well-formed JSON of the wrong shape
-:class:`UnexpectedAnswer`.
+``too_many_attachments``, ``attachment_type``, ``attachment_name``, ``attachments_too_large``)
+or 409 ``idempotency_conflict`` (the key names another message, attachments included): those
+are outcomes, returned as :class:`~adapters.notify.base.Rejected`. Attachments it would refuse
+are refused here without a call (:func:`check_attachments`). Every other failure is an error
+of :mod:`hub.reliability.retry`: 5xx, 429, timeouts and broken JSON are retried, another 4xx
+is :class:`Refused`, well-formed JSON of the wrong shape :class:`UnexpectedAnswer`.
 
 Personal codes travel only in JSON bodies: never in a URL, an exception text or a reference.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 from urllib.parse import quote
@@ -32,6 +33,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, St
 from adapters.notify.base import (
     Accepted,
     AcceptedAnswer,
+    Attachment,
     HttpChannel,
     Outcome,
     Outgoing,
@@ -41,51 +43,73 @@ from hub.reliability.retry import UnexpectedAnswer
 from schemas.values import PersonalCode, mask_personal_codes
 
 MAX_ATTACHMENTS = 10
-ALLOWED_EXTENSIONS = frozenset(
-    {
-        "pdf",
-        "doc",
-        "docx",
-        "odt",
-        "edoc",
-        "asice",
-        "jpg",
-        "jpeg",
-        "png",
-        "txt",
-        "rtf",
-        "xls",
-        "xlsx",
-        "ods",
-    }
-)
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+"""The most a message's attachments may hold together, in bytes (10 MiB)."""
+ALLOWED_TYPES: dict[str, frozenset[str]] = {
+    "application/pdf": frozenset({"pdf"}),
+    "application/vnd.etsi.asic-e+zip": frozenset({"edoc", "asice"}),
+    "application/msword": frozenset({"doc"}),
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": frozenset({"docx"}),
+    "application/vnd.oasis.opendocument.text": frozenset({"odt"}),
+    "application/rtf": frozenset({"rtf"}),
+    "text/plain": frozenset({"txt"}),
+    "image/jpeg": frozenset({"jpg", "jpeg"}),
+    "image/png": frozenset({"png"}),
+    "application/vnd.ms-excel": frozenset({"xls"}),
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": frozenset({"xlsx"}),
+    "application/vnd.oasis.opendocument.spreadsheet": frozenset({"ods"}),
+}
+"""The media types the e-adrese takes, each with the file-name extensions it may have."""
+ALLOWED_EXTENSIONS = frozenset().union(*ALLOWED_TYPES.values())
 """Attachment types the e-adrese takes, by the extension of the file name."""
 CONFLICT = "idempotency_conflict"
-REASONS = frozenset({"no_active_e_adrese", "too_many_attachments", "attachment_type", CONFLICT})
+REASONS = frozenset(
+    {
+        "no_active_e_adrese",
+        "too_many_attachments",
+        "attachment_type",
+        "attachment_name",
+        "attachments_too_large",
+        CONFLICT,
+    }
+)
 """Refusals (422, or 409 for a conflict) the e-adrese gives for a message; sending it again
 cannot help."""
 
 _INSTITUTION = re.compile(r"^_DEFAULT@\d{11}$")
 
 
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    """A file sent with a message: its name (whose extension is its type), type and size."""
-
-    name: str
-    media_type: str
-    size: int
+def _extension(name: str) -> str:
+    stem, dot, extension = name.rpartition(".")
+    return extension.lower() if dot and stem else ""
 
 
 def check_attachments(attachments: Sequence[Attachment]) -> str | None:
-    """Why the e-adrese would refuse these attachments (None if it would not)."""
+    """Why the e-adrese would refuse these attachments (None if it would not): more than
+    :data:`MAX_ATTACHMENTS` (``too_many_attachments``), a media type it does not take or a
+    name whose extension does not fit it (``attachment_type``), two with one name
+    (``attachment_name``), more than :data:`MAX_ATTACHMENT_BYTES` together
+    (``attachments_too_large``)."""
     if len(attachments) > MAX_ATTACHMENTS:
         return "too_many_attachments"
     for attachment in attachments:
-        stem, dot, extension = attachment.name.rpartition(".")
-        if not (dot and stem) or extension.lower() not in ALLOWED_EXTENSIONS:
+        media_type = attachment.media_type.partition(";")[0].strip().lower()
+        if _extension(attachment.name) not in ALLOWED_TYPES.get(media_type, ()):
             return "attachment_type"
+    if len({attachment.name for attachment in attachments}) < len(attachments):
+        return "attachment_name"
+    if sum(len(attachment.content) for attachment in attachments) > MAX_ATTACHMENT_BYTES:
+        return "attachments_too_large"
     return None
+
+
+def attachment_json(attachment: Attachment) -> dict[str, str]:
+    """``attachment`` as the e-adrese takes it: ``{"name", "media_type", "content_base64"}``."""
+    return {
+        "name": attachment.name,
+        "media_type": attachment.media_type,
+        "content_base64": base64.b64encode(attachment.content).decode("ascii"),
+    }
 
 
 def address(recipient: PersonalCode | str) -> str:
@@ -154,15 +178,9 @@ class EAdreseClient(HttpChannel):
         """Only a recipient with an activated e-adrese can be sent to."""
         return await self.is_active(to)
 
-    async def send(
-        self,
-        to: PersonalCode | str,
-        message: Outgoing,
-        attachments: Sequence[Attachment] = (),
-    ) -> Outcome:
-        """Send ``message`` to ``to``'s e-adrese, idempotently by ``message.key``; the
-        :class:`~adapters.notify.base.ChannelClient` call, plus the ``attachments`` only this
-        channel carries.
+    async def send(self, to: PersonalCode | str, message: Outgoing) -> Outcome:
+        """Send ``message`` with its attachments to ``to``'s e-adrese, idempotently by
+        ``message.key`` (a repeat must carry the same attachments, byte for byte).
 
         Returns :class:`Accepted` with the service's message id and server-received time, or
         :class:`Rejected` with the reason (attachments it would refuse are refused here,
@@ -170,7 +188,7 @@ class EAdreseClient(HttpChannel):
         stayed unavailable or broken, ``Refused`` for another 4xx and ``UnexpectedAnswer`` for
         an answer of the wrong shape.
         """
-        reason = check_attachments(attachments)
+        reason = check_attachments(message.attachments)
         if reason is not None:
             return Rejected(reason)
         body = {
@@ -178,9 +196,7 @@ class EAdreseClient(HttpChannel):
             "subject": message.subject,
             "body": message.text,
             "reference": mask_personal_codes(message.reference),
-            "attachments": [
-                {"name": a.name, "media_type": a.media_type, "size": a.size} for a in attachments
-            ],
+            "attachments": [attachment_json(a) for a in message.attachments],
         }
         return await self.post_message(
             "/v1/messages", body, message, expect=(201, 200), answer=_Received
@@ -219,14 +235,17 @@ client_from_url = EAdreseClient.at
 
 __all__ = [
     "ALLOWED_EXTENSIONS",
+    "ALLOWED_TYPES",
     "CONFLICT",
     "MAX_ATTACHMENTS",
+    "MAX_ATTACHMENT_BYTES",
     "REASONS",
     "Attachment",
     "EAdreseClient",
     "Notification",
     "NotificationPage",
     "address",
+    "attachment_json",
     "check_attachments",
     "client_from_url",
 ]

@@ -9,15 +9,24 @@ the same meaning:
   recipient that is neither answers 400 ``invalid_recipient``.
 - ``POST /v1/messages`` (SendMessage) with the header ``Idempotency-Key`` (required, else 400
   ``missing_idempotency_key``) and the body ``{"recipient", "subject" (at most 250 characters),
-  "body", "reference", "attachments": [{"name", "media_type", "size"}]}`` answers 201
-  ``{"message_id", "server_received_at"}``. The same key with the same body answers 200 with the
-  same message (nothing is sent twice); the same key with another body answers 409
-  ``idempotency_conflict``. Refusals, with 422: ``no_active_e_adrese`` (the recipient has not
-  activated an e-adrese), ``too_many_attachments`` (more than 10) and ``attachment_type`` (an
-  attachment whose name does not end in one of :data:`ALLOWED_EXTENSIONS`). A body that breaks
-  the schema (a subject too long, say) answers 400 ``invalid_request``.
+  "body", "reference", "attachments": [{"name", "media_type", "content_base64"}]}`` answers 201
+  ``{"message_id", "server_received_at"}``. The same key with the same body (attachments
+  included, byte for byte) answers 200 with the same message (nothing is sent twice); the same
+  key with another body answers 409 ``idempotency_conflict``. Refusals, with 422:
+  ``no_active_e_adrese`` (the recipient has not activated an e-adrese),
+  ``too_many_attachments`` (more than :data:`MAX_ATTACHMENTS`), ``attachment_type`` (a media
+  type not in :data:`ALLOWED_TYPES`, or a name whose extension is not one listed for it),
+  ``attachment_name`` (two attachments with one name) and ``attachments_too_large`` (more
+  than :data:`MAX_ATTACHMENT_BYTES`, 10 MiB, of content together). A body that breaks the
+  schema (a subject too long, content that is not base64, say) answers 400
+  ``invalid_request``.
 - ``GET /v1/messages/{message_id}/confirmation`` (GetMessageServerConfirmation) →
   ``{"message_id", "server_received_at"}``, 404 ``not_found`` for an unknown id.
+- ``GET /v1/messages/{message_id}/attachments`` → ``{"attachments": [{"name", "media_type",
+  "size"}]}``, what the recipient sees in the mailbox, and
+  ``GET /v1/messages/{message_id}/attachments/{name}`` → the attachment's bytes, with its media
+  type as ``Content-Type`` (404 ``not_found`` for an unknown message or name). A message is
+  named by its id, never by its recipient.
 - ``GET /v1/notifications?after=N&limit=M`` (GetNotificationList) →
   ``{"notifications": [{"seq", "message_id", "kind", "at"}], "last": N}``: the notifications
   numbered after ``N`` (from 1, consecutive), at most ``M`` (default 200, at most 1000);
@@ -38,12 +47,15 @@ Faults (:mod:`simulators.faults`, header ``X-Simulate-Fault``) are injected in f
 a faulted request never reaches it, so a retried message is not sent twice.
 
 Tests read what was sent from ``app.state.mailbox`` (one dict per accepted message: ``key``,
-``message_id``, ``recipient``, ``subject``, ``body``, ``reference``, ``attachments``,
-``server_received_at``) and may change ``app.state.active`` (the set of active addresses).
+``message_id``, ``recipient``, ``subject``, ``body``, ``reference``, ``attachments`` (each
+``{"name", "media_type", "content"}``, the content as bytes), ``server_received_at``) and may
+change ``app.state.active`` (the set of active addresses).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import uuid
 import warnings
@@ -53,7 +65,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.values import PersonalCode
 from simulators.api import (
@@ -73,25 +85,26 @@ IdempotencyKey = idempotency_key("message")
 """Type of the optional ``Idempotency-Key`` header of the idempotent POST."""
 
 MAX_ATTACHMENTS = 10
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+"""The most a message's attachments may hold together, in bytes (10 MiB, decoded)."""
 MAX_SUBJECT = 250
-ALLOWED_EXTENSIONS = frozenset(
-    {
-        "pdf",
-        "doc",
-        "docx",
-        "odt",
-        "edoc",
-        "asice",
-        "jpg",
-        "jpeg",
-        "png",
-        "txt",
-        "rtf",
-        "xls",
-        "xlsx",
-        "ods",
-    }
-)
+ALLOWED_TYPES: dict[str, frozenset[str]] = {
+    "application/pdf": frozenset({"pdf"}),
+    "application/vnd.etsi.asic-e+zip": frozenset({"edoc", "asice"}),
+    "application/msword": frozenset({"doc"}),
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": frozenset({"docx"}),
+    "application/vnd.oasis.opendocument.text": frozenset({"odt"}),
+    "application/rtf": frozenset({"rtf"}),
+    "text/plain": frozenset({"txt"}),
+    "image/jpeg": frozenset({"jpg", "jpeg"}),
+    "image/png": frozenset({"png"}),
+    "application/vnd.ms-excel": frozenset({"xls"}),
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": frozenset({"xlsx"}),
+    "application/vnd.oasis.opendocument.spreadsheet": frozenset({"ods"}),
+}
+"""Media types the e-adrese takes (parameters such as ``charset`` aside), each with the
+extensions an attachment's name may end in."""
+ALLOWED_EXTENSIONS = frozenset().union(*ALLOWED_TYPES.values())
 """Attachment types the e-adrese takes, by the extension of the file name."""
 BROKEN_MAILBOX = "010101-12343"
 """A personal code ending in this makes every call about it answer 500."""
@@ -120,9 +133,36 @@ class AddressStatus(BaseModel):
 class Attachment(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, max_length=255, examples=["decision.pdf"])
-    media_type: str = Field(min_length=1, max_length=100, examples=["application/pdf"])
-    size: int = Field(ge=0, description="Length in bytes.")
+    name: str = Field(min_length=1, max_length=255, examples=["decision.edoc"])
+    media_type: str = Field(
+        min_length=1, max_length=100, examples=["application/vnd.etsi.asic-e+zip"]
+    )
+    content_base64: str = Field(description="The file's bytes, base64 (RFC 4648, padded).")
+
+    @field_validator("content_base64")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise ValueError("not base64") from None
+        return value
+
+    @property
+    def content(self) -> bytes:
+        return base64.b64decode(self.content_base64)
+
+
+class AttachmentInfo(BaseModel):
+    """An attachment as the mailbox lists it."""
+
+    name: str
+    media_type: str
+    size: int = Field(description="Length in bytes.")
+
+
+class AttachmentList(BaseModel):
+    attachments: list[AttachmentInfo]
 
 
 class NewMessage(BaseModel):
@@ -174,6 +214,32 @@ def _broken(address: str) -> bool:
 def _extension(name: str) -> str:
     stem, dot, extension = name.rpartition(".")
     return extension.lower() if dot and stem else ""
+
+
+def _refused_attachments(attachments: tuple[Attachment, ...]) -> Response | None:
+    """The 422 refusing these attachments, or None when they may go."""
+    if len(attachments) > MAX_ATTACHMENTS:
+        return error(
+            422, "too_many_attachments", f"at most {MAX_ATTACHMENTS} attachments are taken"
+        )
+    for attachment in attachments:
+        media_type = attachment.media_type.partition(";")[0].strip().lower()
+        if _extension(attachment.name) not in ALLOWED_TYPES.get(media_type, ()):
+            return error(
+                422,
+                "attachment_type",
+                "allowed: " + ", ".join(sorted(ALLOWED_TYPES)) + "; with a name's extension"
+                " fitting the type",
+            )
+    if len({attachment.name for attachment in attachments}) < len(attachments):
+        return error(422, "attachment_name", "two attachments have the same name")
+    if sum(len(attachment.content) for attachment in attachments) > MAX_ATTACHMENT_BYTES:
+        return error(
+            422,
+            "attachments_too_large",
+            f"at most {MAX_ATTACHMENT_BYTES} bytes of attachments are taken",
+        )
+    return None
 
 
 def create_app(
@@ -243,7 +309,8 @@ def create_app(
         status_code=201,
         before="Sent",
         refusals={
-            422: "no_active_e_adrese, too_many_attachments or attachment_type.",
+            422: "no_active_e_adrese, too_many_attachments, attachment_type, attachment_name"
+            " or attachments_too_large.",
             500: "The mailbox server failed.",
         },
     )
@@ -261,14 +328,9 @@ def create_app(
             return repeated
         if address not in addresses:
             return error(422, "no_active_e_adrese", "the recipient has no active e-adrese")
-        if len(body.attachments) > MAX_ATTACHMENTS:
-            return error(
-                422, "too_many_attachments", f"at most {MAX_ATTACHMENTS} attachments are taken"
-            )
-        if any(_extension(a.name) not in ALLOWED_EXTENSIONS for a in body.attachments):
-            return error(
-                422, "attachment_type", "allowed: " + ", ".join(sorted(ALLOWED_EXTENSIONS))
-            )
+        refused = _refused_attachments(body.attachments)
+        if refused is not None:
+            return refused
         now = clock().astimezone(UTC)
         message = {
             "message_id": str(uuid.uuid4()),
@@ -277,7 +339,10 @@ def create_app(
             "subject": body.subject,
             "body": body.body,
             "reference": body.reference,
-            "attachments": [a.model_dump() for a in body.attachments],
+            "attachments": [
+                {"name": a.name, "media_type": a.media_type, "content": a.content}
+                for a in body.attachments
+            ],
             "server_received_at": now,
         }
         mailbox.append(message)
@@ -295,6 +360,37 @@ def create_app(
     async def confirmation(message_id: str) -> Response:
         return received(one_of(by_id, message_id, "message"), 200)
 
+    @app.get(
+        "/v1/messages/{message_id}/attachments",
+        response_model=AttachmentList,
+        responses=no_such("message"),
+    )
+    async def attachment_list(message_id: str) -> AttachmentList:
+        """The message's attachments, as its recipient sees them in the mailbox."""
+        message = one_of(by_id, message_id, "message")
+        return AttachmentList(
+            attachments=[
+                AttachmentInfo(name=a["name"], media_type=a["media_type"], size=len(a["content"]))
+                for a in message["attachments"]
+            ]
+        )
+
+    @app.get(
+        "/v1/messages/{message_id}/attachments/{name}",
+        response_class=Response,
+        responses={
+            200: {"content": {"application/octet-stream": {}}, "description": "The file."},
+            **no_such("message or attachment"),
+        },
+    )
+    async def attachment(message_id: str, name: str) -> Response:
+        """One attachment's bytes, with its media type."""
+        message = one_of(by_id, message_id, "message")
+        found = one_of(
+            {a["name"]: a for a in message["attachments"]}, name, "attachment", by="name"
+        )
+        return Response(found["content"], media_type=found["media_type"])
+
     @app.get("/v1/notifications", response_model=NotificationList)
     async def notification_list(
         after: Annotated[int, Query(ge=0)] = 0,
@@ -308,11 +404,15 @@ def create_app(
 
 __all__ = [
     "ALLOWED_EXTENSIONS",
+    "ALLOWED_TYPES",
     "BROKEN_MAILBOX",
     "MAX_ATTACHMENTS",
+    "MAX_ATTACHMENT_BYTES",
     "MAX_SUBJECT",
     "OPENED",
     "Attachment",
+    "AttachmentInfo",
+    "AttachmentList",
     "NewMessage",
     "Notification",
     "NotificationList",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
@@ -9,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.notify.base import Accepted, Outgoing, Rejected
+from adapters.notify.base import Accepted, Attachment, Outgoing, Rejected
 from adapters.notify.eadrese import (
-    Attachment,
+    MAX_ATTACHMENT_BYTES,
     EAdreseClient,
     NotificationPage,
     check_attachments,
@@ -89,7 +90,8 @@ def outgoing(key: str = "offer:riga:CH-1", subject: str = "Offer", **changes: An
     return Outgoing(**{**fields, **changes})
 
 
-PDF = Attachment("decision.pdf", "application/pdf", 1234)
+PDF = Attachment("decision.pdf", "application/pdf", b"%PDF-1.7\n" + bytes(range(256)) * 4)
+EDOC = Attachment("decision.edoc", "application/vnd.etsi.asic-e+zip", b"PK\x03\x04" + bytes(300))
 
 
 @pytest.fixture
@@ -134,7 +136,7 @@ async def test_address_check(eadrese: EAdrese, client: EAdreseClient) -> None:
 async def test_send_is_accepted_with_id_and_server_time(
     eadrese: EAdrese, client: EAdreseClient
 ) -> None:
-    outcome = await client.send(PersonalCode(ACTIVE), outgoing(), [PDF])
+    outcome = await client.send(PersonalCode(ACTIVE), outgoing(attachments=(EDOC, PDF)))
     assert isinstance(outcome, Accepted)
     assert outcome.provider_message_id and outcome.delivered is False
     assert outcome.at == datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
@@ -144,7 +146,7 @@ async def test_send_is_accepted_with_id_and_server_time(
     assert stored["subject"] == "Offer" and stored["body"] == "You have an offer."
     assert stored["reference"] == "OF-1" and stored["message_id"] == outcome.provider_message_id
     assert stored["attachments"] == [
-        {"name": "decision.pdf", "media_type": "application/pdf", "size": 1234}
+        {"name": a.name, "media_type": a.media_type, "content": a.content} for a in (EDOC, PDF)
     ]
     institution = await client.send(f"_DEFAULT@{INSTITUTION}", outgoing("inst-1"))
     assert isinstance(institution, Accepted)
@@ -172,6 +174,43 @@ async def test_same_key_other_message_is_a_conflict(
     assert len(eadrese.mailbox) == 1
 
 
+async def test_the_attachments_are_part_of_the_message(
+    eadrese: EAdrese, client: EAdreseClient
+) -> None:
+    first = await client.send(ACTIVE, outgoing(attachments=(EDOC,)))
+    again = await client.send(ACTIVE, outgoing(attachments=(EDOC,)))
+    resealed = Attachment(EDOC.name, EDOC.media_type, EDOC.content + b"\x00")
+    other_bytes = await client.send(ACTIVE, outgoing(attachments=(resealed,)))
+    none = await client.send(ACTIVE, outgoing())
+    assert isinstance(first, Accepted) and again == first
+    assert other_bytes == none == Rejected("idempotency_conflict")
+    assert len(eadrese.mailbox) == 1
+
+
+async def test_a_reader_gets_the_attachments_back_by_message_id(
+    eadrese: EAdrese, client: EAdreseClient
+) -> None:
+    sent = await client.send(ACTIVE, outgoing(attachments=(EDOC, PDF)))
+    assert isinstance(sent, Accepted)
+    messages = f"/v1/messages/{sent.provider_message_id}"
+    async with httpx.AsyncClient(base_url=eadrese.url, headers=NO_FAULT) as http:
+        listed = (await http.get(f"{messages}/attachments")).json()
+        edoc = await http.get(f"{messages}/attachments/decision.edoc")
+        pdf = await http.get(f"{messages}/attachments/decision.pdf")
+        missing = await http.get(f"{messages}/attachments/other.pdf")
+        unknown = await http.get("/v1/messages/no-such-message/attachments")
+    assert listed == {
+        "attachments": [
+            {"name": a.name, "media_type": a.media_type, "size": len(a.content)}
+            for a in (EDOC, PDF)
+        ]
+    }
+    assert edoc.content == EDOC.content
+    assert edoc.headers["content-type"] == "application/vnd.etsi.asic-e+zip"
+    assert pdf.content == PDF.content and pdf.headers["content-type"] == "application/pdf"
+    assert missing.status_code == unknown.status_code == 404
+
+
 async def test_no_active_e_adrese_is_rejected(eadrese: EAdrese, client: EAdreseClient) -> None:
     outcome = await client.send(INACTIVE, outgoing())
     assert outcome == Rejected("no_active_e_adrese")
@@ -180,48 +219,90 @@ async def test_no_active_e_adrese_is_rejected(eadrese: EAdrese, client: EAdreseC
     assert isinstance(await client.send(INACTIVE, outgoing()), Accepted)  # the key was free
 
 
+def file(name: str, media_type: str = "application/pdf", size: int = 1) -> Attachment:
+    return Attachment(name, media_type, bytes(size))
+
+
 def test_check_attachments() -> None:
     assert check_attachments([]) is None
-    assert check_attachments([PDF] * 10) is None
-    assert check_attachments([PDF] * 11) == "too_many_attachments"
-    ok = ["a.PDF", "a.docx", "a.edoc", "a.asice", "scan.jpeg", "x.tar.ods", "r.rtf"]
-    assert check_attachments([Attachment(n, "x/y", 1) for n in ok]) is None
+    assert check_attachments([file(f"{n}.pdf") for n in range(10)]) is None
+    assert check_attachments([file(f"{n}.pdf") for n in range(11)]) == "too_many_attachments"
+    ok = [
+        file("a.PDF"),
+        file("a.edoc", "application/vnd.etsi.asic-e+zip"),
+        file("b.asice", "Application/VND.ETSI.ASIC-E+ZIP"),
+        file("a.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+        file("a.odt", "application/vnd.oasis.opendocument.text"),
+        file("scan.jpeg", "image/jpeg"),
+        file("a.png", "image/png"),
+        file("x.tar.ods", "application/vnd.oasis.opendocument.spreadsheet"),
+        file("r.txt", "text/plain; charset=utf-8"),
+    ]
+    assert check_attachments(ok) is None
     for name in ("virus.exe", "pdf", ".pdf", "a.pdf.zip", "noextension"):
-        assert check_attachments([Attachment(name, "x/y", 1)]) == "attachment_type", name
+        assert check_attachments([file(name)]) == "attachment_type", name
+    for media_type in ("application/zip", "application/x-msdownload", "image/png", "x/y", ""):
+        assert check_attachments([file("a.pdf", media_type)]) == "attachment_type", media_type
+    assert check_attachments([file("a.pdf"), file("a.pdf")]) == "attachment_name"
+    half = MAX_ATTACHMENT_BYTES // 2
+    assert check_attachments([file("a.pdf", size=half), file("b.pdf", size=half)]) is None
+    too_large = [file("a.pdf", size=half), file("b.pdf", size=half + 1)]
+    assert check_attachments(too_large) == "attachments_too_large"
 
 
 async def test_refused_attachments_are_refused_without_a_request(
     eadrese: EAdrese, client: EAdreseClient
 ) -> None:
     before = eadrese.requests
-    many = await client.send(ACTIVE, outgoing(), [PDF] * 11)
-    exe = await client.send(ACTIVE, outgoing(), [PDF, Attachment("setup.exe", "x/y", 10)])
-    assert many == Rejected("too_many_attachments")
-    assert exe == Rejected("attachment_type")
+    many = await client.send(ACTIVE, outgoing(attachments=(PDF,) * 11))
+    eleven = tuple(file(f"{n}.pdf") for n in range(11))
+    distinct = await client.send(ACTIVE, outgoing(attachments=eleven))
+    exe = await client.send(ACTIVE, outgoing(attachments=(PDF, file("setup.exe", "x/y"))))
+    zipped = await client.send(ACTIVE, outgoing(attachments=(file("a.pdf", "application/zip"),)))
+    assert many == distinct == Rejected("too_many_attachments")
+    assert exe == zipped == Rejected("attachment_type")
     assert eadrese.requests == before
     assert eadrese.mailbox == []
 
 
 async def test_the_simulator_refuses_attachments_too(eadrese: EAdrese) -> None:
     body = {"recipient": ACTIVE, "subject": "S", "body": "B", "reference": "R"}
-    pdf = {"name": "a.pdf", "media_type": "application/pdf", "size": 1}
+    pdf = {"name": "a.pdf", "media_type": "application/pdf", "content_base64": "JVBERi0="}
+    half = base64.b64encode(bytes(MAX_ATTACHMENT_BYTES // 2 + 1)).decode()
+    refused = [
+        ("too_many_attachments", [{**pdf, "name": f"{n}.pdf"} for n in range(11)]),
+        ("attachment_type", [{**pdf, "name": "a.exe"}]),
+        ("attachment_type", [{**pdf, "media_type": "application/x-msdownload"}]),
+        ("attachment_name", [pdf, pdf]),
+        (
+            "attachments_too_large",
+            [{**pdf, "content_base64": half}, {**pdf, "name": "b.pdf", "content_base64": half}],
+        ),
+    ]
     async with httpx.AsyncClient(base_url=eadrese.url, headers=NO_FAULT) as http:
-        many = await http.post(
+        answers = [
+            (
+                reason,
+                await http.post(
+                    "/v1/messages",
+                    json={**body, "attachments": attachments},
+                    headers={"Idempotency-Key": f"key-{n}"},
+                ),
+            )
+            for n, (reason, attachments) in enumerate(refused)
+        ]
+        garbled = await http.post(
             "/v1/messages",
-            json={**body, "attachments": [pdf] * 11},
-            headers={"Idempotency-Key": "1"},
-        )
-        exe = await http.post(
-            "/v1/messages",
-            json={**body, "attachments": [{**pdf, "name": "a.exe"}]},
-            headers={"Idempotency-Key": "2"},
+            json={**body, "attachments": [{**pdf, "content_base64": "not base64!"}]},
+            headers={"Idempotency-Key": "4"},
         )
         keyless = await http.post("/v1/messages", json=body)
         long = await http.post(
             "/v1/messages", json={**body, "subject": "x" * 251}, headers={"Idempotency-Key": "3"}
         )
-    assert many.status_code == 422 and many.json()["error"] == "too_many_attachments"
-    assert exe.status_code == 422 and exe.json()["error"] == "attachment_type"
+    for reason, answer in answers:
+        assert answer.status_code == 422 and answer.json()["error"] == reason, reason
+    assert garbled.status_code == 400 and garbled.json()["error"] == "invalid_request"
     assert keyless.status_code == 400 and keyless.json()["error"] == "missing_idempotency_key"
     assert long.status_code == 400 and long.json()["error"] == "invalid_request"
     assert eadrese.mailbox == []
