@@ -12,6 +12,9 @@ What the answers mean:
 - ``5xx`` to the greeting, ``EHLO``, ``MAIL FROM`` or the login: :class:`Refused` (our
   sender or account is refused, which an operator must fix), not retried.
 
+A message's attachments (``Outgoing.attachments``) are attached as MIME parts (a
+``multipart/mixed`` message: the text first, then each file with its media type and name).
+
 SMTP cannot tell a retried message from a new one: the ``Message-ID`` is derived from the
 message's key (:func:`message_id_for`) so that the recipient, and the tests, can see
 duplicates, but keeping a key from being sent twice is the calling service's job.
@@ -76,6 +79,15 @@ def _valid_address(address: str) -> bool:
     )
 
 
+def _media_type(media_type: str) -> tuple[str, str]:
+    """``media_type`` as MIME's main type and subtype, its parameters dropped; a type that is
+    none is sent as ``application/octet-stream``."""
+    maintype, slash, subtype = media_type.partition(";")[0].strip().lower().partition("/")
+    if not (slash and maintype and subtype) or _BAD_ADDRESS_CHARS.search(maintype + subtype):
+        return "application", "octet-stream"
+    return maintype, subtype
+
+
 def _status(code: int, message: str) -> str:
     """The code and, when the server gave one, the enhanced status: never its free text
     (which often repeats the address)."""
@@ -136,7 +148,7 @@ class EmailClient(ChannelClient):
 
     def build(self, to: str, message: Outgoing) -> EmailMessage:
         """The e-mail for ``message``: UTF-8 plain text in ``message.language``, with a stable
-        ``Message-ID``."""
+        ``Message-ID``, and its attachments after the text (``multipart/mixed``)."""
         mail = EmailMessage()
         mail["From"] = self.sender
         mail["To"] = to
@@ -145,7 +157,12 @@ class EmailClient(ChannelClient):
         mail["Message-ID"] = self.message_id(message.key)
         mail["X-Hub-Reference"] = mask_personal_codes(message.reference)
         mail.set_content(message.text, charset="utf-8")  # replaces every Content-* header
-        mail["Content-Language"] = message.language
+        for attachment in message.attachments:
+            maintype, subtype = _media_type(attachment.media_type)
+            mail.add_attachment(
+                attachment.content, maintype=maintype, subtype=subtype, filename=attachment.name
+            )
+        mail["Content-Language"] = message.language  # after: making it multipart moves Content-*
         return mail
 
     async def send(self, to: str, message: Outgoing) -> Outcome:

@@ -10,6 +10,9 @@ Acceptance is not delivery: the gateway later ``POST``s a delivery report to the
 given with the SMS (:attr:`Outgoing.callback_url <adapters.notify.base.Outgoing.callback_url>`);
 the notification service reads it with :func:`parse_report`.
 
+An SMS cannot carry a document: a message's attachments, ``post_on`` and ``printed`` are
+not sent (an SMS only reminds; the document reaches the parent on another channel).
+
 Phone numbers are personal data: they travel only in request bodies, never in a URL, a log
 line or an exception text.
 """
@@ -89,7 +92,8 @@ class SmsClient(HttpChannel):
     refusals = REASONS
 
     async def send(self, to: str, message: Outgoing) -> Outcome:
-        """Send ``message.text`` to the phone number ``to`` under the key ``message.key``.
+        """Send ``message.text`` to the phone number ``to`` under the key ``message.key``;
+        its attachments are left out (an SMS carries none).
 
         :class:`Accepted` with the gateway's SMS id (delivery is reported to
         ``message.callback_url`` later), or :class:`Rejected` with ``invalid_number``,

@@ -3,7 +3,8 @@
 :class:`SmtpSimulator` runs an :mod:`aiosmtpd` server in the current event loop on
 ``127.0.0.1`` (a free port unless one is given) and keeps every message it accepts in
 :attr:`SmtpSimulator.messages`, counted by ``Message-ID`` in
-:attr:`SmtpSimulator.by_message_id`. Use it as an async context manager, or call
+:attr:`SmtpSimulator.by_message_id`; a stored message's attachments are read back with
+:meth:`ReceivedMessage.files`. Use it as an async context manager, or call
 :meth:`~SmtpSimulator.start` and :meth:`~SmtpSimulator.stop`::
 
     async with create_server(fault_rate=0.2, seed=7) as smtp:
@@ -76,6 +77,16 @@ class ReceivedMessage(EmailMessage):
     def message_id(self) -> str | None:
         value = self["Message-ID"]
         return None if value is None else str(value).strip()
+
+    def files(self) -> list[tuple[str, str, bytes]]:
+        """Each attachment's file name, media type and bytes (its transfer encoding undone),
+        in the order they came."""
+        found = []
+        for part in self.iter_attachments():
+            content = part.get_payload(decode=True)
+            assert isinstance(content, bytes)
+            found.append((part.get_filename() or "", part.get_content_type(), content))
+        return found
 
 
 def _local_part(address: str) -> str:

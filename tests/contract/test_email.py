@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from adapters.notify.base import Accepted, Outgoing, Rejected
+from adapters.notify.base import Accepted, Attachment, Outgoing, Rejected
 from adapters.notify.email import EmailClient, OutcomeUnknown, message_id_for, shown_address
 from hub.errors import ConfigurationError, TransientError
 from hub.reliability.retry import RetryPolicy, UnavailableError
@@ -140,6 +141,26 @@ async def test_latvian_text_and_subject_survive_and_the_subject_is_encoded(
     assert raw_headers.isascii()
     # The sender's display name (with Latvian letters) survives too.
     assert received["From"].addresses[0].display_name == "Rīgas valstspilsētas pašvaldība"
+
+
+async def test_attachments_arrive_intact_after_the_text(smtp: SmtpSimulator) -> None:
+    client, _ = client_for(smtp)
+    edoc = Attachment("lēmums.edoc", "application/vnd.etsi.asic-e+zip", bytes(range(256)) * 40)
+    pdf = Attachment("lemums.pdf", "application/pdf", b"%PDF-1.7\n\x00\xff\r\n.\r\n")
+    message = replace(outgoing(), attachments=(edoc, pdf))
+
+    result = await client.send("ilze@example.lv", message)
+
+    assert isinstance(result, Accepted)
+    received = smtp.messages[0]
+    assert received.get_content_type() == "multipart/mixed"
+    assert received["Content-Language"] == "lv"
+    body = received.get_body(("plain",))
+    assert body is not None and body.get_content() == TEXT
+    assert received.files() == [
+        ("lēmums.edoc", "application/vnd.etsi.asic-e+zip", edoc.content),
+        ("lemums.pdf", "application/pdf", pdf.content),
+    ]
 
 
 async def test_message_id_is_stable_per_key_and_depends_on_key_and_sender_domain() -> None:
