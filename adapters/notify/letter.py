@@ -6,8 +6,11 @@ under the same key, with the same body) and refuses with 422 ``undeliverable_add
 broken answers are transient errors of :mod:`hub.reliability.retry`, retried by the policy.
 
 A letter is *posted* (with a registered-mail tracking number) some time after it was
-accepted; the hub learns it by polling :meth:`LetterClient.events`, whose pages are checked
-to run on from the position asked for.
+accepted, on the day asked for when the letter has one (``Outgoing.post_on``, sent as
+``post_on``) and was accepted by then; the hub learns the real posting time by polling
+:meth:`LetterClient.events`, whose pages are checked to run on from the position asked for.
+The post prints ``Outgoing.printed`` (a PDF, sent as ``document_base64``) when there is one,
+else the text.
 
 The recipient's name and address code are personal data: they travel only in the request
 body, never in a URL, a log line or an exception text.
@@ -15,7 +18,8 @@ body, never in a URL, a log line or an exception text.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+import base64
+from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -79,7 +83,9 @@ class LetterClient(HttpChannel):
 
     async def send(self, to: str, message: Outgoing) -> Outcome:
         """Have ``message`` printed and posted as a registered letter to the address code
-        ``to``, addressed to ``message.addressee``, under the key ``message.key``.
+        ``to``, addressed to ``message.addressee``, under the key ``message.key``: its PDF
+        (``message.printed``) if it has one, posted on ``message.post_on`` if that is given.
+        The attachments are not sent (a letter carries what is printed).
 
         :class:`Accepted` with the letter's id (posting is reported in the feed), or
         :class:`Rejected` with ``undeliverable_address`` or ``idempotency_conflict``. Raises
@@ -89,13 +95,17 @@ class LetterClient(HttpChannel):
         """
         if not message.addressee:
             raise ValueError("a registered letter needs an addressee")
-        body = {
+        body: dict[str, Any] = {
             "recipient_name": message.addressee,
             "address_code": to,
             "subject": message.subject,
             "text": message.text,
             "reference": message.reference,
         }
+        if message.post_on is not None:
+            body["post_on"] = message.post_on.isoformat()
+        if message.printed is not None:
+            body["document_base64"] = base64.b64encode(message.printed).decode("ascii")
         return await self.post_message(
             "/v1/letters", body, message, expect=(201, 200), answer=_Accepted
         )

@@ -3,27 +3,36 @@
 A plausible REST API of a hybrid-mail provider:
 
 - ``POST /v1/letters`` with the header ``Idempotency-Key`` (required, else 400) and the body
-  ``{"recipient_name", "address_code", "subject", "text", "reference"}`` accepts a letter
-  and answers 201 ``{"letter_id", "status": "accepted", "accepted_at"}``. The same key with
-  the same body answers 200 with the same letter and its status now (nothing is printed
-  twice); the same key
+  ``{"recipient_name", "address_code", "subject", "text", "reference"}``, optionally with
+  ``"post_on"`` (an ISO date: the day to hand the letter to the post) and
+  ``"document_base64"`` (the PDF to print instead of ``text``, base64, at most
+  :data:`MAX_DOCUMENT_BYTES`), accepts a letter and answers 201 ``{"letter_id", "status":
+  "accepted", "accepted_at"}``. The same key with the same body (the document byte for byte)
+  answers 200 with the same letter and its status now (nothing is printed twice); the same key
   with another body answers 409 ``{"error": "idempotency_conflict"}``. ``address_code`` is
   the address register's nine-digit code; a code starting with ``0`` (``000000000``, say) is
   an address the post cannot deliver to and answers 422 ``{"error": "undeliverable_address"}``
-  (the key is not registered). A body that breaks the schema answers 400 ``invalid_request``.
-- ``post_after`` seconds after it was accepted (by ``clock``), a letter is *posted* as
-  registered mail with a tracking number in the UPU S10 form (``RR000000014LV``: two
-  letters, eight serial digits, a check digit, the country). Letters are moved lazily, when
-  any request arrives, in the order they fall due.
+  (the key is not registered). A body that breaks the schema (a document that is not base64
+  of a PDF, say) answers 400 ``invalid_request``.
+- A letter is *posted* as registered mail with a tracking number in the UPU S10 form
+  (``RR000000014LV``: two letters, eight serial digits, a check digit, the country):
+  without ``post_on``, ``post_after`` seconds after it was accepted (by ``clock``). **A letter
+  accepted by the end of its** ``post_on`` **(Riga time) is posted on** ``post_on``: at
+  :data:`POSTING_TIME` (09:00 Europe/Riga), or ``post_after`` after acceptance if that is
+  later, but no later than 23:59:59 that day (nor before it was accepted). A letter accepted
+  after its ``post_on`` has passed (a ``post_on`` in the past is allowed) is posted
+  ``post_after`` after acceptance, on a later day: the feed says when it really was. Letters
+  are moved lazily, when any request arrives, in the order they fall due.
 - ``GET /v1/events?after=N&limit=M`` is the feed of status changes, numbered from 1:
   ``{"events": [{"seq", "letter_id", "reference", "status": "accepted" | "posted", "at",
   "tracking_number"}], "last": n}`` (``tracking_number`` only on ``posted``); ``last`` is
   the number of the newest event.
-- ``GET /v1/letters/{letter_id}`` answers a letter's status (404 if unknown); ``GET /health``
-  says it is up, with the number of letters.
+- ``GET /v1/letters/{letter_id}`` answers a letter's status and ``post_on`` (404 if unknown);
+  ``GET /health`` says it is up, with the number of letters.
 
-The recipient's name and address are personal data: they are never in a URL, the feed or
-an error detail. ``app.state.letters`` holds the letters (:class:`Letter`) for tests.
+The recipient's name and address, and the printed document, are personal data: they are never
+in a URL, the feed or an error detail. ``app.state.letters`` holds the letters
+(:class:`Letter`, the PDF as ``Letter.document``) for tests.
 
 Faults (:mod:`simulators.faults`) are injected in front of the app: a faulted request never
 reaches it, so it accepts nothing.
@@ -31,14 +40,17 @@ reaches it, so it accepts nothing.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from simulators.api import (
     NO_FAULTS,
@@ -56,6 +68,11 @@ IdempotencyKey = idempotency_key("letter")
 """Type of the optional ``Idempotency-Key`` header of the idempotent POST."""
 
 LetterStatus = Literal["accepted", "posted"]
+RIGA = ZoneInfo("Europe/Riga")
+POSTING_TIME = time(9, 0)
+"""When, Riga time, the post hands over the letters due on a day (a ``post_on``)."""
+MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
+"""The largest PDF the post prints for one letter (10 MiB)."""
 _S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
 
 
@@ -79,6 +96,32 @@ class NewLetter(BaseModel):
     subject: str = Field(min_length=1, max_length=300)
     text: str = Field(min_length=1, max_length=50_000)
     reference: str = Field(min_length=1, max_length=200)
+    post_on: date | None = Field(
+        default=None,
+        description="The day to hand the letter to the post; accepted by then, posted then.",
+    )
+    document_base64: str | None = Field(
+        default=None,
+        max_length=(MAX_DOCUMENT_BYTES + 2) // 3 * 4,
+        description="The PDF to print instead of the text, base64 (RFC 4648, padded).",
+    )
+
+    @field_validator("document_base64")
+    @classmethod
+    def _pdf(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                document = base64.b64decode(value, validate=True)
+            except binascii.Error:
+                raise ValueError("not base64") from None
+            if not document.startswith(b"%PDF-"):
+                raise ValueError("not a PDF")
+        return value
+
+    @property
+    def document(self) -> bytes | None:
+        """The PDF to print, when one came."""
+        return None if self.document_base64 is None else base64.b64decode(self.document_base64)
 
 
 class LetterAccepted(BaseModel):
@@ -89,6 +132,7 @@ class LetterAccepted(BaseModel):
 
 class LetterOut(LetterAccepted):
     reference: str
+    post_on: date | None = None
     posted_at: datetime | None = None
     tracking_number: str | None = None
 
@@ -119,12 +163,30 @@ class Letter:
     posted_at: datetime | None = None
     tracking_number: str | None = None
 
+    @property
+    def document(self) -> bytes | None:
+        """The PDF the post prints (None: it prints the text)."""
+        return self.body.document
+
+    def due(self, post_after: timedelta) -> datetime:
+        """When the letter is posted (see the module's docstring)."""
+        earliest = self.accepted_at + post_after
+        if self.body.post_on is None:
+            return earliest
+        day = self.body.post_on
+        last = datetime.combine(day, time(23, 59, 59), RIGA).astimezone(UTC)
+        if self.accepted_at >= datetime.combine(day + timedelta(days=1), time(), RIGA):
+            return earliest  # too late for that day
+        opens = datetime.combine(day, POSTING_TIME, RIGA).astimezone(UTC)
+        return max(min(max(earliest, opens), last), self.accepted_at)
+
     def out(self) -> LetterOut:
         return LetterOut(
             letter_id=self.letter_id,
             status=self.status,
             accepted_at=self.accepted_at,
             reference=self.body.reference,
+            post_on=self.body.post_on,
             posted_at=self.posted_at,
             tracking_number=self.tracking_number,
         )
@@ -169,16 +231,12 @@ def create_app(
     def post_due() -> None:
         now = clock().astimezone(UTC)
         due = sorted(
-            (
-                x
-                for x in letters.values()
-                if x.status == "accepted" and x.accepted_at + delay <= now
-            ),
-            key=lambda x: (x.accepted_at, x.letter_id),
+            (x for x in letters.values() if x.status == "accepted" and x.due(delay) <= now),
+            key=lambda x: (x.due(delay), x.letter_id),
         )
         for letter in due:
             letter.status = "posted"
-            letter.posted_at = letter.accepted_at + delay
+            letter.posted_at = letter.due(delay)
             letter.tracking_number = tracking_number(int(letter.letter_id[1:]))
             record(letter, letter.posted_at)
 
@@ -232,4 +290,14 @@ def _accepted(letter: Letter, status: int) -> JSONResponse:
     return JSONResponse(answer.model_dump(mode="json"), status_code=status)
 
 
-__all__ = ["Event", "Feed", "Letter", "NewLetter", "create_app", "tracking_number"]
+__all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "POSTING_TIME",
+    "RIGA",
+    "Event",
+    "Feed",
+    "Letter",
+    "NewLetter",
+    "create_app",
+    "tracking_number",
+]

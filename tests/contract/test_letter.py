@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ from adapters.notify.base import Accepted, Outgoing, Rejected
 from adapters.notify.letter import LetterClient, LetterPage, client_from_url
 from hub.reliability.retry import InvalidResponse, Refused, UnexpectedAnswer
 from simulators.faults import Faults
-from simulators.letter.app import create_app, tracking_number
+from simulators.letter.app import RIGA, create_app, tracking_number
 from simulators.serving import serving
 from tests.contract.common import (
     FAST,
@@ -135,6 +136,82 @@ async def test_letters_are_posted_in_the_order_they_fall_due(
     tracking = [e.tracking_number for e in page.events]
     assert len(set(tracking)) == 3
     assert [e.at for e in page.events] == [START + timedelta(seconds=60 + n) for n in range(3)]
+
+
+PDF = b"%PDF-1.7\n" + bytes(range(256)) * 8
+
+
+def riga(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
+    """A moment of May 2026 in Riga (summer time, UTC+3), in UTC."""
+    return datetime(2026, 5, day, hour, minute, second, tzinfo=RIGA).astimezone(UTC)
+
+
+async def test_a_letter_with_a_posting_day_is_posted_that_day(
+    post: Post, client: LetterClient
+) -> None:
+    sent = await client.send(
+        ADDRESS, outgoing(1, addressee=NAME, post_on=date(2026, 5, 6), printed=PDF)
+    )
+    assert isinstance(sent, Accepted)
+    [letter] = post.letters.values()
+    assert letter.document == PDF and letter.body.post_on == date(2026, 5, 6)
+    post.clock.now = riga(6, 8, 59, 59)  # the day has come, the post opens at 09:00
+    assert [e.status for e in (await client.events(0)).events] == ["accepted"]
+    post.clock.now = riga(6, 9, 0, 1)
+    [posted] = (await client.events(1)).events
+    assert posted.status == "posted" and posted.at == riga(6, 9)
+    async with httpx.AsyncClient(base_url=post.url, headers=NO_FAULT) as http:
+        feed = (await http.get("/v1/events")).text
+        shown = (await http.get(f"/v1/letters/{sent.provider_message_id}")).json()
+    assert "document" not in feed and base64.b64encode(PDF).decode()[:20] not in feed
+    assert shown["post_on"] == "2026-05-06" and "document_base64" not in shown
+
+
+async def test_a_letter_accepted_on_its_posting_day_is_posted_that_day(post: Post) -> None:
+    post.clock.now = riga(4, 23, 59, 30)  # 30 s before midnight, post_after is 60 s
+    late, on_time = (f"L{n:08d}" for n in (1, 2))
+    async with client_from_url(post.url, policy=FAST) as client:
+        await client.send(ADDRESS, outgoing(1, addressee=NAME, post_on=date(2026, 5, 4)))
+        post.clock.now = riga(5, 0, 5)
+        await client.send(ADDRESS, outgoing(2, addressee=NAME, post_on=date(2026, 5, 5)))
+        post.clock.now = riga(5, 12)
+        events = (await client.events(0)).events
+    assert [(e.letter_id, e.status, e.at) for e in events] == [
+        (late, "accepted", riga(4, 23, 59, 30)),
+        (late, "posted", riga(4, 23, 59, 59)),  # still on its day, not 60 s later
+        (on_time, "accepted", riga(5, 0, 5)),
+        (on_time, "posted", riga(5, 9)),
+    ]
+
+
+async def test_a_letter_accepted_after_its_posting_day_is_posted_later(
+    post: Post, client: LetterClient
+) -> None:
+    sent = await client.send(ADDRESS, outgoing(1, addressee=NAME, post_on=date(2026, 5, 3)))
+    assert isinstance(sent, Accepted) and sent.at == START
+    post.clock.now = START + timedelta(seconds=61)
+    [posted] = (await client.events(1)).events
+    assert posted.status == "posted" and posted.at == START + timedelta(seconds=60)
+    assert posted.at.astimezone(RIGA).date() == date(2026, 5, 4)  # the day it really went
+
+
+async def test_the_document_and_the_day_are_part_of_the_letter(
+    post: Post, client: LetterClient
+) -> None:
+    first = await client.send(ADDRESS, outgoing(1, addressee=NAME, printed=PDF))
+    again = await client.send(ADDRESS, outgoing(1, addressee=NAME, printed=PDF))
+    reprinted = await client.send(ADDRESS, outgoing(1, addressee=NAME, printed=PDF + b"\n"))
+    unprinted = await client.send(ADDRESS, outgoing(1, addressee=NAME))
+    dated = await client.send(
+        ADDRESS, outgoing(1, addressee=NAME, printed=PDF, post_on=date(2026, 5, 5))
+    )
+    assert isinstance(first, Accepted) and again == first
+    assert reprinted == unprinted == dated == Rejected("idempotency_conflict")
+    assert len(post.letters) == 1
+    with pytest.raises(Refused) as caught:
+        await client.send(ADDRESS, outgoing(2, addressee=NAME, printed=b"PK\x03\x04 an edoc"))
+    assert caught.value.status == 400 and caught.value.error == "invalid_request"
+    assert len(post.letters) == 1
 
 
 async def test_the_feed_is_paged_and_numbered(post: Post, client: LetterClient) -> None:

@@ -3,16 +3,25 @@ answers with the same outcomes; and the service built from the hub's settings.""
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from adapters.notify.base import Accepted, ChannelClient, HttpChannel, Outgoing, Rejected
+from adapters.notify.base import (
+    Accepted,
+    Attachment,
+    ChannelClient,
+    HttpChannel,
+    Outgoing,
+    Rejected,
+)
 from adapters.notify.config import NotifyConfig, from_settings
 from adapters.notify.eadrese import EAdreseClient
 from adapters.notify.email import EmailClient
@@ -147,14 +156,29 @@ async def test_the_message_says_what_each_channel_passes_on() -> None:
     sms, sms_bodies = http_client(SmsClient, accept)
     to_post, _, posted = ACCEPTING[LetterClient]
     post, post_bodies = http_client(LetterClient, posted)
+    sealed = replace(
+        MESSAGE,
+        attachments=(Attachment("lemums.edoc", "application/vnd.etsi.asic-e+zip", b"PK\x03\x04"),),
+        post_on=date(2026, 5, 6),
+        printed=b"%PDF-1.7 lemums",
+    )
     async with sms, post:
         await sms.send(to, MESSAGE)
+        await sms.send(to, sealed)
         await post.send(to_post, MESSAGE)
+        await post.send(to_post, sealed)
         with pytest.raises(ValueError, match="addressee"):
             await post.send(to_post, Outgoing("k", "s", "t", "r"))
     assert sms_bodies[0]["callback_url"] == MESSAGE.callback_url
+    assert sms_bodies[1] == sms_bodies[0]  # an SMS carries no document
     assert post_bodies[0]["recipient_name"] == MESSAGE.addressee
-    assert len(post_bodies) == 1  # the letter without addressee never left
+    assert "post_on" not in post_bodies[0] and "document_base64" not in post_bodies[0]
+    assert post_bodies[1] == {
+        **post_bodies[0],
+        "post_on": "2026-05-06",
+        "document_base64": base64.b64encode(b"%PDF-1.7 lemums").decode(),
+    }  # a letter carries what is printed, not the sealed file
+    assert len(post_bodies) == 2  # the letter without addressee never left
 
     mail = EmailClient("127.0.0.1", 9, sender="pii@example.lv", clock=now)
     built = mail.build("vecaks@example.lv", Outgoing("k", "s", "t", "r", language="en"))
