@@ -60,7 +60,7 @@ ALLOWED_TYPES: dict[str, frozenset[str]] = {
     "application/vnd.oasis.opendocument.spreadsheet": frozenset({"ods"}),
 }
 """The media types the e-adrese takes, each with the file-name extensions it may have."""
-ALLOWED_EXTENSIONS = frozenset().union(*ALLOWED_TYPES.values())
+ALLOWED_EXTENSIONS = frozenset(e for extensions in ALLOWED_TYPES.values() for e in extensions)
 """Attachment types the e-adrese takes, by the extension of the file name."""
 CONFLICT = "idempotency_conflict"
 REASONS = frozenset(

@@ -104,7 +104,7 @@ ALLOWED_TYPES: dict[str, frozenset[str]] = {
 }
 """Media types the e-adrese takes (parameters such as ``charset`` aside), each with the
 extensions an attachment's name may end in."""
-ALLOWED_EXTENSIONS = frozenset().union(*ALLOWED_TYPES.values())
+ALLOWED_EXTENSIONS = frozenset(e for extensions in ALLOWED_TYPES.values() for e in extensions)
 """Attachment types the e-adrese takes, by the extension of the file name."""
 BROKEN_MAILBOX = "010101-12343"
 """A personal code ending in this makes every call about it answer 500."""
