@@ -17,9 +17,9 @@ A plausible REST API of a hybrid-mail provider:
 - A letter is *posted* as registered mail with a tracking number in the UPU S10 form
   (``RR000000014LV``: two letters, eight serial digits, a check digit, the country):
   without ``post_on``, ``post_after`` seconds after it was accepted (by ``clock``). **A letter
-  accepted by the end of its** ``post_on`` **(Riga time) is posted on** ``post_on``: at
-  :data:`POSTING_TIME` (09:00 Europe/Riga), or ``post_after`` after acceptance if that is
-  later, but no later than 23:59:59 that day (nor before it was accepted). A letter accepted
+  accepted by the end of its** ``post_on`` **(Riga time) is posted on** ``post_on``:
+  ``post_after`` after acceptance, but not before that day begins (00:00 Europe/Riga) nor
+  after 23:59:59 that day (nor before it was accepted). A letter accepted
   after its ``post_on`` has passed (a ``post_on`` in the past is allowed) is posted
   ``post_after`` after acceptance, on a later day: the feed says when it really was. Letters
   are moved lazily, when any request arrives, in the order they fall due.
@@ -69,8 +69,6 @@ IdempotencyKey = idempotency_key("letter")
 
 LetterStatus = Literal["accepted", "posted"]
 RIGA = ZoneInfo("Europe/Riga")
-POSTING_TIME = time(9, 0)
-"""When, Riga time, the post hands over the letters due on a day (a ``post_on``)."""
 MAX_DOCUMENT_BYTES = 10 * 1024 * 1024
 """The largest PDF the post prints for one letter (10 MiB)."""
 _S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
@@ -177,7 +175,7 @@ class Letter:
         last = datetime.combine(day, time(23, 59, 59), RIGA).astimezone(UTC)
         if self.accepted_at >= datetime.combine(day + timedelta(days=1), time(), RIGA):
             return earliest  # too late for that day
-        opens = datetime.combine(day, POSTING_TIME, RIGA).astimezone(UTC)
+        opens = datetime.combine(day, time(), RIGA).astimezone(UTC)
         return max(min(max(earliest, opens), last), self.accepted_at)
 
     def out(self) -> LetterOut:
@@ -292,7 +290,6 @@ def _accepted(letter: Letter, status: int) -> JSONResponse:
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
-    "POSTING_TIME",
     "RIGA",
     "Event",
     "Feed",

@@ -155,11 +155,11 @@ async def test_a_letter_with_a_posting_day_is_posted_that_day(
     assert isinstance(sent, Accepted)
     [letter] = post.letters.values()
     assert letter.document == PDF and letter.body.post_on == date(2026, 5, 6)
-    post.clock.now = riga(6, 8, 59, 59)  # the day has come, the post opens at 09:00
+    post.clock.now = riga(5, 23, 59, 59)  # the day before: not yet
     assert [e.status for e in (await client.events(0)).events] == ["accepted"]
-    post.clock.now = riga(6, 9, 0, 1)
+    post.clock.now = riga(6, 0, 0, 1)
     [posted] = (await client.events(1)).events
-    assert posted.status == "posted" and posted.at == riga(6, 9)
+    assert posted.status == "posted" and posted.at == riga(6, 0)
     async with httpx.AsyncClient(base_url=post.url, headers=NO_FAULT) as http:
         feed = (await http.get("/v1/events")).text
         shown = (await http.get(f"/v1/letters/{sent.provider_message_id}")).json()
@@ -180,7 +180,7 @@ async def test_a_letter_accepted_on_its_posting_day_is_posted_that_day(post: Pos
         (late, "accepted", riga(4, 23, 59, 30)),
         (late, "posted", riga(4, 23, 59, 59)),  # still on its day, not 60 s later
         (on_time, "accepted", riga(5, 0, 5)),
-        (on_time, "posted", riga(5, 9)),
+        (on_time, "posted", riga(5, 0, 6)),  # post_after (60 s) after it was accepted
     ]
 
 
