@@ -171,7 +171,7 @@ def _day(sent: datetime | date) -> date:
 class NoticeLaw:
     """The notification rules of each channel and the working-day calendar they count in."""
 
-    channels: Mapping[str, ChannelRule] = DEFAULT_CHANNEL_RULES
+    channels: Mapping[str, ChannelRule] = field(default_factory=lambda: DEFAULT_CHANNEL_RULES)
     calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
 
     def __post_init__(self) -> None:
