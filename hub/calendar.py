@@ -21,17 +21,22 @@ RIGA = ZoneInfo("Europe/Riga")
 
 
 @lru_cache(maxsize=1)
-def _calendar() -> holidays.HolidayBase:
+def latvian_holidays() -> holidays.HolidayBase:
+    """The ``holidays`` library's calendar of Latvia, built once per process.
+
+    It fills in each year the first time a day of it is asked about; nothing is read
+    from disk or the network.
+    """
     return holidays.country_holidays("LV")
 
 
 def is_working_day(day: date) -> bool:
-    return bool(_calendar().is_working_day(day))
+    return bool(latvian_holidays().is_working_day(day))
 
 
 def working_days_after(day: date, count: int) -> date:
     """The ``count``-th working day after ``day``."""
-    return _calendar().get_nth_working_day(day, count)  # type: ignore[no-any-return]
+    return latvian_holidays().get_nth_working_day(day, count)  # type: ignore[no-any-return]
 
 
 def local_date(moment: datetime) -> date:

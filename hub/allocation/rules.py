@@ -18,8 +18,18 @@ any other. The format (see also ``docs/rules.md``)::
     rule = "calendar_year"           # "calendar_year" (default: birth year + age <= round year)
                                      # or "birthday"
 
+    [notification]                   # optional: when a document counts as notified, per channel
+    email = { rule = "working_days_after_sending", days = 2 }  # days 0..30; channels left out
+                                     # keep the law's rule (hub.notice.DEFAULT_CHANNEL_RULES)
+
+    [calendar]                       # optional: corrections to the holidays library's calendar
+    days_off = ["2027-05-03"]        # days off the library does not know yet
+    working_days = []                # working days (a Saturday) the library does not know yet
+
 ``priorities`` lists names of :data:`hub.allocation.criteria.CRITERIA`, each
-at most once. Any problem is one :class:`RulesError` whose message starts with
+at most once. ``[notification]`` and ``[calendar]`` make the :class:`~hub.notice.NoticeLaw`
+of :attr:`MunicipalityRules.notice` (:meth:`hub.notice.NoticeLaw.from_rules`).
+Any problem is one :class:`RulesError` whose message starts with
 ``<source>:<line>:``, the line of the file to fix.
 """
 
@@ -28,7 +38,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -36,6 +46,7 @@ from typing import Any, TypeVar, cast
 from hub.allocation.criteria import CRITERIA
 from hub.allocation.model import Rules
 from hub.errors import HubError
+from hub.notice import NoticeLaw, NoticeRulesError
 
 SHIPPED = resources.files("hub.allocation") / "rules"
 """Folder of the rules files shipped with the hub, one ``<municipality>.toml`` each."""
@@ -51,6 +62,8 @@ TOP_LEVEL_KEYS = (
     "lottery_seed",
     "priorities",
     "mandatory_age",
+    "notification",
+    "calendar",
 )
 MANDATORY_AGE_KEYS = ("age", "rule")
 
@@ -64,6 +77,20 @@ _S = TypeVar("_S", bound=str)
 
 class RulesError(HubError):
     """A rules file is invalid. Fix the line of the file that the message names, then reload."""
+
+
+@dataclass(frozen=True, slots=True)
+class MunicipalityRules(Rules):
+    """A rules file: the engine's :class:`~hub.allocation.model.Rules` and the notification law.
+
+    The notification law lives here rather than on the engine's ``Rules``: the engine's
+    model imports only the standard library (``tests/unit/test_boundaries.py``), and the
+    law needs the ``holidays`` library.
+    """
+
+    notice: NoticeLaw = field(default_factory=NoticeLaw)
+    """When documents count as notified and when answers are due (``[notification]``,
+    ``[calendar]``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +190,7 @@ class _Table:
         return tuple(names)
 
 
-def parse_rules(text: str, source: str = "<rules>") -> Rules:
+def parse_rules(text: str, source: str = "<rules>") -> MunicipalityRules:
     """The rules in ``text``, TOML in the format of this module's docstring.
 
     ``source`` names the file in error messages. Raises :class:`RulesError`.
@@ -193,7 +220,18 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
         prefix="mandatory_age.",
     )
     age.check_keys(MANDATORY_AGE_KEYS)
-    return Rules(
+    try:
+        notice = NoticeLaw.from_rules(data, source)
+    except NoticeRulesError as exc:
+        table, _, entry = exc.key.partition(".")
+        header = top.line(table)
+        values = data.get(table)
+        line = header
+        if entry and isinstance(values, dict):
+            line = _Table(values, lines, source, header).line(entry.partition(".")[0])
+        raise top.error(line, exc.problem) from None
+    return MunicipalityRules(
+        notice=notice,
         municipality=municipality,
         name=top.get("name", str, ""),
         max_institutions=top.integer("max_institutions", 1, 10),
@@ -214,7 +252,7 @@ def shipped_rules() -> list[str]:
     )
 
 
-def load_rules(path_or_name: str | os.PathLike[str]) -> Rules:
+def load_rules(path_or_name: str | os.PathLike[str]) -> MunicipalityRules:
     """The rules of a shipped municipality (``"riga"``) or of a ``.toml`` file at a path.
 
     A string that is a municipality code names a shipped file; anything else is

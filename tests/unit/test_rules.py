@@ -1,5 +1,6 @@
 """Municipality rules files: the shipped ones, the format, and errors that name the line."""
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import hub.allocation.rules
 from hub.allocation.criteria import CRITERIA
 from hub.allocation.model import Rules
 from hub.allocation.rules import (
+    MunicipalityRules,
     RulesError,
     criteria_markdown,
     load_rules,
@@ -15,6 +17,7 @@ from hub.allocation.rules import (
     shipped_rules,
 )
 from hub.errors import HubError
+from hub.notice import DEFAULT_CHANNEL_RULES, ChannelRule, NoticeLaw, WorkingCalendar
 
 SHIPPED_DIR = Path(hub.allocation.rules.__file__).parent / "rules"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
@@ -82,7 +85,7 @@ def test_a_name_and_the_path_of_its_shipped_file_give_the_same_rules() -> None:
 
 
 def test_a_full_file() -> None:
-    assert parse_rules(VALID) == Rules(
+    assert parse_rules(VALID) == MunicipalityRules(
         municipality="ogre",
         name="Ogres novads",
         criteria=("commission", "sibling", "child_resident"),
@@ -184,3 +187,104 @@ def test_docs_list_every_criterion() -> None:
         "the criteria table in docs/rules.md is stale: replace it with"
         " hub.allocation.rules.criteria_markdown()"
     )
+
+
+# The notification tables: VALID plus these lines (lines 16 to 23).
+NOTICE = """\
+
+[notification]
+email = { rule = "working_days_after_sending", days = 3 }
+sms = { rule = "reminder_only" }
+
+[calendar]
+days_off = ["2027-05-03"]
+working_days = [2027-05-08]
+"""
+
+
+def test_riga_states_the_law_s_defaults() -> None:
+    riga = load_rules("riga")
+    assert isinstance(riga, Rules)
+    assert riga.notice == NoticeLaw()
+
+
+def test_a_file_without_notification_tables_keeps_the_law() -> None:
+    assert parse_rules(VALID).notice == NoticeLaw()
+
+
+def test_notification_and_calendar_tables() -> None:
+    notice = parse_rules(VALID + NOTICE, "ogre.toml").notice
+    assert notice.channels["email"] == ChannelRule(
+        "working_days_after_sending", 3, "ogre.toml, [notification] email"
+    )
+    assert notice.channels["sms"] is DEFAULT_CHANNEL_RULES["sms"]
+    assert notice.channels["letter"] is DEFAULT_CHANNEL_RULES["letter"]
+    assert notice.calendar == WorkingCalendar(
+        days_off=frozenset({date(2027, 5, 3)}), working_days=frozenset({date(2027, 5, 8)})
+    )
+    # Monday 3 May 2027 is off by the file: a term ending that day moves to Tuesday 4 May,
+    # itself a holiday, so to Wednesday 5 May.
+    assert notice.answer_by(date(2027, 4, 18), 15) == date(2027, 5, 5)
+
+
+@pytest.mark.parametrize(
+    ("line", "replacement", "expected_line", "message"),
+    [
+        ("[notification]", "[notices]", 17, "unknown key notices"),
+        (
+            'sms = { rule = "reminder_only" }',
+            'fax = { rule = "on_confirmation" }',
+            19,
+            "unknown channel notification.fax; known channels: e_adrese, email",
+        ),
+        (
+            'email = { rule = "working_days_after_sending", days = 3 }',
+            'email = { rule = "working_days_after_sending", days = 31 }',
+            18,
+            "notification.email.days must be from 0 to 30, got 31",
+        ),
+        (
+            'email = { rule = "working_days_after_sending", days = 3 }',
+            'email = { rule = "working_days_after_sending", days = -1 }',
+            18,
+            "notification.email.days must be from 0 to 30, got -1",
+        ),
+        (
+            'email = { rule = "working_days_after_sending", days = 3 }',
+            'email = { rule = "second_working_day" }',
+            18,
+            "notification.email.rule must be one of working_days_after_sending",
+        ),
+        (
+            'email = { rule = "working_days_after_sending", days = 3 }',
+            'email = { rule = "working_days_after_sending", days = 2, via = "smtp" }',
+            18,
+            "unknown key notification.email.via; known keys: days, rule",
+        ),
+        ('days_off = ["2027-05-03"]', 'days_off = ["2027-02-29"]', 22, "not a date of the"),
+        ('days_off = ["2027-05-03"]', 'days_off = ["03.05.2027"]', 22, "YYYY-MM-DD"),
+        ('days_off = ["2027-05-03"]', "days_off = [2027-05-03T09:00:00]", 22, "YYYY-MM-DD"),
+        ('days_off = ["2027-05-03"]', 'holidays = ["2027-05-03"]', 22, "unknown key calendar"),
+        (
+            'days_off = ["2027-05-03"]',
+            'days_off = ["2027-05-08"]',
+            23,
+            "calendar.working_days lists 2027-05-08, also in calendar.days_off",
+        ),
+    ],
+)
+def test_notification_errors_name_the_line_to_fix(
+    line: str, replacement: str, expected_line: int, message: str
+) -> None:
+    text = VALID + NOTICE
+    assert text.count(line + "\n") == 1
+    with pytest.raises(RulesError) as error:
+        parse_rules(text.replace(line + "\n", replacement + "\n"), "ogre.toml")
+    assert str(error.value).startswith(f"ogre.toml:{expected_line}: ")
+    assert message in str(error.value)
+
+
+def test_a_calendar_that_is_no_table() -> None:
+    text = VALID.replace("lottery_seed = 7\n", "lottery_seed = 7\ncalendar = 1\n")
+    with pytest.raises(RulesError, match=r"^ogre.toml:7: calendar must be a table, got 1$"):
+        parse_rules(text, "ogre.toml")
