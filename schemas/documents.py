@@ -160,9 +160,16 @@ class DocumentContentRejected(Event):
         "invalid_container",
         "invalid_signature",
         "hash_mismatch",
+        "content_conflict",
         "unknown_document",
         "unavailable",
         "invalid_response",
-    ] = Field(description="Class of failure.")
+    ] = Field(
+        description=(
+            "Class of failure: the DVS refused the container, its seal or its hash, holds other"
+            " content for the registration, or has no such registration; or it stayed"
+            " unavailable, or answered outside its protocol."
+        )
+    )
     detail: FailureDetail
     permanent: Permanent
