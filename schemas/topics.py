@@ -32,7 +32,14 @@ from schemas.allocation import (
 from schemas.applications import ApplicationChanged, ApplicationSubmitted, ApplicationWithdrawn
 from schemas.base import Message
 from schemas.clock import ClockAdvanced
-from schemas.documents import DocumentRegistered, DocumentRegistrationFailed, RegisterDocument
+from schemas.documents import (
+    DocumentContentRejected,
+    DocumentContentStored,
+    DocumentRegistered,
+    DocumentRegistrationFailed,
+    RegisterDocument,
+    StoreDocumentContent,
+)
 from schemas.enrollment import (
     CheckEnrollment,
     EnrollmentChecked,
@@ -258,8 +265,11 @@ TOPICS: tuple[Topic, ...] = (
         partitions=3,
         producer=ALLOCATION,
         consumers=(DVS,),
-        messages=(RegisterDocument,),
-        description="Documents to register in the DVS (admission lists, decisions, contracts).",
+        messages=(RegisterDocument, StoreDocumentContent),
+        description=(
+            "Documents to register in the DVS (admission lists, decisions, contracts), and"
+            " then their sealed content (an .edoc) to store against the registration."
+        ),
     ),
     Topic(
         name="dvs.documents.registered.v1",
@@ -267,8 +277,16 @@ TOPICS: tuple[Topic, ...] = (
         partitions=3,
         producer=DVS,
         consumers=(ALLOCATION,),
-        messages=(DocumentRegistered, DocumentRegistrationFailed),
-        description="Registration numbers assigned by the DVS, or why registration failed.",
+        messages=(
+            DocumentRegistered,
+            DocumentRegistrationFailed,
+            DocumentContentStored,
+            DocumentContentRejected,
+        ),
+        description=(
+            "Registration numbers assigned by the DVS, or why registration failed; then"
+            " whether the DVS verified and stored each document's content."
+        ),
     ),
     Topic(
         name="hub.clock.v1",

@@ -86,6 +86,8 @@ def for_type(tp: Any, metadata: tuple[Any, ...] = ()) -> st.SearchStrategy[Any]:
         return st.sampled_from(tp)
     if tp is bool:
         return st.booleans()
+    if tp is bytes:
+        return st.binary(min_size=c.get("min_length", 0), max_size=min(c.get("max_length", 64), 64))
     if tp is int:
         low = c.get("ge", c["gt"] + 1 if "gt" in c else -(2**31))
         high = c.get("le", c["lt"] - 1 if "lt" in c else 2**31)

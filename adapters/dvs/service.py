@@ -1,4 +1,5 @@
-"""The DVS adapter: registers the documents asked for on ``dvs.documents.requests.v1``.
+"""The DVS adapter: registers the documents asked for on ``dvs.documents.requests.v1``, and
+stores their sealed content.
 
 For each ``RegisterDocument`` it registers the document in the DVS under the idempotency key
 ``document_key`` (so a redelivered request gets the same number) and publishes
@@ -9,8 +10,15 @@ adapter keeps the numbers it obtained in its table ``dvs_registrations`` and tra
 A related document not registered yet is a transient failure: the request is parked and
 tried again once the other one (often in flight on another partition) has its number.
 
+For each ``StoreDocumentContent`` (sent once the document, which prints its number, has been
+rendered and sealed) it stores the container against the registration and publishes
+``DocumentContentStored`` with the seal's signer, or ``DocumentContentRejected`` with the
+DVS's reason (permanent: the DVS refused the container, the seal or the hash, holds other
+content, or has no such registration).
+
 A request that is dead-lettered (retries exhausted, refused, a wrong answer) is answered
-``DocumentRegistrationFailed`` too, so whoever asked is not left waiting.
+``DocumentRegistrationFailed`` or ``DocumentContentRejected`` too, so whoever asked is not
+left waiting.
 """
 
 from __future__ import annotations
@@ -18,14 +26,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from adapters.dvs.client import DvsClient, NewDocument, Registration, Rejection
+from adapters.dvs.client import DvsClient, NewDocument, Registration, Rejection, Stored
 from hub.errors import TransientError
 from hub.reliability.consumer import Handler, Unit
-from hub.reliability.retry import CallFailure
+from hub.reliability.retry import CallFailure, Refused
 from hub.reliability.service import ServiceSpec
 from hub.reliability.store import Store
 from schemas.base import Message
-from schemas.documents import DocumentRegistered, DocumentRegistrationFailed, RegisterDocument
+from schemas.documents import (
+    DocumentContentRejected,
+    DocumentContentStored,
+    DocumentRegistered,
+    DocumentRegistrationFailed,
+    RegisterDocument,
+    StoreDocumentContent,
+)
 from schemas.topics import BY_NAME, DVS
 from schemas.values import failure_detail
 
@@ -42,8 +57,20 @@ class RelatedNotRegistered(TransientError):
     """A related document has no registration number yet; the request waits for it."""
 
 
-class Documents(Handler[RegisterDocument]):
-    """Registers each requested document in the DVS."""
+Request = RegisterDocument | StoreDocumentContent
+ContentReason = Literal[
+    "invalid_container",
+    "invalid_signature",
+    "hash_mismatch",
+    "content_conflict",
+    "unknown_document",
+    "unavailable",
+    "invalid_response",
+]
+
+
+class Documents(Handler[Request]):
+    """Registers each requested document in the DVS, and stores each document's content."""
 
     def __init__(self, client: DvsClient) -> None:
         super().__init__(REQUESTS)
@@ -72,7 +99,11 @@ class Documents(Handler[RegisterDocument]):
             raise RelatedNotRegistered(f"related documents not registered yet: {missing}")
         return tuple(numbers[key] for key in keys)
 
-    async def fetch(self, message: RegisterDocument) -> Registration | Rejection:
+    async def fetch(self, message: Request) -> Registration | Stored | Rejection:
+        if isinstance(message, StoreDocumentContent):
+            return await self.client.store_content(
+                message.registration_number, message.content, message.content_sha256
+            )
         document = NewDocument(
             type=message.document_type,
             title=message.title,
@@ -85,7 +116,14 @@ class Documents(Handler[RegisterDocument]):
         )
         return await self.client.register(message.document_key, document)
 
-    def apply(self, unit: Unit, message: RegisterDocument, fetched: Any) -> None:
+    def apply(self, unit: Unit, message: Request, fetched: Any) -> None:
+        if isinstance(message, StoreDocumentContent):
+            unit.emit(_content_answer(message, fetched))
+        else:
+            self.registered(unit, message, fetched)
+
+    def registered(self, unit: Unit, message: RegisterDocument, fetched: Any) -> None:
+        """Record and announce the DVS's answer to a registration."""
         if isinstance(fetched, Registration):
             unit.execute(
                 "INSERT INTO dvs_registrations (document_key, registration_number, registered_at)"
@@ -113,9 +151,12 @@ class Documents(Handler[RegisterDocument]):
         else:
             raise TypeError(f"unexpected outcome of a DVS registration: {type(fetched).__name__}")
 
-    def given_up(self, message: RegisterDocument, error: BaseException) -> Sequence[Message]:
-        """``DocumentRegistrationFailed`` for a request that was dead-lettered."""
+    def given_up(self, message: Request, error: BaseException) -> Sequence[Message]:
+        """``DocumentRegistrationFailed`` or ``DocumentContentRejected`` for a request that was
+        dead-lettered."""
         failure = CallFailure.of(error)
+        if isinstance(message, StoreDocumentContent):
+            return (_content_given_up(message, error, failure),)
         reason = "rejected" if failure.kind == "refused" else failure.kind
         return (_failed(message, reason, failure.detail, permanent=failure.permanent),)
 
@@ -131,6 +172,62 @@ def _failed(
     permanent: bool,
 ) -> DocumentRegistrationFailed:
     return DocumentRegistrationFailed.new(
+        producer=DVS,
+        caused_by=message,
+        document_key=message.document_key,
+        reason=reason,
+        detail=failure_detail(detail),  # the DVS's text may quote anything
+        permanent=permanent,
+    )
+
+
+def _content_answer(
+    message: StoreDocumentContent, fetched: Any
+) -> DocumentContentStored | DocumentContentRejected:
+    if isinstance(fetched, Stored):
+        return DocumentContentStored.new(
+            producer=DVS,
+            caused_by=message,
+            document_key=message.document_key,
+            registration_number=fetched.registration_number,
+            content_sha256=fetched.content_sha256,
+            signer=fetched.signer,
+            stored_at=fetched.stored_at,
+        )
+    reason = _CONTENT_REFUSALS.get(fetched.reason) if isinstance(fetched, Rejection) else None
+    if reason is None:
+        raise TypeError(f"unexpected outcome of storing DVS content: {type(fetched).__name__}")
+    detail = f"{fetched.reason} (HTTP {fetched.status}): {fetched.detail}"
+    return _rejected(message, reason, detail, permanent=True)
+
+
+_CONTENT_REFUSALS: dict[str, ContentReason] = {
+    "invalid_container": "invalid_container",
+    "invalid_signature": "invalid_signature",
+    "hash_mismatch": "hash_mismatch",
+    "content_conflict": "content_conflict",
+    "unknown_document": "unknown_document",
+}
+"""The DVS's refusals of content, as ``DocumentContentRejected`` names them."""
+
+
+def _content_given_up(
+    message: StoreDocumentContent, error: BaseException, failure: CallFailure
+) -> DocumentContentRejected:
+    reason: ContentReason
+    if isinstance(error, Refused) and error.status in (413, 415):
+        reason = "invalid_container"  # too large, or not a container's type
+    elif failure.kind == "refused":
+        reason = "invalid_response"  # the DVS did not take a request of its own protocol
+    else:
+        reason = failure.kind
+    return _rejected(message, reason, failure.detail, permanent=failure.permanent)
+
+
+def _rejected(
+    message: StoreDocumentContent, reason: ContentReason, detail: str, *, permanent: bool
+) -> DocumentContentRejected:
+    return DocumentContentRejected.new(
         producer=DVS,
         caused_by=message,
         document_key=message.document_key,

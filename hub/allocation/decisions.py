@@ -44,7 +44,13 @@ from schemas.allocation import (
 )
 from schemas.applications import ApplicationChanged, ApplicationSubmitted, ApplicationWithdrawn
 from schemas.base import Message
-from schemas.documents import DocumentRegistered, DocumentRegistrationFailed, RegisterDocument
+from schemas.documents import (
+    DocumentContentRejected,
+    DocumentContentStored,
+    DocumentRegistered,
+    DocumentRegistrationFailed,
+    RegisterDocument,
+)
 from schemas.enrollment import (
     CheckEnrollment,
     EnrollmentChecked,
@@ -677,6 +683,16 @@ def document_answered(step: Step, message: DocumentRegistered | DocumentRegistra
             step.changed("rounds", data["round_id"])
 
 
+def document_content_answered(
+    step: Step, message: DocumentContentStored | DocumentContentRejected
+) -> None:
+    """The DVS stored (or refused) a document's sealed content.
+
+    Nothing to decide: the state keeps a document's number, not its content, and the step
+    is journaled with this message as its cause, which is the record an operator reads.
+    """
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -703,6 +719,8 @@ DECISIONS: dict[type[Message], Decision] = {
     NotificationFailed: receipt,
     DocumentRegistered: document_answered,
     DocumentRegistrationFailed: document_answered,
+    DocumentContentStored: document_content_answered,
+    DocumentContentRejected: document_content_answered,
 }
 """Message type → the decision the service takes on it."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -10,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from adapters.dvs import DvsClient, NewDocument, Registration, Rejection, client_from_url, service
 from adapters.dvs.service import Documents, RelatedNotRegistered
@@ -21,7 +24,14 @@ from hub.reliability.retry import (
     UnexpectedAnswer,
 )
 from hub.reliability.store import Store, Writes
-from schemas.documents import DocumentRegistered, DocumentRegistrationFailed, RegisterDocument
+from schemas.documents import (
+    MAX_CONTENT_BYTES,
+    DocumentContentRejected,
+    DocumentRegistered,
+    DocumentRegistrationFailed,
+    RegisterDocument,
+    StoreDocumentContent,
+)
 from schemas.topics import ALLOCATION, BY_NAME, DVS
 from simulators.dvs.app import NumberFormat, create_app
 from simulators.faults import Faults
@@ -411,3 +421,83 @@ def test_a_request_given_up_masks_personal_codes() -> None:
     [failed] = handler.given_up(request("doc-0001"), error)
     assert "161175-19997" not in failed.model_dump_json()
     assert "******-*****" in failed.detail and len(failed.detail) == 500
+
+
+def content_request(**changes: Any) -> StoreDocumentContent:
+    data = b"PK\x03\x04 not really a container"
+    fields: dict[str, Any] = {
+        "document_key": "decision:riga:CH-5f2a9c1b7d0e",
+        "registration_number": "RD/2026/00001",
+        "file_name": "RD-2026-00001.edoc",
+        "content": data,
+        "content_sha256": hashlib.sha256(data).hexdigest(),
+    }
+    return StoreDocumentContent.new(
+        producer=ALLOCATION, municipality="riga", **{**fields, **changes}
+    )
+
+
+def test_content_travels_as_base64_and_is_bounded() -> None:
+    message = content_request()
+    wire = json.loads(message.model_dump_json())
+    assert base64.b64decode(wire["content"]) == message.content
+    assert wire["media_type"] == "application/vnd.etsi.asic-e+zip"
+    assert StoreDocumentContent.model_validate_json(message.model_dump_json()) == message
+    with pytest.raises(ValidationError):
+        content_request(content=b"x" * (MAX_CONTENT_BYTES + 1))
+    with pytest.raises(ValidationError):
+        content_request(file_name="../RD-2026-00001.edoc")
+    with pytest.raises(ValidationError):
+        StoreDocumentContent.model_validate_json(
+            message.model_dump_json().replace(wire["content"], "not base64!")
+        )
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "permanent"),
+    [
+        (UnavailableError("DVS answered 503"), "unavailable", False),
+        (InvalidResponse("DVS answered with no JSON"), "invalid_response", False),
+        (UnexpectedAnswer("DVS answered about another document"), "invalid_response", True),
+        (Refused("DVS refused with 413", status=413), "invalid_container", True),
+        (Refused("DVS refused with 400", status=400), "invalid_response", True),
+    ],
+    ids=["unavailable", "broken", "wrong-shape", "too-large", "bad-request"],
+)
+def test_content_given_up_publishes_content_rejected(
+    error: BaseException, reason: str, permanent: bool
+) -> None:
+    handler = Documents(DvsClient("http://dvs.test"))
+    message = content_request()
+    [rejected] = handler.given_up(message, error)
+    assert isinstance(rejected, DocumentContentRejected)
+    assert (rejected.reason, rejected.permanent) == (reason, permanent)
+    assert rejected.causation_id == message.event_id and str(error) in rejected.detail
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(201, json={"registration_number": "RD/2026/00001"}),
+        httpx.Response(
+            201,
+            json={
+                "registration_number": "RD/2026/00002",
+                "content_sha256": "0" * 64,
+                "signer": "Test e-seal",
+                "stored_at": "2026-05-04T09:30:00Z",
+            },
+        ),
+        httpx.Response(422, json={"error": "no_idea"}),
+    ],
+    ids=["missing-fields", "another-document", "unknown-refusal"],
+)
+async def test_a_wrong_content_answer_is_unexpected_and_not_retried(answer: httpx.Response) -> None:
+    port, seen = mocked(answer)
+    async with port:
+        with pytest.raises(UnexpectedAnswer):
+            await port.store_content("RD/2026/00001", b"data", "0" * 64)
+    assert len(seen) == 1
+    assert seen[0].url.raw_path == b"/v1/documents/RD%2F2026%2F00001/content"
+    assert seen[0].headers["X-Content-SHA256"] == "0" * 64
+    assert seen[0].headers["Content-Type"] == "application/vnd.etsi.asic-e+zip"
