@@ -16,6 +16,7 @@ import pytest_asyncio
 from hub.embedded import EmbeddedBroker
 from hub.kafka import ensure_topics
 from hub.settings import Settings
+from tests.seal_kit import SealKit, make_seal_kit
 
 if TYPE_CHECKING:
     from simulators.process import ServiceProcess
@@ -38,6 +39,13 @@ async def kafka_settings(kafka: str, tmp_path_factory: pytest.TempPathFactory) -
     )
     await ensure_topics(settings, kafka)
     return settings
+
+
+@pytest.fixture(scope="session")
+def test_seal(tmp_path_factory: pytest.TempPathFactory) -> SealKit:
+    """A test CA and an e-seal it issued (key and certificate also as PEM files), generated
+    once per session."""
+    return make_seal_kit(tmp_path_factory.mktemp("seal"))
 
 
 async def eventually(
