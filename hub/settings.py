@@ -180,6 +180,15 @@ class Settings(BaseSettings):
     notify_rate_email: int = Field(default=600, ge=1, description="E-mails a minute.")
     notify_rate_sms: int = Field(default=300, ge=1, description="SMS a minute.")
     notify_rate_letter: int = Field(default=120, ge=1, description="Letters a minute.")
+    seal_key: Path | None = Field(
+        default=None, description="PEM private key of the municipality's e-seal (documents)."
+    )
+    seal_certificate: Path | None = Field(
+        default=None, description="PEM certificate of the e-seal, the seal's signer."
+    )
+    seal_password: SecretStr | None = Field(
+        default=None, description="Password of the e-seal's key, if it is encrypted."
+    )
 
     # Simulators (hub simulate): the synthetic municipality and the injected faults.
     sim_seed: int = Field(default=1, description="Seed of the synthetic municipality.")

@@ -84,8 +84,12 @@ class RegisterDocument(Command):
     title: str = Field(min_length=1, max_length=300, description="Title in the register.")
     author_unit: str = Field(min_length=1, max_length=100, description="Municipal unit issuing it.")
     media_type: str = Field(default="application/pdf", max_length=100, description="Content type.")
-    content_sha256: Sha256Hex
-    content_size: int = Field(ge=0, description="Content length in bytes.")
+    content_sha256: Sha256Hex | None = Field(
+        default=None,
+        description="SHA-256 of the content; None: the content follows (StoreDocumentContent),"
+        " as for a notice, whose registration number is printed on it.",
+    )
+    content_size: int | None = Field(default=None, ge=0, description="Content length in bytes.")
     related_document_keys: tuple[DocumentKey, ...] = Field(
         default=(), description="Documents this one answers or belongs to."
     )

@@ -53,6 +53,7 @@ from schemas.notifications import (
     NotificationDeemedNotified,
     NotificationDelivered,
     NotificationFailed,
+    NotificationPosted,
     NotificationSent,
     SendNotification,
 )
@@ -255,9 +256,13 @@ TOPICS: tuple[Topic, ...] = (
             NotificationSent,
             NotificationDelivered,
             NotificationDeemedNotified,
+            NotificationPosted,
             NotificationFailed,
         ),
-        description="Delivery receipts; the deemed-notified date starts an offer's deadline.",
+        description=(
+            "Delivery receipts; a notice's sending (a letter's posting) starts an offer's"
+            " deadline, which the allocation service computes."
+        ),
     ),
     Topic(
         name="dvs.documents.requests.v1",
@@ -265,10 +270,22 @@ TOPICS: tuple[Topic, ...] = (
         partitions=3,
         producer=ALLOCATION,
         consumers=(DVS,),
-        messages=(RegisterDocument, StoreDocumentContent),
+        messages=(RegisterDocument,),
         description=(
-            "Documents to register in the DVS (admission lists, decisions, contracts), and"
-            " then their sealed content (an .edoc) to store against the registration."
+            "Documents to register in the DVS (admission lists, decisions, notices to parents):"
+            " a notice is registered before it is rendered, its number printed on it."
+        ),
+    ),
+    Topic(
+        name="dvs.documents.content.v1",
+        key="document_key",
+        partitions=3,
+        producer=NOTIFY,
+        consumers=(DVS,),
+        messages=(StoreDocumentContent,),
+        description=(
+            "A registered notice's sealed content (an .edoc), as the notification service sent"
+            " it, to store against its registration in the DVS."
         ),
     ),
     Topic(

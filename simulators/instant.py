@@ -1,16 +1,17 @@
-"""Stand-ins for the VIIS and GIS adapters that answer every request at once.
+"""Stand-ins for the VIIS, GIS and DVS adapters that answer every request at once.
 
-They close the allocation service's enrichment loop where the real
-adapters (and the systems behind them) are not wanted: the demo, the
-benchmarks and the tests. VIIS answers that the child attends nowhere yet;
-GIS places the address on a grid over Riga derived from its code, so
-distances differ from address to address but need no register.
+They close the allocation service's enrichment and registration loops where the real
+adapters (and the systems behind them) are not wanted: the benchmarks and the tests.
+VIIS answers that the child attends nowhere yet; GIS places the address on a grid over
+Riga derived from its code, so distances differ from address to address but need no
+register; the DVS registers every document under a number derived from its key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,8 +21,9 @@ from hub.reliability.service import ServiceRunner, ServiceSpec
 from hub.settings import Settings
 from schemas.addresses import AddressResolved, ResolveAddress
 from schemas.base import Message
+from schemas.documents import DocumentRegistered, RegisterDocument
 from schemas.enrollment import CheckEnrollment, EnrollmentChecked
-from schemas.topics import GIS, VIIS
+from schemas.topics import DVS, GIS, VIIS
 
 # LKS-92 (EPSG:3059) near the centre of Riga, and a 10 km square around it.
 _NORTHING, _EASTING, _SPAN = 308_000, 506_000, 10_000
@@ -52,6 +54,15 @@ def answer(message: Message) -> Message | None:
             lks92={"northing": northing, "easting": easting},
             wgs84={"latitude": 56.95, "longitude": 24.1},
         )
+    if isinstance(message, RegisterDocument):
+        digest = hashlib.sha256(message.document_key.encode()).hexdigest()[:10].upper()
+        return DocumentRegistered.new(
+            producer=DVS,
+            caused_by=message,
+            document_key=message.document_key,
+            registration_number=f"INST/{message.occurred_at.year}/{digest}",
+            registered_at=message.occurred_at,
+        )
     return None
 
 
@@ -68,13 +79,15 @@ class Answering(Handler[Any]):
 
 
 def stand_ins(municipality: str, prefix: str = "instant") -> list[ServiceSpec]:
-    """The VIIS and GIS stand-ins as services named ``<prefix>-viis`` and ``<prefix>-gis``.
+    """The VIIS, GIS and DVS stand-ins as services named ``<prefix>-viis``, ``<prefix>-gis``
+    and ``<prefix>-dvs``.
 
     Their retry topics (``retry_topic(name)``) must exist before they start.
     """
     return [
         ServiceSpec(f"{prefix}-viis", (Answering("viis.enrollment.checks.v1", municipality),)),
         ServiceSpec(f"{prefix}-gis", (Answering("gis.address.requests.v1", municipality),)),
+        ServiceSpec(f"{prefix}-dvs", (Answering("dvs.documents.requests.v1", municipality),)),
     ]
 
 

@@ -57,8 +57,8 @@ class NewDocument(BaseModel):
     title: str
     author_unit: str
     media_type: str
-    sha256: str
-    size: int
+    sha256: str | None = None
+    size: int | None = None
     links: tuple[str, ...] = ()
     """Registration numbers of related documents."""
     reference: str | None = None

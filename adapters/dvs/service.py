@@ -1,5 +1,5 @@
 """The DVS adapter: registers the documents asked for on ``dvs.documents.requests.v1``, and
-stores their sealed content.
+stores the sealed content of notices sent on ``dvs.documents.content.v1``.
 
 For each ``RegisterDocument`` it registers the document in the DVS under the idempotency key
 ``document_key`` (so a redelivered request gets the same number) and publishes
@@ -41,10 +41,11 @@ from schemas.documents import (
     RegisterDocument,
     StoreDocumentContent,
 )
-from schemas.topics import BY_NAME, DVS
+from schemas.topics import BY_NAME, DVS, Topic
 from schemas.values import failure_detail
 
 REQUESTS = BY_NAME["dvs.documents.requests.v1"]
+CONTENT = BY_NAME["dvs.documents.content.v1"]
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS dvs_registrations ("
     " document_key TEXT PRIMARY KEY,"
@@ -72,8 +73,8 @@ ContentReason = Literal[
 class Documents(Handler[Request]):
     """Registers each requested document in the DVS, and stores each document's content."""
 
-    def __init__(self, client: DvsClient) -> None:
-        super().__init__(REQUESTS)
+    def __init__(self, client: DvsClient, topic: Topic = REQUESTS) -> None:
+        super().__init__(topic)
         self.client = client
         self.store: Store | None = None
         """Set by :meth:`attach` when the service starts; read for related documents."""
@@ -240,7 +241,14 @@ def _rejected(
 def service(client: DvsClient, name: str = DVS) -> ServiceSpec:
     """The DVS adapter as a service of the hub's runtime."""
     handler = Documents(client)
-    return ServiceSpec(name, (handler,), schema=SCHEMA, on_start=handler.attach, clients=(client,))
+    content = Documents(client, CONTENT)  # the notices' sealed content, from the notifications
+    return ServiceSpec(
+        name,
+        (handler, content),
+        schema=SCHEMA,
+        on_start=handler.attach,
+        clients=(client,),
+    )
 
 
 __all__ = ["SCHEMA", "Documents", "RelatedNotRegistered", "service"]

@@ -15,6 +15,7 @@ from adapters.notify import eadrese, letter, sms
 from adapters.notify.base import Clock, system_clock
 from adapters.notify.email import EmailClient
 from adapters.notify.service import Channels, NotifyState, service
+from hub.documents.edoc import SealKey
 from hub.plugins import http_client_options
 from hub.reliability.service import ServiceSpec
 from hub.settings import Settings
@@ -32,6 +33,12 @@ class NotifyConfig:
     """How long an electronic message may stay unconfirmed before a registered letter."""
     callback: str
     """``host:port`` where the SMS delivery reports are taken."""
+    seal: SealKey | None = None
+    """The municipality's e-seal the documents are sealed with (None: documents cannot be
+    sent, and a notice fails with the reason)."""
+    sending_guard: timedelta = timedelta(minutes=5)
+    """A notice waits this close to midnight in Latvia, so it is sent on the day its deadline
+    was computed for."""
 
     @classmethod
     def of(cls, settings: Settings) -> NotifyConfig:
@@ -40,6 +47,7 @@ class NotifyConfig:
             sender=f"{settings.municipality.capitalize()} pašvaldība",
             escalate_after=timedelta(seconds=settings.notify_escalate_after),
             callback=settings.notify_callback,
+            seal=seal_of(settings),
         )
 
     @property
@@ -57,6 +65,16 @@ class NotifyConfig:
     def escalation_interval(self) -> float:
         """Seconds between looks for requests due for a letter: often enough for the delay."""
         return min(30.0, self.escalate_after.total_seconds() / 4)
+
+
+def seal_of(settings: Settings) -> SealKey | None:
+    """The e-seal the settings name (``HUB_SEAL_KEY``, ``HUB_SEAL_CERTIFICATE``), or None."""
+    if settings.seal_key is None or settings.seal_certificate is None:
+        return None
+    password = (
+        settings.seal_password.get_secret_value().encode() if settings.seal_password else None
+    )
+    return SealKey.from_files(settings.seal_key, settings.seal_certificate, password)
 
 
 def from_settings(
@@ -91,4 +109,4 @@ def from_settings(
     return service(channels, NotifyConfig.of(settings), letters=post, clock=clock, **overrides)
 
 
-__all__ = ["NotifyConfig", "from_settings"]
+__all__ = ["NotifyConfig", "from_settings", "seal_of"]

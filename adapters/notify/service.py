@@ -1,15 +1,22 @@
 """The notification service: picks a channel, sends once per channel, reports every receipt.
 
 Channel policy (per request, in order):
-1. **e-adrese** when the guardian has an active one — the law requires it; accepted by the
-   e-adrese server = sent, and the guardian is deemed notified on the second Latvian working
-   day after sending;
-2. otherwise **e-mail**, then **SMS**: the first the provider accepts; e-mail counts as
-   delivered when the recipient's server accepts it, SMS when the gateway's delivery report
-   says so;
+1. **e-adrese** when the guardian has an active one — the law requires it;
+2. otherwise **e-mail**, then (a message without a document only) **SMS**: the first the
+   provider accepts; e-mail counts as delivered when the recipient's server accepts it, SMS
+   when the gateway's delivery report says so;
 3. a **registered letter** when nothing electronic worked, or nothing electronic was confirmed
-   within ``escalate_after``; posted letters are deemed notified on the seventh day after
-   posting.
+   within ``escalate_after``.
+
+A request that carries a document (a notice: ``SendNotification.document``) is rendered to
+PDF with the deadline the allocation service computed for the channel and the day it is
+sent (``SendNotification.deadlines``), sealed as an ``.edoc`` (:mod:`adapters.notify.documents`)
+and sent as an attachment (a letter prints the PDF and is posted the day it is sent); an SMS
+cannot carry it. The sealed document first sent goes to the DVS (``StoreDocumentContent``).
+A notice is not sent in the last minutes before midnight in Latvia
+(``NotifyConfig.sending_guard``): the day it is sent on is the day its deadline counts from.
+When a document counts as notified is not decided here: the allocation service computes it
+from the receipts (:mod:`hub.notice`).
 
 Exactly one message per channel: every attempt has an idempotency key, ``<offer or
 notification id>:<channel>``. The HTTP providers take it as ``Idempotency-Key`` and answer
@@ -19,8 +26,9 @@ after the message was handed over, the e-mail is *uncertain* and never sent agai
 request moves on to the next channel instead.
 
 Receipts on ``notify.receipts.v1``: ``NotificationSent``, ``NotificationDelivered``,
-``NotificationDeemedNotified`` and ``NotificationFailed`` (``permanent`` true for a refusal,
-false for an uncertain or temporary failure), each with the channel and provider id.
+``NotificationPosted`` (a registered letter handed to the post) and ``NotificationFailed``
+(``permanent`` true for a refusal, false for an uncertain or temporary failure), each with
+the channel and provider id.
 
 Every channel is reached through the same port, :class:`~adapters.notify.base.ChannelClient`;
 :func:`adapters.notify.config.from_settings` builds the service as the hub's settings say.
@@ -35,7 +43,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aiolimiter import AsyncLimiter
@@ -44,8 +52,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from adapters.notify import documents
 from adapters.notify.base import (
     Accepted,
+    Attachment,
     ChannelClient,
     Clock,
     Outcome,
@@ -53,24 +63,27 @@ from adapters.notify.base import (
     Rejected,
     system_clock,
 )
+from adapters.notify.documents import Sealed
 from adapters.notify.email import OutcomeUnknown
 from adapters.notify.letter import LetterEvent, LetterPage
 from adapters.notify.sms import DeliveryReport, parse_report
 from adapters.notify.templates import TemplateError, Templates
-from hub.calendar import answer_deadline, deemed_notified, local_date
+from hub.calendar import local_date
 from hub.errors import PermanentError, TransientError
 from hub.http import http_task
+from hub.notice import sending_delay
 from hub.reliability.consumer import Handler, Unit
 from hub.reliability.poller import Page, Poller
 from hub.reliability.retry import HttpPort, UnexpectedAnswer
 from hub.reliability.service import ServiceSpec, Timer
 from hub.reliability.store import Store, Writes
 from schemas.base import Message
+from schemas.documents import StoreDocumentContent
 from schemas.notifications import (
     Channel,
-    NotificationDeemedNotified,
     NotificationDelivered,
     NotificationFailed,
+    NotificationPosted,
     NotificationSent,
     Recipient,
     SendNotification,
@@ -91,8 +104,8 @@ SCHEMA = (
     " state TEXT NOT NULL, provider_id TEXT, at TEXT NOT NULL)",
 )
 ELECTRONIC: tuple[Channel, ...] = ("e_adrese", "email", "sms")
-LETTER_DEEMED_AFTER_DAYS = 7
-"""A registered letter counts as delivered on the seventh day after posting."""
+NOTIFYING: tuple[Channel, ...] = ("e_adrese", "email", "letter")
+"""The channels a document is notified on, in the order tried (an SMS only reminds)."""
 RESPONSE_DAYS = 15
 """Days to answer an offer, unless the request says otherwise (``response_days``)."""
 RECIPIENT_NAME = "Bērna likumiskajam pārstāvim"
@@ -127,6 +140,10 @@ class Record:
     sent_at: str | None = None
     escalate_at: str | None = None
     escalated: bool = False
+    respond_by: str | None = None
+    """The deadline printed on the notice first sent (an escalation prints the same)."""
+    stored: bool = False
+    """The sealed document was handed to the DVS."""
 
     def dump(self) -> str:
         data = asdict(self)
@@ -136,6 +153,8 @@ class Record:
     @classmethod
     def load(cls, body: str) -> Record:
         data = json.loads(body)
+        data.setdefault("respond_by", None)
+        data.setdefault("stored", False)
         data["request"] = SendNotification.model_validate(data["request"])
         return cls(**data)
 
@@ -224,6 +243,10 @@ class Tried:
     permanent: bool = True
     earlier: Attempt | None = None
     """The attempt already recorded for this key (nothing new was sent)."""
+    sealed: Sealed | None = None
+    """The sealed document sent (a notice)."""
+    at: datetime | None = None
+    """When it was sent: the moment its text (and deadline) was rendered for."""
 
 
 def key_for(request: SendNotification, channel: Channel) -> str:
@@ -257,6 +280,7 @@ def receipt(
         "channel": channel,
         "provider_message_id": provider_message_id,
         "offer_id": request.offer_id,
+        "document_key": request.document.document_key if request.document else None,
     }
 
 
@@ -310,9 +334,34 @@ class Requests(Handler[SendNotification]):
     def candidates(self, request: SendNotification) -> list[Channel]:
         if request.channel is not None:
             return [request.channel]
+        if request.document is not None:
+            return list(NOTIFYING)  # an SMS cannot carry a document: it only reminds
         return [*ELECTRONIC, "letter"]
 
-    def outgoing(self, request: SendNotification, channel: Channel, sent: datetime) -> Outgoing:
+    def deadline(self, request: SendNotification, channel: Channel, sent: datetime) -> date | None:
+        """The answer deadline the notice prints: the allocation service's, for ``channel``
+        and the day it is sent (a letter: handed to the post, which is asked to post it that
+        day); an escalation prints the deadline of the notice first sent."""
+        schedule = request.deadlines
+        if schedule is None:
+            return None
+        record = self.state.records.get(str(request.notification_id))
+        if record is not None and record.respond_by:
+            return date.fromisoformat(record.respond_by)
+        respond_by = schedule.on(channel, local_date(sent))
+        if respond_by is None:
+            raise PermanentError(
+                f"the deadline schedule does not cover sending on {channel} on"
+                f" {local_date(sent)}: the notice is not sent with a deadline nobody computed"
+            )
+        return respond_by
+
+    def outgoing(
+        self, request: SendNotification, channel: Channel, sent: datetime
+    ) -> tuple[Outgoing, Sealed | None]:
+        """The message for ``channel`` sent at ``sent``, with its sealed document if any."""
+        respond_by = self.deadline(request, channel, sent)
+        document = request.document
         variables: dict[str, Any] = {
             "response_days": str(RESPONSE_DAYS),
             **request.variables,
@@ -320,18 +369,27 @@ class Requests(Handler[SendNotification]):
             "portal_url": self.config.portal_url,
             "sender": self.config.sender,
             "offer_id": str(request.offer_id or ""),
-            "respond_by": None,
+            "respond_by": respond_by.isoformat() if respond_by else None,
+            "registration_number": document.registration_number if document else None,
         }
-        if channel == "e_adrese":  # the deadline is known at sending: deemed date + period
-            days = int(variables["response_days"])
-            variables["respond_by"] = answer_deadline(deemed_notified(sent), days).isoformat()
         rendered = self.templates.render(
             request.template, request.language, variables, given=request.variables
         )
         code = request.recipient.personal_code
         if code is not None and code.reveal() in rendered.text + rendered.subject:
             raise TemplateError("the message would show the recipient's personal code; refused")
-        return Outgoing(
+        sealed = None
+        if document is not None:
+            sealed = documents.make(
+                request,
+                seal_key=self.config.seal,
+                sender=self.config.sender,
+                reference=reference_for(request),
+                portal_url=self.config.portal_url,
+                respond_by=respond_by,
+                at=sent,
+            )
+        message = Outgoing(
             key=key_for(request, channel),
             subject=rendered.subject,
             text=rendered.text,
@@ -339,7 +397,13 @@ class Requests(Handler[SendNotification]):
             language=request.language,
             callback_url=self.config.callback_url,
             addressee=RECIPIENT_NAME,
+            attachments=(Attachment(sealed.file_name, sealed.media_type, sealed.edoc),)
+            if sealed
+            else (),
+            printed=sealed.pdf if sealed else None,
+            post_on=local_date(sent) if channel == "letter" else None,
         )
+        return message, sealed
 
     async def fetch(self, message: SendNotification) -> list[Tried]:
         record = self.state.records.get(str(message.notification_id))
@@ -374,11 +438,19 @@ class Requests(Handler[SendNotification]):
             return Tried(channel, key, reason=why)
         if not await client.reaches(to):
             return Tried(channel, key, reason=UNREACHABLE.get(channel, "address not reached"))
-        message = self.outgoing(request, channel, self.clock())
         async with self.channels.slot(channel):
+            if request.document is not None:
+                # Not sent across midnight in Latvia: its deadline is the sending day's.
+                wait = sending_delay(self.clock(), self.config.sending_guard)
+                if wait:
+                    await asyncio.sleep(wait.total_seconds())
+            moment = self.clock()
+            message, sealed = self.outgoing(request, channel, moment)
             if channel == "email":
-                return await self._email(request, client, to, message)
-            return Tried(channel, key, await client.send(to, message))
+                tried = await self._email(request, client, to, message)
+            else:
+                tried = Tried(channel, key, await client.send(to, message))
+        return replace(tried, sealed=sealed, at=moment)
 
     async def _email(
         self, request: SendNotification, client: ChannelClient, to: str, message: Outgoing
@@ -449,18 +521,12 @@ class Requests(Handler[SendNotification]):
                 ),
             )
             sent = receipt(message, tried.channel, accepted.provider_message_id)
-            unit.emit(NotificationSent.new(**sent, sent_at=accepted.at))
-            if tried.channel == "e_adrese":
-                unit.emit(
-                    NotificationDeemedNotified.new(
-                        **sent,
-                        sent_at=accepted.at,
-                        deemed_notified_on=deemed_notified(accepted.at),
-                    )
-                )
-            elif accepted.delivered:
+            unit.emit(NotificationSent.new(**sent, sent_at=tried.at or accepted.at))
+            if accepted.delivered:
                 unit.emit(NotificationDelivered.new(**sent, delivered_at=accepted.at))
             record.channel, record.sent_at = tried.channel, accepted.at.isoformat()
+            if tried.sealed is not None:
+                self._store(unit, message, record, tried.sealed)
             if confirmed:
                 record.status = "confirmed"
             else:
@@ -472,6 +538,30 @@ class Requests(Handler[SendNotification]):
             if record.status == "open":
                 record.status = "failed"
         state.save_record(unit, record)
+
+    @staticmethod
+    def _store(unit: Unit, request: SendNotification, record: Record, sealed: Sealed) -> None:
+        """The first document sent is the one the DVS keeps (an escalation prints the same
+        text under the same number)."""
+        if record.respond_by is None and sealed.respond_by is not None:
+            record.respond_by = sealed.respond_by.isoformat()
+        if record.stored or request.document is None:
+            return
+        record.stored = True
+        document = request.document
+        unit.emit(
+            StoreDocumentContent.new(
+                producer=NOTIFY,
+                caused_by=request,
+                document_key=document.document_key,
+                registration_number=document.registration_number,
+                file_name=sealed.file_name,
+                media_type=sealed.media_type,
+                content=sealed.edoc,
+                content_sha256=sealed.sha256,
+                child_ref=request.child_ref,
+            )
+        )
 
     @staticmethod
     def _failed(
@@ -652,12 +742,10 @@ class LetterFeed(Poller):
             return  # an escalation overtaken by the SMS it replaced: notified already
         record.status, record.channel = "confirmed", "letter"
         self.state.save_record(unit, record)
-        posted: date = local_date(item.at)  # the date in Latvia, not in UTC
         unit.emit(
-            NotificationDeemedNotified.new(
+            NotificationPosted.new(
                 **receipt(request, "letter", item.tracking_number or item.letter_id),
-                sent_at=item.at,
-                deemed_notified_on=posted + timedelta(days=LETTER_DEEMED_AFTER_DAYS),
+                posted_at=item.at,
             )
         )
 

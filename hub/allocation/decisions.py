@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from hub.allocation import notices
 from hub.allocation.engine import Allocator, Move, PoolRef
 from hub.allocation.model import Instance
 from hub.allocation.records import LIVE, ChildFile, FactAnswer, Offer, stable_id
 from hub.allocation.state import AllocationState
-from hub.calendar import answer_deadline, deemed_notified, local_date
+from hub.calendar import local_date
 from hub.errors import PermanentError
 from schemas.addresses import AddressResolutionFailed, AddressResolved, ResolveAddress
 from schemas.allocation import (
@@ -64,9 +65,8 @@ from schemas.notifications import (
     NotificationDeemedNotified,
     NotificationDelivered,
     NotificationFailed,
+    NotificationPosted,
     NotificationSent,
-    Recipient,
-    SendNotification,
 )
 from schemas.residence import ResidenceDeclared
 from schemas.topics import ALLOCATION
@@ -168,29 +168,6 @@ class Step:
             preference_rank=rank,
             response_days=state.rules.offer_deadline_days,
         )
-        guardian = app.guardians[0]
-        self.emit(
-            SendNotification,
-            notification_id=stable_id("notify", offer_id),
-            child_ref=child_ref,
-            purpose="offer",
-            offer_id=offer_id,
-            recipient=Recipient(
-                personal_code=guardian.personal_code,
-                email=guardian.email,
-                phone=guardian.phone,
-                # A registered letter goes to the guardian's postal address, else home.
-                postal_address_code=guardian.postal_address_code or app.residence_address_code,
-            ),
-            language=guardian.correspondence_language,
-            template="offer",
-            variables={
-                "institution": institution.name,
-                "group": seat.group,
-                "start_date": start.isoformat(),
-                "response_days": str(state.rules.offer_deadline_days),
-            },
-        )
         offer = Offer(
             str(offer_id),
             child_ref,
@@ -202,6 +179,7 @@ class Step:
         )
         state.add_offer(offer)
         self.offer_changed(offer)
+        notices.issue(self, "invitation", child_ref, offer=offer)
 
     def close(self, child_ref: str, status: str, reason: str = "superseded") -> Offer | None:
         """Close the child's live offer (if it has one) with ``status``; publish it."""
@@ -212,6 +190,7 @@ class Step:
         self.offer_changed(offer, status)
         if status == "revoked":
             self.emit(OfferRevoked, offer_id=offer_id, child_ref=child_ref, reason=reason)
+            notices.offer_closed(self, offer, reason)
         elif status == "declined":
             self.emit(OfferDeclined, offer_id=offer_id, child_ref=child_ref, declined_at=self.at)
         elif status == "expired":
@@ -299,10 +278,19 @@ def application_changed(step: Step, message: ApplicationChanged) -> None:
     """
     state = step.state
     if state.on_list(message.child_ref):
-        raise PermanentError(
-            f"the application of child {message.child_ref} is on the admission list of round"
-            f" {state.round_id}: it can no longer be changed"
+        step.child(message.child_ref)  # refused: the parents get the decision saying why
+        log.info(
+            "a change to an application on the admission list is refused",
+            extra={"child_ref": message.child_ref},
         )
+        notices.issue(
+            step,
+            "refusal",
+            message.child_ref,
+            subject=f"{message.child_ref}:{message.event_id}",
+            variables={"reason": "on_list"},
+        )
+        return
     file = step.child(message.child_ref)
     file.application = file.application.model_copy(
         update={
@@ -592,68 +580,41 @@ def accepted(step: Step, message: ParentAccepted) -> None:
         start_date=start,
         transfer_from=transfer_from,
     )
-    _register_decision(step, offer, start)
+    notices.issue(step, "admission", child_ref, offer=offer)
     step.moves(moves, actor=child_ref)
-
-
-def _register_decision(step: Step, offer: Offer, start: date) -> None:
-    """The admission decision of an accepted offer goes to the DVS for registration.
-
-    Its content names the child by reference only; the key is the offer's, so a
-    redelivered acceptance registers the same decision once.
-    """
-    round_data = step.state.rounds.get(offer.round_id or "", {})
-    decision = json.dumps(
-        {
-            "child_ref": offer.child_ref,
-            "institution_id": offer.institution_id,
-            "group_code": offer.group_code,
-            "start_date": start.isoformat(),
-            "offer_id": offer.offer_id,
-        },
-        sort_keys=True,
-    ).encode()
-    step.emit(
-        RegisterDocument,
-        document_key=offer.decision_key,
-        document_type="decision",
-        title=f"Admission decision: {offer.institution_id} group {offer.group_code}",
-        author_unit="Education board",
-        media_type="application/json",
-        content_sha256=hashlib.sha256(decision).hexdigest(),
-        content_size=len(decision),
-        related_document_keys=tuple(
-            k for k in (round_data.get("document_key"),) if isinstance(k, str)
-        ),
-        child_ref=offer.child_ref,
-    )
 
 
 # --------------------------------------------------------------------------- receipts, documents
 
 
 def receipt(step: Step, message: Any) -> None:
-    """A delivery receipt starts the legal clock of the offer it is about."""
+    """A receipt that the offer's notice was sent (or a letter posted) starts its legal
+    clock: deemed notified and the answer deadline by the municipality's notification
+    rules (:mod:`hub.notice`, docs/legal-basis.md). Delivery reports and SMS start
+    nothing: e-mail counts from sending, and an SMS only reminds."""
     state = step.state
-    if message.offer_id is None or isinstance(message, NotificationFailed):
+    if message.offer_id is None:
         return
     offer = state.offers.get(str(message.offer_id))
     if offer is None or offer.status != LIVE or offer.respond_by is not None:
         return  # nothing to start: unknown, closed, or already running
-    # A receipt cannot start the clock before the offer existed: another system's
-    # clock may run behind this one's.
-    made = datetime.fromisoformat(offer.made_at) if offer.made_at else None
-    if isinstance(message, NotificationDeemedNotified):
-        notified = message.deemed_notified_on
-    elif isinstance(message, NotificationSent) and message.channel == "e_adrese":
-        notified = deemed_notified(max(message.sent_at, made) if made else message.sent_at)
-    elif isinstance(message, NotificationDelivered) and message.channel != "e_adrese":
-        notified = local_date(message.delivered_at)
+    law, days = state.notice_law, state.rules.offer_deadline_days
+    if isinstance(message, NotificationSent):
+        sent = message.sent_at
+    elif isinstance(message, NotificationPosted):
+        sent = message.posted_at
+    elif isinstance(message, NotificationDeemedNotified):  # a receipt from before the change
+        sent = message.sent_at
     else:
         return
-    if made is not None:
-        notified = max(notified, local_date(made))
-    respond_by = answer_deadline(notified, state.rules.offer_deadline_days)
+    # A receipt cannot start the clock before the offer existed: another system's clock
+    # may run behind this one's.
+    if offer.made_at:
+        sent = max(sent, datetime.fromisoformat(offer.made_at))
+    deadline = law.deadline(message.channel, sent, days)
+    if deadline is None:
+        return  # a channel that does not notify (an SMS)
+    notified, respond_by = deadline.notified_on, deadline.respond_by
     offer.notified_on, offer.respond_by = notified.isoformat(), respond_by.isoformat()
     step.offer_changed(offer)
     step.emit(
@@ -666,8 +627,9 @@ def receipt(step: Step, message: Any) -> None:
 
 
 def document_answered(step: Step, message: DocumentRegistered | DocumentRegistrationFailed) -> None:
-    """The DVS registered (or refused) an admission list or a decision."""
+    """The DVS registered (or refused) a notice, an admission list or a decision."""
     state = step.state
+    notices.registered(step, message)
     if message.document_key.startswith("decision:"):
         offer = state.offers.get(message.document_key.removeprefix("decision:"))
         if offer is not None and isinstance(message, DocumentRegistered):
@@ -716,6 +678,7 @@ DECISIONS: dict[type[Message], Decision] = {
     NotificationSent: receipt,
     NotificationDelivered: receipt,
     NotificationDeemedNotified: receipt,
+    NotificationPosted: receipt,
     NotificationFailed: receipt,
     DocumentRegistered: document_answered,
     DocumentRegistrationFailed: document_answered,
@@ -764,6 +727,15 @@ def expire_due(step: Step) -> None:
         if state.rules.on_expiry == "annul" and not file.accepted_offer:
             file.status = "annulled"
             step.changed("children", offer.child_ref)
+            notices.issue(
+                step,
+                "annulment",
+                offer.child_ref,
+                offer=offer,
+                variables={"respond_by": offer.respond_by or ""},
+            )
+        else:
+            notices.offer_closed(step, offer, "expired")
         step.moves(moves, actor=offer.child_ref)
     step.cause_id = stable_id("tick", step.at.isoformat())
 

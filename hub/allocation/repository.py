@@ -27,6 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 from hub.allocation.engine import Allocator, Changes
 from hub.allocation.formats import ChildEntry, InstitutionEntry
 from hub.allocation.model import Child, Instance, Institution
+from hub.allocation.notices import Notice
 from hub.allocation.records import ChildFile, Offer
 from hub.allocation.state import AllocationState
 from hub.reliability.consumer import Unit
@@ -42,6 +43,8 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS offers (offer_id TEXT PRIMARY KEY, child_ref TEXT NOT NULL,"
     " status TEXT NOT NULL, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rounds (round_id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS notices (document_key TEXT PRIMARY KEY, child_ref TEXT NOT NULL,"
+    " status TEXT NOT NULL, body TEXT NOT NULL)",
     # The open round's engine inputs, as the engine holds them now.
     "CREATE TABLE IF NOT EXISTS round_children (child_ref TEXT PRIMARY KEY, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS round_institutions"
@@ -57,6 +60,7 @@ VIEW_TABLES = (
     "children",
     "early_residences",
     "institutions",
+    "notices",
     "offers",
     "rounds",
     "round_children",
@@ -69,6 +73,7 @@ _COLUMNS = {
     "early_residences": (("child_ref", "slot"), ("body",)),
     "institutions": (("institution_id",), ("body",)),
     "offers": (("offer_id",), ("child_ref", "status", "body")),
+    "notices": (("document_key",), ("child_ref", "status", "body")),
     "rounds": (("round_id",), ("body",)),
     "round_children": (("child_ref",), ("body",)),
     "round_institutions": (("institution_id",), ("body",)),
@@ -178,6 +183,9 @@ class Repository:
             state.add_offer(Offer.load(body))
         for _, body in rows["rounds"].values():
             state.open_round(json.loads(body))
+        for *_, body in rows["notices"].values():
+            notice = Notice.load(body)
+            state.notices[notice.document_key] = notice
         if state.round_id is None:
             return
         assert state.round_date is not None
@@ -251,6 +259,9 @@ class Repository:
         elif table == "offers":
             offer = state.offers[key]
             self._put(unit, table, (key, offer.child_ref, offer.status, offer.dump()))
+        elif table == "notices":
+            notice = state.notices[key]
+            self._put(unit, table, (key, notice.child_ref, notice.status, notice.dump()))
         elif table == "early_residences":
             unit.execute("DELETE FROM early_residences WHERE child_ref = ?", (key,))
             self.image[table].pop(key, None)

@@ -26,6 +26,10 @@ any other. The format (see also ``docs/rules.md``)::
     days_off = ["2027-05-03"]        # days off the library does not know yet
     working_days = []                # working days (a Saturday) the library does not know yet
 
+    [documents]                      # optional: printed on the notices that are decisions
+    appeal_lv = "…"                  # where and within what time a decision can be contested
+    appeal_en = "…"                  # (APL art. 67(2) point 9), in Latvian and English
+
 ``priorities`` lists names of :data:`hub.allocation.criteria.CRITERIA`, each
 at most once. ``[notification]`` and ``[calendar]`` make the :class:`~hub.notice.NoticeLaw`
 of :attr:`MunicipalityRules.notice` (:meth:`hub.notice.NoticeLaw.from_rules`).
@@ -38,6 +42,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -64,8 +69,10 @@ TOP_LEVEL_KEYS = (
     "mandatory_age",
     "notification",
     "calendar",
+    "documents",
 )
 MANDATORY_AGE_KEYS = ("age", "rule")
+DOCUMENTS_KEYS = ("appeal_lv", "appeal_en")
 
 # tomllib ends its messages with the position of the problem.
 _POSITION = re.compile(r"\s*\(at (?:line (\d+), column \d+|end of document)\)$")
@@ -91,6 +98,9 @@ class MunicipalityRules(Rules):
     notice: NoticeLaw = field(default_factory=NoticeLaw)
     """When documents count as notified and when answers are due (``[notification]``,
     ``[calendar]``)."""
+    appeal: Mapping[str, str] = field(default_factory=dict)
+    """How to contest the municipality's decisions, by language (``[documents]``
+    ``appeal_lv``, ``appeal_en``): printed on every notice that is an administrative act."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +230,19 @@ def parse_rules(text: str, source: str = "<rules>") -> MunicipalityRules:
         prefix="mandatory_age.",
     )
     age.check_keys(MANDATORY_AGE_KEYS)
+    documents = _Table(
+        top.get("documents", dict, {}),
+        lines,
+        source,
+        header=top.line("documents"),
+        prefix="documents.",
+    )
+    documents.check_keys(DOCUMENTS_KEYS)
+    appeal = {
+        key.removeprefix("appeal_"): " ".join(documents.get(key, str).split())
+        for key in DOCUMENTS_KEYS
+        if key in documents.values
+    }
     try:
         notice = NoticeLaw.from_rules(data, source)
     except NoticeRulesError as exc:
@@ -232,6 +255,7 @@ def parse_rules(text: str, source: str = "<rules>") -> MunicipalityRules:
         raise top.error(line, exc.problem) from None
     return MunicipalityRules(
         notice=notice,
+        appeal=appeal,
         municipality=municipality,
         name=top.get("name", str, ""),
         max_institutions=top.integer("max_institutions", 1, 10),

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
 from hub.allocation.engine import Allocator
 from hub.allocation.model import Child, Facts, HeldPlace, Institution, Rules, SeatPool
+from hub.allocation.notices import Notice
 from hub.allocation.records import CLOSED, LIVE, ChildFile, Offer
+from hub.allocation.rules import MunicipalityRules
+from hub.notice import NoticeLaw
 from schemas.institutions import InstitutionRegistered
 from schemas.residence import ResidenceDeclared
 
@@ -31,6 +34,11 @@ class AllocationState:
     def __init__(self, municipality: str, rules: Rules, clock: Callable[[], datetime]) -> None:
         self.municipality = municipality
         self.rules = rules
+        plain = not isinstance(rules, MunicipalityRules)
+        self.notice_law: NoticeLaw = NoticeLaw() if plain else rules.notice
+        """When notices count as notified (the rules file's; the law's for engine-only rules)."""
+        self.appeal: Mapping[str, str] = {} if plain else rules.appeal
+        """How to contest a decision, by language (the rules file's ``[documents]``)."""
         self.clock = clock
         self.clear()
 
@@ -44,6 +52,8 @@ class AllocationState:
         self.offers: dict[str, Offer] = {}
         self.live: dict[str, str] = {}  # child_ref → offer_id of its live offer
         self.rounds: dict[str, dict[str, Any]] = {}
+        self.notices: dict[str, Notice] = {}
+        """Documents for parents by document key, from registration until sent."""
         self.round_id: str | None = None
         self.round_date: date | None = None
         self.allocator: Allocator | None = None

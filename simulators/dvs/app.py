@@ -120,8 +120,12 @@ class NewDocument(BaseModel):
     title: str = Field(min_length=1, max_length=300)
     author_unit: str = Field(min_length=1, max_length=100, description="Unit issuing it.")
     media_type: str = Field(min_length=1, max_length=100, examples=["application/pdf"])
-    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256 of the content, hex.")
-    size: int = Field(ge=0, description="Content length in bytes.")
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="SHA-256 of the content, hex; none when the content follows (PUT content).",
+    )
+    size: int | None = Field(default=None, ge=0, description="Content length in bytes.")
     links: list[str] = Field(
         default_factory=list, description="Registration numbers of related documents."
     )

@@ -269,7 +269,7 @@ async def test_a_rejection_detail_has_its_personal_codes_masked() -> None:
 
 def test_a_rejection_is_published_with_its_personal_codes_masked() -> None:
     # Even a Rejection that was not masked on the way in (built by hand here).
-    [handler] = service(DvsClient("http://dvs.test")).handlers
+    handler = service(DvsClient("http://dvs.test")).handlers[0]
     message = request("decision:riga:refused")
     unit = Unit()
     handler.apply(unit, message, Rejection("rejected", "child 161175-19997 unknown", 422))
@@ -283,7 +283,7 @@ def test_a_rejection_is_published_with_its_personal_codes_masked() -> None:
 async def test_the_service_counts_retries_with_the_runners_counter() -> None:
     port, seen = mocked(httpx.Response(503, json={}))
     spec = service(port)
-    [handler] = spec.handlers
+    handler = spec.handlers[0]
     assert spec.clients == (port,)
     counted: list[BaseException] = []
     port.add_retry_listener(counted.append)  # what the runner does once the service starts
@@ -333,8 +333,9 @@ async def test_handler_links_documents_by_their_registration_numbers(
     store = await Store.open(tmp_path / "dvs.sqlite3", schema=spec.schema)
     try:
         await spec.on_start(store)
-        [handler] = spec.handlers
+        handler, content = spec.handlers
         assert handler.topic.name == "dvs.documents.requests.v1"
+        assert content.topic.name == "dvs.documents.content.v1"
 
         async def handle(message: RegisterDocument) -> None:
             fetched = await handler.fetch(message)

@@ -341,7 +341,7 @@ async def test_the_service_registers_then_stores_the_sealed_content(
     client: DvsClient, sealed: Seal, tmp_path: Path
 ) -> None:
     spec = service(client)
-    [handler] = spec.handlers
+    registrations, contents = spec.handlers
     store = await Store.open(tmp_path / "dvs.sqlite3", schema=spec.schema)
     answers = BY_NAME["dvs.documents.registered.v1"]
     try:
@@ -349,6 +349,7 @@ async def test_the_service_registers_then_stores_the_sealed_content(
         await spec.on_start(store)
 
         async def handle(message: RegisterDocument | StoreDocumentContent) -> Message:
+            handler = contents if isinstance(message, StoreDocumentContent) else registrations
             unit = Unit()
             handler.apply(unit, message, await handler.fetch(message))
             await store.commit(

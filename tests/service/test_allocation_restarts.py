@@ -42,6 +42,7 @@ from schemas.addresses import ResolveAddress
 from schemas.allocation import ParentAccepted, ParentDeclined, StepTaken
 from schemas.applications import ApplicationChanged, ApplicationWithdrawn
 from schemas.base import Message
+from schemas.documents import RegisterDocument
 from schemas.enrollment import CheckEnrollment
 from schemas.institutions import InstitutionRegistered, PlaceReleased, SeatCapacityChanged
 from schemas.notifications import NotificationDelivered
@@ -79,7 +80,7 @@ Step = Feed | Tick
 
 
 class Answers:
-    """VIIS and GIS answering at once, the same answer (same event id) in every run.
+    """VIIS, GIS and the DVS answering at once, the same answer (same event id) in every run.
 
     VIIS says that some children attend a group of the municipality already: the
     place they hold while they wait for one they rank higher.
@@ -94,6 +95,8 @@ class Answers:
         if reply is None:
             return None
         request_id = f"{request.event_type}:{request.correlation_id}"
+        if isinstance(request, RegisterDocument):  # one flow registers several documents
+            request_id += f":{request.document_key}"
         update: dict[str, Any] = {
             "event_id": uuid.uuid5(_IDS, f"answer:{request_id}"),
             "causation_id": uuid.uuid5(_IDS, f"request:{request_id}"),
@@ -102,7 +105,7 @@ class Answers:
         if isinstance(request, CheckEnrollment) and request.child_ref in self.attending:
             iid, group = self.attending[request.child_ref]
             update |= {"attending_institution_id": iid, "attending_group_code": group}
-        if isinstance(request, ResolveAddress | CheckEnrollment):
+        if isinstance(request, ResolveAddress | CheckEnrollment | RegisterDocument):
             return reply.model_copy(update=update)
         return reply
 

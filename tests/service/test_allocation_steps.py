@@ -37,7 +37,9 @@ from hub.reliability.store import Store
 from schemas.allocation import ParentDeclined, StepTaken
 from schemas.applications import ApplicationChanged
 from schemas.base import Message
+from schemas.documents import RegisterDocument
 from schemas.institutions import SeatCapacityChanged
+from schemas.notifications import SendNotification
 from simulators.municipality import SyntheticMunicipality
 from tests.allocation_harness import Harness
 from tests.allocation_messages import round_command
@@ -224,11 +226,16 @@ async def test_a_change_of_a_child_on_the_admission_list_is_refused(harness: Har
     state = harness.state
     child_ref, offer_id = sorted(state.live.items())[0]
     before = state.children[child_ref].dump()
-    await harness.feed(change(harness, child_ref, tuple(sorted(state.institutions))[:1]))
-    assert [d["dlq-reason"] for d in harness.dead_letters] == ["refused"]
-    assert "on the admission list" in harness.dead_letters[0]["dlq-error"]
+    out = await harness.feed(change(harness, child_ref, tuple(sorted(state.institutions))[:1]))
+    assert harness.dead_letters == []
     assert state.children[child_ref].dump() == before
     assert state.offers[offer_id].status == "live"
+    # The parents get the refusal as a decision: registered in the DVS, then sent.
+    [registered] = [m for m in out if isinstance(m, RegisterDocument)]
+    assert registered.document_type == "refusal" and registered.child_ref == child_ref
+    [sent] = [m for m in out if isinstance(m, SendNotification)]
+    assert sent.document is not None and sent.document.kind == "refusal"
+    assert sent.variables["reason"] == "on_list" and sent.document.appeal
 
 
 async def late_application(h: Harness) -> str:

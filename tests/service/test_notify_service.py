@@ -20,6 +20,7 @@ import pytest
 from adapters.notify.config import NotifyConfig
 from adapters.notify.letter import LetterEvent
 from adapters.notify.service import (
+    NOTIFYING,
     RECIPIENT_NAME,
     SCHEMA,
     Channels,
@@ -34,17 +35,16 @@ from adapters.notify.service import (
 from adapters.notify.sms import parse_report
 from adapters.notify.templates import TemplateError
 from hub.errors import PermanentError, TransientError
+from hub.notice import NoticeLaw
 from hub.reliability.consumer import Unit
 from hub.reliability.store import Store, Writes
 from hub.settings import Settings
-from schemas.notifications import Recipient, SendNotification
+from schemas.notifications import DeadlineSchedule, Recipient, SendNotification
 from schemas.values import mask_personal_codes
 from tests.notify_fakes import Crash, FakeChannel, FakePost
 
 NOW = datetime(2026, 4, 30, 10, 0, tzinfo=UTC)
 """A Thursday: 1 May and 4 May 2026 are public holidays in Latvia."""
-DEEMED = date(2026, 5, 6)
-"""The second working day after NOW (5 May is the first)."""
 CODE = "161175-19997"
 PHONE = "+37120000001"
 EMAIL = "vecaks@example.lv"
@@ -164,7 +164,16 @@ def request(
     language: str = "lv",
     channel: str | None = None,
     variables: dict[str, str] | None = None,
+    days: int | None = None,
 ) -> SendNotification:
+    """A notification of an offer; with ``days``, its deadline schedule from the law's
+    rules, for sending from NOW's day on (as the allocation service gives it)."""
+    deadlines = None
+    if days is not None:
+        first = NOW.date()
+        deadlines = DeadlineSchedule(
+            first_day=first, respond_by=NoticeLaw().schedule(first, 14, days, NOTIFYING)
+        )
     return SendNotification.new(
         producer="allocation-service",
         municipality="riga",
@@ -185,6 +194,7 @@ def request(
             "response_days": "15",
         },
         channel=channel,
+        deadlines=deadlines,
     )
 
 
@@ -218,30 +228,28 @@ def posted(seq: int, letter_id: str, at: datetime) -> LetterEvent:
 
 async def test_an_active_e_adrese_is_the_only_channel_used(store: Store, clock: Clock) -> None:
     hub = await make_hub(store, clock, active=True)
-    req = request()
+    req = request(days=15)
     emitted = await hub.process(req)
 
     assert hub.eadrese.checked == [CODE]
     assert [code for code, _ in hub.eadrese.sent] == [CODE]
     assert hub.sends() == (1, 0, 0, 0)
-    assert kinds(emitted) == [
-        ("NotificationSent", "e_adrese"),
-        ("NotificationDeemedNotified", "e_adrese"),
-    ]
+    # When the parents count as notified is the allocation service's to say (hub.notice).
+    assert kinds(emitted) == [("NotificationSent", "e_adrese")]
     assert {topic for topic, _ in emitted} == {RECEIPTS}
-    sent, deemed = (m for _, m in emitted)
-    assert sent["provider_message_id"] == deemed["provider_message_id"] == "ea-1"
+    [sent] = (m for _, m in emitted)
+    assert sent["provider_message_id"] == "ea-1"
     assert sent["notification_id"] == str(req.notification_id)
     assert sent["offer_id"] == str(req.offer_id)
     assert sent["causation_id"] == str(req.event_id)
     assert sent["correlation_id"] == str(req.correlation_id)
     assert datetime.fromisoformat(sent["sent_at"]) == NOW
-    assert deemed["deemed_notified_on"] == DEEMED.isoformat()
 
     [outgoing] = hub.eadrese.messages
     assert outgoing.key == key_for(req, "e_adrese") == f"{req.offer_id}:e_adrese"
     assert outgoing.reference == reference_for(req)
-    # 15 days after 6 May: 21 May 2026, a Thursday.
+    # The allocation service's deadline for sending on NOW's day: deemed notified on 6 May,
+    # 15 days after: 21 May 2026, a Thursday.
     assert "ne vēlāk kā 2026. gada 21. maijā" in outgoing.text
     assert "dienu laikā" not in outgoing.text
     assert "2026. gada 1. septembrī" in outgoing.text
@@ -262,9 +270,14 @@ async def test_the_e_adrese_deadline_follows_the_request_period_in_english(
         "start_date": "2026-09-01",
         "response_days": "10",
     }
-    emitted = await hub.process(request(language="en", variables=variables))
-    assert on("e_adrese", emitted)[1]["deemed_notified_on"] == "2026-05-07"
-    # 7 May + 10 days = Sunday 17 May: the term ends on Monday 18 May.
+    req = request(language="en", variables=variables, days=10)
+    req = req.model_copy(
+        update={"deadlines": req.deadlines.model_copy(update={"first_day": date(2026, 5, 5)})}
+        if req.deadlines
+        else {}
+    )
+    await hub.process(req)
+    # Deemed notified on 7 May; 7 May + 10 days = Sunday 17 May: the term ends on Monday 18 May.
     text = hub.eadrese.messages[0].text
     assert "Please accept or decline the offer by 18 May 2026." in text
 
@@ -394,11 +407,10 @@ async def test_a_failed_sms_goes_by_registered_letter_deemed_seven_days_after_po
     feed = LetterFeed(hub.state, hub.letter)
     posted_at = datetime(2026, 5, 2, 9, 0, tzinfo=UTC)
     emitted = await hub.step(lambda u: feed.apply(u, posted(1, "letter-1", posted_at)))
-    assert kinds(emitted) == [("NotificationDeemedNotified", "letter")]
-    [(_, deemed)] = emitted
-    assert deemed["deemed_notified_on"] == "2026-05-09"
-    assert datetime.fromisoformat(deemed["sent_at"]) == posted_at
-    assert deemed["provider_message_id"] == "RR123456785LV"
+    assert kinds(emitted) == [("NotificationPosted", "letter")]
+    [(_, posting)] = emitted
+    assert datetime.fromisoformat(posting["posted_at"]) == posted_at
+    assert posting["provider_message_id"] == "RR123456785LV"
     assert (await hub.record(req))[0] == "confirmed"
     assert (await hub.attempts(req))["letter"] == ("confirmed", "letter-1")
 
@@ -442,16 +454,19 @@ async def test_letter_feed_ignores_letters_of_others_and_events_before_posting(
     assert unit.outbox == [] and unit.statements == []
 
 
-async def test_a_letter_posted_after_midnight_in_riga_counts_from_the_latvian_date(
+async def test_a_posted_letter_is_reported_with_the_moment_the_post_took_it(
     store: Store, clock: Clock
 ) -> None:
     hub = await make_hub(store, clock)
     req = request(channel="letter")
     await hub.process(req)
+    [(_, outgoing)] = hub.letter.sent
+    assert outgoing.post_on == NOW.date()  # the post is asked to post it the day it is sent
     feed = LetterFeed(hub.state, hub.letter)
     posted_at = datetime(2026, 5, 1, 22, 30, tzinfo=UTC)  # 2 May, 01:30 in Riga
-    [(_, deemed)] = await hub.step(lambda u: feed.apply(u, posted(1, "letter-1", posted_at)))
-    assert deemed["deemed_notified_on"] == "2026-05-09"
+    [(_, posting)] = await hub.step(lambda u: feed.apply(u, posted(1, "letter-1", posted_at)))
+    assert posting["event_type"] == "NotificationPosted"
+    assert datetime.fromisoformat(posting["posted_at"]) == posted_at
 
 
 # --------------------------------------------------------------------------- escalation

@@ -22,6 +22,7 @@ ADDED = {
     "portal_url": "https://e-pakalpojumi.example.lv/pii",
     "sender": "Rīgas valstspilsētas pašvaldība",
     "offer_id": OFFER_ID,
+    "registration_number": None,
 }
 
 
@@ -158,7 +159,7 @@ TEMPLATES = sorted(
 def test_every_expected_template_file_exists() -> None:
     expected = [
         (name, language)
-        for name in ("annulment", "decision", "offer", "offer_reminder")
+        for name in ("annulment", "decision", "offer", "offer_reminder", "refusal", "revocation")
         for language in ("en", "lv")
     ]
     assert expected == TEMPLATES
@@ -184,3 +185,13 @@ def test_every_template_renders_with_a_full_set_of_variables(
         if respond_by is not None:
             deadline = "2026. gada 21. maijā" if language == "lv" else "21 May 2026"
             assert deadline in rendered.text
+
+
+@pytest.mark.parametrize(("template", "language"), [t for t in TEMPLATES if t[0] != "offer_reminder"])
+def test_a_notice_names_its_attached_document_by_registration_number(
+    template: str, language: str
+) -> None:
+    variables = {**REQUEST, **ADDED, "respond_by": None, "registration_number": "PII/2026/00012"}
+    rendered = Templates().render(template, language, variables, given=REQUEST)
+    assert "PII/2026/00012" in rendered.text
+    assert "None" not in rendered.text
