@@ -334,8 +334,10 @@ async def test_handler_links_documents_by_their_registration_numbers(
     try:
         await spec.on_start(store)
         handler, content = spec.handlers
-        assert handler.topic.name == "dvs.documents.requests.v1"
-        assert content.topic.name == "dvs.documents.content.v1"
+        assert (handler.topic.name, content.topic.name) == (
+            "dvs.documents.requests.v1",
+            "dvs.documents.content.v1",
+        )
 
         async def handle(message: RegisterDocument) -> None:
             fetched = await handler.fetch(message)

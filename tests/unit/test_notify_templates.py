@@ -187,7 +187,9 @@ def test_every_template_renders_with_a_full_set_of_variables(
             assert deadline in rendered.text
 
 
-@pytest.mark.parametrize(("template", "language"), [t for t in TEMPLATES if t[0] != "offer_reminder"])
+@pytest.mark.parametrize(
+    ("template", "language"), [t for t in TEMPLATES if t[0] != "offer_reminder"]
+)
 def test_a_notice_names_its_attached_document_by_registration_number(
     template: str, language: str
 ) -> None:
