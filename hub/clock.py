@@ -26,11 +26,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from hub.errors import HubError
-from hub.kafka import publish_messages
+from hub.errors import BrokerUnavailable, HubError
+from hub.kafka import client_options, publish_messages
 from hub.reliability.deadletters import read_topic
+from hub.settings import Settings
 from schemas.clock import MAX_OFFSET_SECONDS, ClockAdvanced
 from schemas.topics import OPERATOR, topic_for
 
@@ -290,6 +292,44 @@ def clock_follower(
     return task
 
 
+def clock_of(settings: Settings) -> SimulatedClock | None:
+    """A simulated clock at no offset for ``HUB_CLOCK=simulated``; None for the system clock.
+
+    Give it to what the process runs, then :func:`join_clock` before they start.
+    """
+    if settings.clock != "simulated":
+        return None
+    return SimulatedClock()
+
+
+async def join_clock(
+    clock: SimulatedClock, settings: Settings, bootstrap: str
+) -> Callable[[asyncio.Event], Awaitable[None]]:
+    """Catch ``clock`` up with the moves of ``settings.municipality`` on ``bootstrap``, and
+    return the task that follows the later ones (:func:`clock_follower`).
+
+    Called before the process serves anything (``hub run``, ``hub simulate``), so that
+    a restarted process resumes at the simulated time the others keep. Raises
+    :class:`~hub.errors.BrokerUnavailable` when the topic cannot be read.
+    """
+    options = client_options(settings)
+    try:
+        await catch_up(clock, bootstrap, settings.municipality, **options)
+    except KafkaError as exc:
+        raise BrokerUnavailable(
+            f"cannot read the simulated clock from {bootstrap}: {exc!r}"
+        ) from None
+    return clock_follower(clock, bootstrap, settings.municipality, **options)
+
+
+def describe(clock: SimulatedClock, municipality: str) -> str:
+    """One line for an operator: what ``clock`` reads, and how far ahead it runs."""
+    return (
+        f"simulated clock of {municipality}: {clock():%Y-%m-%d %H:%M:%S %Z}"
+        f" ({format_duration(clock.offset)} ahead of the system clock)"
+    )
+
+
 async def advance_clock(
     bootstrap: str,
     municipality: str,
@@ -351,8 +391,11 @@ __all__ = [
     "advance_clock",
     "catch_up",
     "clock_follower",
+    "clock_of",
+    "describe",
     "follow_clock",
     "format_duration",
+    "join_clock",
     "moves_of",
     "offset_of",
     "parse_duration",
