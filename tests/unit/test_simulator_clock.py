@@ -1,13 +1,16 @@
 """The simulators of one process keep the time they are given: moving the simulated clock
-that ``hub simulate`` follows moves what every simulator stamps on its answers."""
+that ``hub simulate`` follows moves what every simulator stamps on its answers; and the
+simulators process is started on the clock of the settings it is given."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from hub.clock import SimulatedClock
 from hub.settings import Settings
@@ -15,6 +18,7 @@ from simulators.faults import FaultInjection
 from simulators.messages import application_form
 from simulators.municipality import SyntheticMunicipality
 from simulators.plugin import SYSTEMS, simulator_apps
+from simulators.process import clock_settings
 
 SLACK = timedelta(minutes=1)
 MOVE = timedelta(days=20)
@@ -89,3 +93,32 @@ async def test_without_a_clock_the_simulators_read_the_system_time(tmp_path: Pat
     settings = Settings(data_dir=tmp_path, _env_file=None)
     stamps = await _stamps(simulator_apps(settings, SYSTEMS, town=town), town, 1)
     assert all(abs(at - datetime.now(UTC)) < SLACK for at in stamps.values()), stamps
+
+
+def test_a_child_process_is_given_the_simulated_clock_and_the_cluster_it_is_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = Settings(data_dir=tmp_path, _env_file=None)
+    assert clock_settings(system) == {}
+
+    simulated = system.derive(
+        bootstrap_servers="kafka:9092",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username="hub",
+        sasl_password="s3cret",
+        simulation=True,
+        clock="simulated",
+    )
+    for name in list(os.environ):
+        if name.startswith("HUB_"):
+            monkeypatch.delenv(name)
+    for name, value in clock_settings(simulated).items():
+        monkeypatch.setenv(f"HUB_{name.upper()}", str(value))
+    child = Settings(data_dir=tmp_path, _env_file=None)
+    assert (child.clock, child.simulation, child.bootstrap_servers) == (
+        "simulated",
+        True,
+        "kafka:9092",
+    )
+    assert child.sasl_password is not None and child.sasl_password.get_secret_value() == "s3cret"
