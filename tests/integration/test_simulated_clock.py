@@ -1,5 +1,6 @@
-"""The simulated clock across processes: `hub clock advance` moves a `hub run` process's time,
-and a process killed and started again resumes at the moved time."""
+"""The simulated clock across processes: `hub clock advance` moves the time of a `hub run`
+process and of the simulators (`hub simulate`) on that clock, and a process killed and
+started again resumes at the moved time."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import httpx
 import pytest
 
 from hub.cli import main
+from hub.embedded import free_port
 from hub.settings import Settings
-from simulators.process import ServiceProcess
+from simulators.plugin import SYSTEMS
+from simulators.process import ServiceProcess, SimulatorsProcess
 from tests.conftest import eventually, run_hub
 
 pytestmark = pytest.mark.real_broker
@@ -46,6 +49,24 @@ def _ahead(health: dict[str, Any]) -> timedelta:
     return datetime.fromisoformat(health["clock"]) - datetime.now(UTC)
 
 
+async def _post_ahead(http: httpx.AsyncClient, simulators: SimulatorsProcess) -> timedelta:
+    """How far ahead of the system clock the post simulator accepts a new letter."""
+    letter = {
+        "recipient_name": "Anna Bērziņa",
+        "address_code": "105163882",
+        "subject": "Piedāvājums",
+        "text": "Vēstule",
+        "reference": "OF-1",
+    }
+    answer = await http.post(
+        simulators.urls["letter"] + "/v1/letters",
+        json=letter,
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert answer.status_code == 201, answer.text
+    return datetime.fromisoformat(answer.json()["accepted_at"]) - datetime.now(UTC)
+
+
 async def test_hub_clock_advance_moves_a_process_which_resumes_there_after_a_kill(
     kafka_settings: Settings, tmp_path: Path
 ) -> None:
@@ -64,6 +85,13 @@ async def test_hub_clock_advance_moves_a_process_which_resumes_there_after_a_kil
     operator = _environment(
         tmp_path, bootstrap_servers=bootstrap, municipality=municipality, simulation="true"
     )
+    on_the_clock = kafka_settings.derive(
+        municipality=municipality,
+        simulation=True,
+        clock="simulated",
+        smtp_port=free_port(),
+        **{f"{s}_url": f"http://127.0.0.1:{free_port()}" for s in SYSTEMS},
+    )
     seen: dict[str, Any] = {}
 
     async def answered() -> bool:
@@ -73,18 +101,28 @@ async def test_hub_clock_advance_moves_a_process_which_resumes_there_after_a_kil
     async def moved() -> bool:
         return await answered() and _ahead(seen["health"]) > timedelta(days=20) - SLACK
 
-    async with httpx.AsyncClient(timeout=2) as http:
+    async def posted_later() -> bool:
+        return await _post_ahead(http, simulators) > timedelta(days=20) - SLACK
+
+    async with (
+        httpx.AsyncClient(timeout=2) as http,
+        SimulatorsProcess(on_the_clock, tmp_path, sim_children=50) as simulators,
+    ):
         try:
             await process.start()
             await eventually(answered, timeout=20, what="the process's /health")
             assert seen["health"]["clock_mode"] == "simulated"
             assert abs(_ahead(seen["health"])) < SLACK  # nobody moved this municipality's clock
+            assert abs(await _post_ahead(http, simulators)) < SLACK
 
             code, out, err = await run_hub(operator, "clock", "advance", "20d", "--by", "tester")
             assert code == 0, err
             assert f"simulated clock of {municipality} moved to" in out
             await eventually(moved, timeout=10, what="the process's clock 20 days ahead")
             assert _ahead(seen["health"]) < timedelta(days=20) + SLACK
+            # The simulators follow the same clock: the post takes letters 20 days later too.
+            await eventually(posted_later, timeout=10, what="the post's clock 20 days ahead")
+            assert await _post_ahead(http, simulators) < timedelta(days=20) + SLACK
 
             await process.kill()
             seen.clear()
