@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,19 @@ class SimulatorsProcess:
                 continue
             writer.close()
             return
+
+    async def reads(self, moment: datetime) -> bool:
+        """Whether every simulator that tells its clock on ``/health`` reads ``moment`` or
+        later: after a move of the simulated clock, whether they all follow it."""
+        async with httpx.AsyncClient(timeout=2) as http:
+            for url in self.urls.values():
+                try:
+                    clock = (await http.get(f"{url}/health")).json().get("clock")
+                except (httpx.HTTPError, ValueError):
+                    return False
+                if clock is not None and datetime.fromisoformat(clock) < moment:
+                    return False
+        return True
 
     async def faults_injected(self) -> int:
         """Requests the HTTP simulators have answered with a fault so far."""

@@ -39,6 +39,18 @@ async def _post(app: FaultInjection, path: str, body: object, key: str, field: s
     return datetime.fromisoformat(answer.json()[field])
 
 
+async def _health_clocks(apps: Mapping[str, FaultInjection]) -> dict[str, datetime]:
+    """The time each simulator that keeps one tells on ``/health``."""
+    told: dict[str, datetime] = {}
+    for system, app in apps.items():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
+            health = (await http.get("/health")).json()
+        if "clock" in health:
+            told[system] = datetime.fromisoformat(health["clock"])
+    return told
+
+
 async def _stamps(
     apps: Mapping[str, FaultInjection], town: SyntheticMunicipality, n: int
 ) -> dict[str, datetime]:
@@ -86,6 +98,10 @@ async def test_moving_the_clock_moves_the_time_of_every_simulator(tmp_path: Path
         assert MOVE - SLACK < at - before[system] < MOVE + SLACK, (system, before, after)
     # The SMS gateway reports deliveries by callback: its clock is the one given, too.
     assert apps["sms"].app.state.gateway.clock is clock
+    # Each tells the time it keeps, for whoever moved the clock to wait on.
+    told = await _health_clocks(apps)
+    assert set(told) == {"vps", "dvs", "eadrese", "sms", "letter"}
+    assert all(abs(at - clock()) < SLACK for at in told.values()), told
 
 
 async def test_without_a_clock_the_simulators_read_the_system_time(tmp_path: Path) -> None:
