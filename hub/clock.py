@@ -1,16 +1,19 @@
-"""The simulated clock of a simulation, which every ``hub run`` process follows.
+"""The simulated clock of a simulation, which every ``hub run`` and ``hub simulate`` process
+follows.
 
 With ``HUB_CLOCK=simulated`` (allowed only with ``HUB_SIMULATION=true``) a
-process's services read the time from a :class:`SimulatedClock`: the system
-clock plus an offset. Operators (and end-to-end tests) move it forward with
-``hub clock advance DURATION`` or ``hub clock set TIME``, which publish a
-:class:`~schemas.clock.ClockAdvanced` with the new offset on ``hub.clock.v1``.
+process's services (or simulators) read the time from a :class:`SimulatedClock`:
+the system clock plus an offset (:func:`clock_of`). Operators (and end-to-end
+tests) move it forward with ``hub clock advance DURATION`` or ``hub clock set
+TIME``, which publish a :class:`~schemas.clock.ClockAdvanced` with the new
+offset on ``hub.clock.v1``.
 
 Every process reads that topic without a consumer group, from the beginning
 (it holds one small message per move), and applies the messages of its own
 municipality: before its services start it reads to the end
 (:func:`catch_up`), so a restarted process resumes at the time the others
-keep; then :func:`follow_clock` applies new moves until the process stops.
+keep; then :func:`follow_clock` applies new moves until the process stops
+(:func:`join_clock` does both for a process's settings).
 The offset only ever grows, so reading a move twice, or moves out of order,
 leaves the same clock.
 """
