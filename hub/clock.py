@@ -207,8 +207,9 @@ async def follow_clock(
 
     Reads ``hub.clock.v1`` from the beginning without a consumer group (each process
     needs every move, and has nothing to commit). A Kafka failure is logged and the
-    reading starts again after ``retry_after`` seconds: the clock keeps its offset
-    meanwhile, and the process its services. Returns soon after ``stop`` is set.
+    reading starts again after ``retry_after`` seconds, as it does while the topic does
+    not exist yet (``hub simulate`` may start before anyone creates it): the clock keeps
+    its offset meanwhile, and the process its services. Returns soon after ``stop`` is set.
     """
 
     async def keep_following() -> None:
@@ -254,16 +255,17 @@ async def _follow(
     )
     await consumer.start()
     try:
-        partitions: list[TopicPartition] = []
-        while not partitions:
-            await consumer.topics()  # fresh metadata: the topic may not exist yet
-            known = consumer.partitions_for_topic(CLOCK_TOPIC.name) or ()
-            partitions = [TopicPartition(CLOCK_TOPIC.name, p) for p in sorted(known)]
-            if not partitions:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-                if stop.is_set():
-                    return
+        # The partitions as the consumer found them when it started: it does not learn of a
+        # topic created later (aiokafka's topics() does not update them), so while the topic
+        # does not exist yet, follow_clock starts a new consumer after a while. The wait
+        # also matters: stopping an aiokafka consumer before its own start-up task has run
+        # raises CancelledError, which would end the following.
+        known = consumer.partitions_for_topic(CLOCK_TOPIC.name) or ()
+        partitions = [TopicPartition(CLOCK_TOPIC.name, p) for p in sorted(known)]
+        if not partitions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            return
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         while not stop.is_set():

@@ -4,6 +4,7 @@ started again resumes at the moved time."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,9 @@ import httpx
 import pytest
 
 from hub.cli import main
-from hub.embedded import free_port
+from hub.clock import SimulatedClock, advance_clock, follow_clock
+from hub.embedded import EmbeddedBroker, free_port
+from hub.kafka import ensure_topics
 from hub.settings import Settings
 from simulators.plugin import SYSTEMS
 from simulators.process import ServiceProcess, SimulatorsProcess
@@ -163,3 +166,28 @@ async def test_hub_run_refuses_a_simulated_clock_outside_a_simulation(tmp_path: 
     assert code == 2
     assert "HUB_CLOCK=simulated needs HUB_SIMULATION=true" in err
     assert len(err.strip().splitlines()) == 1
+
+
+async def test_a_process_started_before_the_clock_topic_exists_follows_it_once_it_does(
+    tmp_path: Path,
+) -> None:
+    """As the demo's simulators do: they start before the demo creates the topics."""
+    async with EmbeddedBroker(log_dir=tmp_path) as broker:  # a broker without the topic
+        clock, stop = SimulatedClock(), asyncio.Event()
+        following = asyncio.create_task(
+            follow_clock(clock, broker.bootstrap, "riga", stop, retry_after=0.2)
+        )
+        try:
+            await asyncio.sleep(1.5)  # it has looked for the topic, and looks again
+            assert not following.done()
+            settings = Settings(bootstrap_servers=broker.bootstrap, data_dir=tmp_path)
+            await ensure_topics(settings, broker.bootstrap)
+            await advance_clock(
+                broker.bootstrap, "riga", by=timedelta(days=20), requested_by="tester"
+            )
+            await eventually(
+                lambda: clock.offset >= timedelta(days=20), timeout=15, what="the move followed"
+            )
+        finally:
+            stop.set()
+            await asyncio.wait_for(following, 10)
