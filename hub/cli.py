@@ -53,11 +53,11 @@ from hub.allocation.rebuild import counts, differences, rebuild
 from hub.allocation.rules import load_rules
 from hub.clock import (
     ClockError,
-    SimulatedClock,
     advance_clock,
-    catch_up,
-    clock_follower,
+    clock_of,
+    describe,
     format_duration,
+    join_clock,
     parse_duration,
     read_clock,
 )
@@ -512,14 +512,15 @@ async def _run(settings: Settings, name: str) -> int:
     stop = asyncio.Event()
     stop_on_signals(stop)
     async with kafka_cluster(settings) as bootstrap:
-        clock = _simulated_clock(settings)
+        clock = clock_of(settings)
         services = assemble([name], settings, bootstrap, clock=clock)
         await ensure_topics(
             settings, bootstrap, (*TOPICS, *services.topics()), services=list(services.built)
         )
         tasks: list[Task] = []
         if clock is not None:
-            tasks.append(await _follow_clock(settings, bootstrap, clock))
+            tasks.append(await join_clock(clock, settings, bootstrap))
+            print(describe(clock, settings.municipality), file=sys.stderr)
         port = health_port(settings, name)
         for service, built in services.built.items():
             where = f"; {built.where}" if built.where else ""
@@ -533,31 +534,6 @@ async def _run(settings: Settings, name: str) -> int:
             print(f"operations view: http://127.0.0.1:{settings.ops_port}/", file=sys.stderr)
         clean = await services.run(stop, port=port, tasks=tasks)
     return 0 if clean else 1
-
-
-def _simulated_clock(settings: Settings) -> Any:
-    """A simulated clock at no offset for ``HUB_CLOCK=simulated`` (None: the system clock)."""
-    if settings.clock != "simulated":
-        return None
-    return SimulatedClock()
-
-
-async def _follow_clock(settings: Settings, bootstrap: str, clock: Any) -> Any:
-    """Catch ``clock`` up with the moves on the topic before the services start, so that a
-    restarted process resumes at the simulated time; the task that follows later moves."""
-    options = client_options(settings)
-    try:
-        await catch_up(clock, bootstrap, settings.municipality, **options)
-    except KafkaError as exc:
-        raise BrokerUnavailable(
-            f"cannot read the simulated clock from {bootstrap}: {exc!r}"
-        ) from None
-    print(
-        f"simulated clock of {settings.municipality}: {clock():%Y-%m-%d %H:%M:%S %Z}"
-        f" ({format_duration(clock.offset)} ahead of the system clock)",
-        file=sys.stderr,
-    )
-    return clock_follower(clock, bootstrap, settings.municipality, **options)
 
 
 async def _clock(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,16 +1,19 @@
-"""The simulated clock of a simulation, which every ``hub run`` process follows.
+"""The simulated clock of a simulation, which every ``hub run`` and ``hub simulate`` process
+follows.
 
 With ``HUB_CLOCK=simulated`` (allowed only with ``HUB_SIMULATION=true``) a
-process's services read the time from a :class:`SimulatedClock`: the system
-clock plus an offset. Operators (and end-to-end tests) move it forward with
-``hub clock advance DURATION`` or ``hub clock set TIME``, which publish a
-:class:`~schemas.clock.ClockAdvanced` with the new offset on ``hub.clock.v1``.
+process's services (or simulators) read the time from a :class:`SimulatedClock`:
+the system clock plus an offset (:func:`clock_of`). Operators (and end-to-end
+tests) move it forward with ``hub clock advance DURATION`` or ``hub clock set
+TIME``, which publish a :class:`~schemas.clock.ClockAdvanced` with the new
+offset on ``hub.clock.v1``.
 
 Every process reads that topic without a consumer group, from the beginning
 (it holds one small message per move), and applies the messages of its own
 municipality: before its services start it reads to the end
 (:func:`catch_up`), so a restarted process resumes at the time the others
-keep; then :func:`follow_clock` applies new moves until the process stops.
+keep; then :func:`follow_clock` applies new moves until the process stops
+(:func:`join_clock` does both for a process's settings).
 The offset only ever grows, so reading a move twice, or moves out of order,
 leaves the same clock.
 """
@@ -26,11 +29,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from hub.errors import HubError
-from hub.kafka import publish_messages
+from hub.errors import BrokerUnavailable, HubError
+from hub.kafka import client_options, publish_messages
 from hub.reliability.deadletters import read_topic
+from hub.settings import Settings
 from schemas.clock import MAX_OFFSET_SECONDS, ClockAdvanced
 from schemas.topics import OPERATOR, topic_for
 
@@ -202,8 +207,9 @@ async def follow_clock(
 
     Reads ``hub.clock.v1`` from the beginning without a consumer group (each process
     needs every move, and has nothing to commit). A Kafka failure is logged and the
-    reading starts again after ``retry_after`` seconds: the clock keeps its offset
-    meanwhile, and the process its services. Returns soon after ``stop`` is set.
+    reading starts again after ``retry_after`` seconds, as it does while the topic does
+    not exist yet (``hub simulate`` may start before anyone creates it): the clock keeps
+    its offset meanwhile, and the process its services. Returns soon after ``stop`` is set.
     """
 
     async def keep_following() -> None:
@@ -249,16 +255,17 @@ async def _follow(
     )
     await consumer.start()
     try:
-        partitions: list[TopicPartition] = []
-        while not partitions:
-            await consumer.topics()  # fresh metadata: the topic may not exist yet
-            known = consumer.partitions_for_topic(CLOCK_TOPIC.name) or ()
-            partitions = [TopicPartition(CLOCK_TOPIC.name, p) for p in sorted(known)]
-            if not partitions:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-                if stop.is_set():
-                    return
+        # The partitions as the consumer found them when it started: it does not learn of a
+        # topic created later (aiokafka's topics() does not update them), so while the topic
+        # does not exist yet, follow_clock starts a new consumer after a while. The wait
+        # also matters: stopping an aiokafka consumer before its own start-up task has run
+        # raises CancelledError, which would end the following.
+        known = consumer.partitions_for_topic(CLOCK_TOPIC.name) or ()
+        partitions = [TopicPartition(CLOCK_TOPIC.name, p) for p in sorted(known)]
+        if not partitions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            return
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         while not stop.is_set():
@@ -288,6 +295,44 @@ def clock_follower(
         await follow_clock(clock, bootstrap, municipality, stop, **client_options)
 
     return task
+
+
+def clock_of(settings: Settings) -> SimulatedClock | None:
+    """A simulated clock at no offset for ``HUB_CLOCK=simulated``; None for the system clock.
+
+    Give it to what the process runs, then :func:`join_clock` before they start.
+    """
+    if settings.clock != "simulated":
+        return None
+    return SimulatedClock()
+
+
+async def join_clock(
+    clock: SimulatedClock, settings: Settings, bootstrap: str
+) -> Callable[[asyncio.Event], Awaitable[None]]:
+    """Catch ``clock`` up with the moves of ``settings.municipality`` on ``bootstrap``, and
+    return the task that follows the later ones (:func:`clock_follower`).
+
+    Called before the process serves anything (``hub run``, ``hub simulate``), so that
+    a restarted process resumes at the simulated time the others keep. Raises
+    :class:`~hub.errors.BrokerUnavailable` when the topic cannot be read.
+    """
+    options = client_options(settings)
+    try:
+        await catch_up(clock, bootstrap, settings.municipality, **options)
+    except KafkaError as exc:
+        raise BrokerUnavailable(
+            f"cannot read the simulated clock from {bootstrap}: {exc!r}"
+        ) from None
+    return clock_follower(clock, bootstrap, settings.municipality, **options)
+
+
+def describe(clock: SimulatedClock, municipality: str) -> str:
+    """One line for an operator: what ``clock`` reads, and how far ahead it runs."""
+    return (
+        f"simulated clock of {municipality}: {clock():%Y-%m-%d %H:%M:%S %Z}"
+        f" ({format_duration(clock.offset)} ahead of the system clock)"
+    )
 
 
 async def advance_clock(
@@ -351,8 +396,11 @@ __all__ = [
     "advance_clock",
     "catch_up",
     "clock_follower",
+    "clock_of",
+    "describe",
     "follow_clock",
     "format_duration",
+    "join_clock",
     "moves_of",
     "offset_of",
     "parse_duration",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import FastAPI, Header, Request, Response
@@ -137,12 +138,15 @@ def simulator(
     system: str,
     *,
     counts: Callable[[], Mapping[str, int]] | None = None,
+    clock: Callable[[], datetime] | None = None,
     invalid_as_400: bool = False,
 ) -> FastAPI:
     """A simulator's FastAPI app, with ``GET /health`` answering ``{"status": "ok", "system"}``.
 
     A :class:`NotFound` raised by a route is answered 404 ``not_found``. ``counts``, when
-    given, adds what the simulator holds (``{"documents": 3}``) to the health answer. With
+    given, adds what the simulator holds (``{"documents": 3}``) to the health answer;
+    ``clock``, the time the simulator keeps (``"clock"``, ISO 8601), so that whoever moves
+    a simulated clock can wait until the simulator reads the moved time. With
     ``invalid_as_400`` a request body that breaks the schema is answered 400
     ``invalid_request`` naming the fields, so that 422 is left to the protocol's own refusals.
     """
@@ -161,7 +165,9 @@ def simulator(
 
     @app.get("/health", summary="Whether the simulator is up; never faulted.")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "system": system, **(counts() if counts is not None else {})}
+        held = counts() if counts is not None else {}
+        kept = {"clock": clock().isoformat()} if clock is not None else {}
+        return {"status": "ok", "system": system, **held, **kept}
 
     return app
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
+from hub.clock import clock_of, describe, join_clock
+from hub.errors import ConfigurationError
 from hub.reliability.service import stop_on_signals
 from hub.settings import Settings
 from simulators.demo import Scenario, run_demo
@@ -22,6 +24,7 @@ from simulators.plugin import (
     openapi_documents,
     port_of,
     simulator_apps,
+    system_clock,
     url_setting,
 )
 from simulators.serving import serving
@@ -29,7 +32,12 @@ from simulators.smtp.server import create_server
 
 
 class Simulate:
-    """``hub simulate SYSTEM|all``: serve simulators of the external systems on loopback."""
+    """``hub simulate SYSTEM|all``: serve simulators of the external systems on loopback.
+
+    With ``HUB_CLOCK=simulated`` the simulators keep the time the hub's services keep: they
+    follow the municipality's simulated clock on ``hub.clock.v1`` at
+    ``HUB_BOOTSTRAP_SERVERS``, as ``hub run`` does, caught up before they serve.
+    """
 
     help = "serve simulators of the external systems on loopback until Ctrl-C"
 
@@ -70,10 +78,20 @@ class Simulate:
                     (args.openapi / f"{system}.openapi.json").write_text(text, encoding="utf-8")
                     print(f"wrote {args.openapi / f'{system}.openapi.json'}")
             return 0
-        apps = simulator_apps(settings, systems)
+        clock, bootstrap = clock_of(settings), settings.bootstrap_servers or ""
+        if clock is not None and not bootstrap:
+            raise ConfigurationError(
+                "HUB_CLOCK=simulated: the simulators follow the simulated clock on"
+                " hub.clock.v1; set HUB_BOOTSTRAP_SERVERS to the cluster it is published on"
+            )
+        apps = simulator_apps(settings, systems, clock=clock or system_clock)
         stop = asyncio.Event()
         stop_on_signals(stop)
         async with contextlib.AsyncExitStack() as stack:
+            if clock is not None:
+                follow = await join_clock(clock, settings, bootstrap)
+                following = asyncio.create_task(follow(stop), name="simulated-clock")
+                stack.push_async_callback(_stopped, stop, following)
             for system in systems:
                 url = url_setting(system, settings)
                 served = await stack.enter_async_context(
@@ -89,6 +107,8 @@ class Simulate:
                     )
                 )
                 print(f"{'SMTP':<7} smtp://{smtp.host}:{smtp.port}", flush=True)
+            if clock is not None:
+                print(describe(clock, settings.municipality), flush=True)
             print(
                 f"synthetic {settings.municipality}: seed {settings.sim_seed},"
                 f" {settings.sim_children} children, {settings.sim_institutions} institutions;"
@@ -97,6 +117,12 @@ class Simulate:
             )
             await stop.wait()
         return 0
+
+
+async def _stopped(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    """Stop ``task`` (it returns soon after ``stop``) and wait for it."""
+    stop.set()
+    await task
 
 
 class Demo:

@@ -58,10 +58,10 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from hub.calendar import RIGA
-from hub.clock import SimulatedClock
+from hub.clock import SimulatedClock, advance_clock
 from hub.embedded import free_port
 from hub.errors import HubError
-from hub.kafka import ensure_topics, kafka_cluster, publish_messages
+from hub.kafka import client_options, ensure_topics, kafka_cluster, publish_messages
 from hub.ops import ops_task
 from hub.reliability.deadletters import DeadLetter, dead_letters, read_topic
 from hub.services import assemble
@@ -226,6 +226,7 @@ class Season:
         self._checked_alive = 0.0
         self._parents: Parents | None = None
         self._api: httpx.AsyncClient | None = None
+        self._simulators: SimulatorsProcess | None = None
 
     @property
     def parents(self) -> Parents:
@@ -250,6 +251,7 @@ class Season:
             sim_institutions=scenario.institutions,
             sim_fault_rate=scenario.faults,
         ) as simulators:
+            self._simulators = simulators
             self.out(f"▶ simulators of VPS, VIIS, GIS, DVS, e-adrese, SMTP, SMS, post: {data}")
             services = assemble(["all"], local, self.bootstrap, clock=self.clock)
             report = await ensure_topics(local, self.bootstrap, services=list(services.built))
@@ -309,6 +311,10 @@ class Season:
             | {
                 "data_dir": data,
                 "municipality": self.code,
+                # The services read the demo's clock; the simulators follow it on the topic.
+                "bootstrap_servers": self.bootstrap,
+                "simulation": True,
+                "clock": "simulated",
                 "rules": self.settings.rules or self.settings.municipality,
                 "smtp_port": free_port(),
                 "notify_callback": f"127.0.0.1:{free_port()}",
@@ -427,7 +433,7 @@ class Season:
                 and await self._offers_as_on_topic(len(live))
             ):
                 # Only silent offers are open: time passes until their deadlines do.
-                self._time_passes(live)
+                await self._time_passes(live)
                 moved |= {str(o.offer_id) for o in live}
             progress = (parents.made, parents.made - len(live))
             if progress != last:
@@ -465,10 +471,32 @@ class Season:
         self.report.steps.append((name, took))
         return took
 
-    def _time_passes(self, live: list[OfferMade]) -> None:
+    async def _time_passes(self, live: list[OfferMade]) -> None:
+        """Move the clock to 9:00 the day after the last day to answer any of ``live``.
+
+        The move is published on ``hub.clock.v1`` first, for the simulators (a process of
+        their own that follows it: the post takes a letter on its day by that clock); once
+        they read the moved time, it is made in this process, whose services read
+        :attr:`clock` — so no receipt of a simulator lags behind the services' time.
+        """
         latest = max(self.parents.notified[str(o.offer_id)] for o in live)
-        moment = datetime.combine(latest + timedelta(days=1), datetime.min.time(), RIGA)
-        self.clock.move_to(moment + timedelta(hours=9))
+        day = datetime.combine(latest + timedelta(days=1), datetime.min.time(), RIGA)
+        moment = day + timedelta(hours=9)
+        if moment <= self.clock():
+            return  # the clock reads later already: their deadlines have passed
+        moved = await advance_clock(
+            self.bootstrap,
+            self.code,
+            to=moment,
+            requested_by="demo",
+            **client_options(self.local),
+        )
+        simulators = self._simulators
+        assert simulators is not None
+        await self._until(
+            lambda: simulators.reads(moved), f"the simulators' clock at {moved:%Y-%m-%d %H:%M}"
+        )
+        self.clock.move_to(moved)
         self.report.clock_moves += 1
         self.out(
             f"▶ {len(live)} offers unanswered: the services' clock moves to"

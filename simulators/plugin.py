@@ -1,8 +1,8 @@
 """The simulators as the hub finds them: one ``hub.simulators`` entry point per system.
 
 Each entry point names a :class:`SimulatorFactory`, which builds the system's ASGI app
-from a :class:`World`: the settings and the synthetic municipality every simulator of
-one process shares, and the faults the settings ask for. :func:`simulator_apps` builds
+from a :class:`World`: the settings, the synthetic municipality and the clock every
+simulator of one process shares, and the faults the settings ask for. :func:`simulator_apps` builds
 the apps of several systems over one such world (``hub simulate``, the demo's
 simulators process, the tests); a package that brings a simulator of its own declares
 an entry point in the same group and is served beside these.
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, cast
 from urllib.parse import urlsplit
@@ -38,12 +40,20 @@ SYSTEMS = (*REGISTERS, *CHANNELS)
 server simulator is served beside them."""
 
 
+def system_clock() -> datetime:
+    """The system time, in UTC: the simulators' clock unless the process follows a simulated one."""
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True)
 class World:
     """What the simulators of one process share."""
 
     settings: Settings
     town: SyntheticMunicipality
+    clock: Callable[[], datetime] = system_clock
+    """The time every simulator stamps and decides by (accepted, delivered, posted, changed):
+    the system clock, or the simulated clock the hub's services read (``HUB_CLOCK``)."""
 
     def faults(self, system: str) -> Faults:
         """The faults ``system`` injects: ``HUB_SIM_FAULT_RATE`` of its requests, with a seed
@@ -65,7 +75,7 @@ class SimulatorFactory(Protocol):
 
 
 def vps(world: World) -> FaultInjection:
-    return vps_app(world.town, world.faults("vps"))
+    return vps_app(world.town, world.faults("vps"), clock=world.clock)
 
 
 def viis(world: World) -> FaultInjection:
@@ -78,21 +88,25 @@ def gis(world: World) -> FaultInjection:
 
 def dvs(world: World) -> FaultInjection:
     numbers = NumberFormat(prefix=world.settings.dvs_number_prefix)
-    return dvs_app(numbers, faults=world.faults("dvs"))
+    return dvs_app(numbers, faults=world.faults("dvs"), clock=world.clock)
 
 
 def eadrese(world: World) -> FaultInjection:
     # About half the guardians have activated an e-adrese.
     guardians = {g.personal_code for c in world.town.children for g in c.guardians}
-    return eadrese_app(active=sorted(guardians)[::2], faults=world.faults("eadrese"))
+    return eadrese_app(
+        active=sorted(guardians)[::2], faults=world.faults("eadrese"), clock=world.clock
+    )
 
 
 def sms(world: World) -> FaultInjection:
-    return sms_app(world.faults("sms"), rate_per_second=200, seed=world.settings.sim_seed)
+    return sms_app(
+        world.faults("sms"), rate_per_second=200, clock=world.clock, seed=world.settings.sim_seed
+    )
 
 
 def letter(world: World) -> FaultInjection:
-    return letter_app(world.faults("letter"), post_after=2.0)
+    return letter_app(world.faults("letter"), post_after=2.0, clock=world.clock)
 
 
 def installed() -> tuple[str, ...]:
@@ -127,9 +141,11 @@ def simulator_apps(
     systems: tuple[str, ...] = SYSTEMS,
     *,
     town: SyntheticMunicipality | None = None,
+    clock: Callable[[], datetime] = system_clock,
 ) -> dict[str, FaultInjection]:
-    """The simulators' ASGI apps for ``systems``, sharing one synthetic municipality."""
-    world = World(settings, town if town is not None else town_of(settings))
+    """The simulators' ASGI apps for ``systems``, sharing one synthetic municipality and one
+    clock (``hub simulate`` gives the simulated clock it follows)."""
+    world = World(settings, town if town is not None else town_of(settings), clock)
     return {system: factory(system)(world) for system in systems}
 
 
@@ -179,6 +195,7 @@ __all__ = [
     "openapi_documents",
     "port_of",
     "simulator_apps",
+    "system_clock",
     "town_of",
     "url_setting",
 ]

@@ -16,10 +16,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from hub.embedded import free_port
 from simulators.faults import FAULTS_PATH
@@ -165,14 +167,45 @@ class ServiceProcess:
         raise ServiceProcessError(f"timed out after {timeout:.0f} s while {what}; see {self.log}")
 
 
+_CLUSTER = (
+    "bootstrap_servers",
+    "security_protocol",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+)
+"""The settings that say where the Kafka cluster is and how to connect to it."""
+
+
+def clock_settings(settings: Any) -> dict[str, object]:
+    """The settings (by field name) a child process needs to keep the time ``settings`` keep:
+    none on the system clock; on a simulated clock, the clock and the cluster it is
+    published on, with the credentials to read it."""
+    if settings.clock != "simulated":
+        return {}
+    cluster = {name: getattr(settings, name) for name in _CLUSTER}
+    return {"simulation": True, "clock": "simulated"} | {
+        name: value.get_secret_value() if isinstance(value, SecretStr) else value
+        for name, value in cluster.items()
+        if value is not None
+    }
+
+
 class SimulatorsProcess:
     """``hub simulate all`` as a child process, on the URLs ``settings`` name.
 
     ``async with SimulatorsProcess(settings, data, sim_seed=…, sim_children=…)``
-    starts it for the municipality, URLs, SMTP port and HTTP timeout of
+    starts it for the municipality, URLs, SMTP port, HTTP timeout and clock of
     ``settings`` and the simulator settings given (by field name), and waits
     until every simulator answers; leaving stops it. Its output goes to
     ``<data>/simulators.log``.
+
+    On a simulated clock (``HUB_CLOCK=simulated``: the demo's) the simulators
+    follow that clock on ``settings.bootstrap_servers``, so their receipts,
+    feed events and postings carry the time the services keep.
     """
 
     def __init__(self, settings: Any, data: Path, **simulation: object) -> None:
@@ -184,6 +217,7 @@ class SimulatorsProcess:
             data,
             {f"{s}_url": url for s, url in self.urls.items()}
             | {name: getattr(settings, name) for name in shared}
+            | clock_settings(settings)
             | simulation,
         )
         self.process: asyncio.subprocess.Process | None = None
@@ -229,6 +263,19 @@ class SimulatorsProcess:
                 continue
             writer.close()
             return
+
+    async def reads(self, moment: datetime) -> bool:
+        """Whether every simulator that tells its clock on ``/health`` reads ``moment`` or
+        later: after a move of the simulated clock, whether they all follow it."""
+        async with httpx.AsyncClient(timeout=2) as http:
+            for url in self.urls.values():
+                try:
+                    clock = (await http.get(f"{url}/health")).json().get("clock")
+                except (httpx.HTTPError, ValueError):
+                    return False
+                if clock is not None and datetime.fromisoformat(clock) < moment:
+                    return False
+        return True
 
     async def faults_injected(self) -> int:
         """Requests the HTTP simulators have answered with a fault so far."""

@@ -301,6 +301,7 @@ def create_app(
         "Document management system: registers documents and assigns numbers.",
         "DVS",
         counts=lambda: {"documents": len(registry.documents)},
+        clock=clock,
         invalid_as_400=True,
     )
     app.state.registry = registry

@@ -267,6 +267,7 @@ def create_app(
         "Official electronic address: sends messages to people's and institutions' mailboxes.",
         "e-adrese",
         counts=lambda: {"messages": len(mailbox)},
+        clock=clock,
         invalid_as_400=True,
     )
     app.state.mailbox = mailbox

@@ -209,6 +209,7 @@ def create_app(
         "Print-and-post service: sends registered letters and reports when they are posted.",
         "post",
         counts=lambda: {"letters": len(letters)},
+        clock=clock,
         invalid_as_400=True,
     )
     app.state.letters = letters

@@ -250,6 +250,7 @@ def create_app(
         "Sends SMS and reports their delivery to a callback URL.",
         "SMS gateway",
         counts=lambda: {"messages": len(gateway.sent)},
+        clock=clock,
         invalid_as_400=True,
     )
     wrapped = SmsSimulator(app, faults)

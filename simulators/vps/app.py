@@ -361,7 +361,12 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "system": "vps", "events": len(register.events)}
+        return {
+            "status": "ok",
+            "system": "vps",
+            "events": len(register.events),
+            "clock": register.clock().isoformat(),
+        }
 
     @app.post("/v1/applications", status_code=201)
     async def submit(form: ApplicationIn) -> Accepted:

@@ -115,7 +115,12 @@ async def test_numbers_follow_the_format_and_restart_each_year(dvs: Dvs, client:
     assert "ErrorBody" in openapi.json()["components"]["schemas"]
     async with httpx.AsyncClient(base_url=dvs.url) as http:
         health = (await http.get("/health")).json()
-    assert health == {"status": "ok", "system": "DVS", "documents": 3}
+    assert health == {
+        "status": "ok",
+        "system": "DVS",
+        "documents": 3,
+        "clock": dvs.clock.now.isoformat(),  # the time it keeps
+    }
 
 
 async def test_same_key_same_document_is_one_registration(dvs: Dvs, client: DvsClient) -> None:

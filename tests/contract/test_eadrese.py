@@ -129,7 +129,12 @@ async def test_address_check(eadrese: EAdrese, client: EAdreseClient) -> None:
         health = (await http.get("/health")).json()
         openapi = (await http.get("/openapi.json")).json()
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_recipient"
-    assert health == {"status": "ok", "system": "e-adrese", "messages": 0}
+    assert health == {
+        "status": "ok",
+        "system": "e-adrese",
+        "messages": 0,
+        "clock": eadrese.clock.now.isoformat(),  # the time it keeps
+    }
     assert {"/v1/messages", "/v1/notifications", "/v1/addresses/check"} <= set(openapi["paths"])
 
 

@@ -114,7 +114,12 @@ async def test_a_letter_is_accepted_then_posted(post: Post, client: LetterClient
     for answer in (letter, feed):  # the recipient's name and address stay inside the post
         assert ADDRESS not in answer.text and "Bērziņa" not in answer.text
     assert "tracking_number" not in feed.json()["events"][0]  # only on posted
-    assert health.json() == {"status": "ok", "system": "post", "letters": 1}
+    assert health.json() == {
+        "status": "ok",
+        "system": "post",
+        "letters": 1,
+        "clock": post.clock.now.isoformat(),  # the time it keeps
+    }
 
     again = await client.send(ADDRESS, outgoing(1, addressee=NAME))  # asked again once posted
     assert again == outcome

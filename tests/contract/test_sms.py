@@ -161,7 +161,12 @@ async def test_an_sms_is_accepted_then_reported_delivered(
     assert status.json()["status"] == "delivered" and status.json()["reference"] == "OF-0001"
     assert PHONE not in status.text
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
-    assert health.json() == {"status": "ok", "system": "SMS gateway", "messages": 1}
+    assert health.json() == {
+        "status": "ok",
+        "system": "SMS gateway",
+        "messages": 1,
+        "clock": "2026-05-04T09:30:00+00:00",  # the time it keeps
+    }
 
 
 async def test_a_receiver_down_for_a_while_gets_the_report_later(gateway: Gateway) -> None:
