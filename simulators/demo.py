@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from uuid import uuid4
 
 import httpx
@@ -59,6 +60,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hub.calendar import RIGA
 from hub.clock import SimulatedClock, advance_clock
+from hub.documents import format_date, pdf_text, read_fields
+from hub.documents.edoc import generate_seal, open_edoc
 from hub.embedded import free_port
 from hub.errors import HubError
 from hub.kafka import client_options, ensure_topics, kafka_cluster, publish_messages
@@ -73,13 +76,16 @@ from schemas.allocation import (
     OfferMade,
     RunRound,
 )
-from schemas.notifications import NotificationDeemedNotified, NotificationDelivered
+from schemas.notifications import SendNotification
 from schemas.topics import BY_NAME, OPERATOR
 from simulators.messages import application_form
 from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Choices, Parents, ParentsError
 from simulators.plugin import SYSTEMS
 from simulators.process import SimulatorsProcess
+
+NO_FAULT = {"X-Simulate-Fault": "none"}
+"""The demo's own reads from a simulator are not faulted."""
 
 LIVE = "live"
 """The status of an open offer in the allocation API's answers."""
@@ -141,6 +147,11 @@ class SeasonReport:
     institutions: list[tuple[str, int, int]] = field(default_factory=list)
     """(institution, seats, accepted) for every institution."""
     channels: Counter[str] = field(default_factory=Counter)
+    """Notified offers by the channel their deadline counts from."""
+    documents: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Documents in the DVS by type: (registered, with their sealed content)."""
+    deadlines_read: int = 0
+    """Invitations whose printed deadline was read back from the sealed PDF."""
     dead_letters: Counter[str] = field(default_factory=Counter)
     faults_injected: int = 0
     retries: int = 0
@@ -305,11 +316,17 @@ class Season:
     def _settings(self, data: Path) -> Settings:
         urls = {f"{s}_url": f"http://127.0.0.1:{free_port()}" for s in SYSTEMS}
         rates = {f"notify_rate_{c}": 100_000 for c in ("eadrese", "email", "sms", "letter")}
+        # A throw-away e-seal for the notices (a real municipality's is a qualified one).
+        key, certificate = generate_seal(
+            "Demo e-seal", f"{self.code.capitalize()} municipality (demo)", data / "seal"
+        )
         return self.settings.derive(
             **urls
             | rates
             | {
                 "data_dir": data,
+                "seal_key": key,
+                "seal_certificate": certificate,
                 "municipality": self.code,
                 # The services read the demo's clock; the simulators follow it on the topic.
                 "bootstrap_servers": self.bootstrap,
@@ -570,8 +587,10 @@ class Season:
             seen.retries = await self._retries()
             seen.topic = await self._offer_messages()
             seen.applications = await self._applications_on_topic()
-            delivered = {o["offer_id"] for o in seen.offers if o["respond_by"]}
-            seen.confirmed = await self._confirmations(delivered)
+            seen.receipts = await self._receipts(seen.offers)
+            seen.notices = await self._notices()
+            seen.documents = await self._dvs_summary()
+            seen.printed = await self._printed(seen.offers, seen.notices)
             seen.letters = [
                 d
                 for d in await dead_letters(self.bootstrap)
@@ -580,6 +599,14 @@ class Season:
         except (httpx.HTTPError, DemoError, TimeoutError, KeyError, ValueError) as exc:
             seen.error = f"{type(exc).__name__}: {exc}"
         return seen
+
+    async def _dvs_summary(self) -> dict[str, Any]:
+        """The DVS's count of documents by type: registered, and with their sealed content."""
+        async with httpx.AsyncClient(headers=NO_FAULT, timeout=30) as client:
+            answer = await client.get(f"{self.local.dvs_url}/v1/summary")
+            answer.raise_for_status()
+            summary: dict[str, Any] = answer.json()["by_type"]
+            return summary
 
     def _check(self, seen: Observed, clean: bool) -> None:
         report = self.report
@@ -598,8 +625,34 @@ class Season:
         report.institutions = [
             (i["institution_id"], i["seats"], i["accepted"]) for i in seen.institutions
         ]
-        confirmed = Counter(offer_id for offer_id, _ in seen.confirmed.values())
-        report.channels = Counter(channel for _, channel in seen.confirmed.values())
+        invitations = {
+            key.removeprefix("invitation:"): channel
+            for key, (_, channel) in delivered_documents(seen.receipts).items()
+            if key.startswith("invitation:")
+        }
+        channels_of: dict[str, set[str]] = {}
+        for m in seen.receipts:
+            key = m.document_key or ""
+            if key.startswith("invitation:") and NOTIFYING_RECEIPT.get(m.channel) == m.event_type:
+                channels_of.setdefault(key.removeprefix("invitation:"), set()).add(m.channel)
+        report.channels = Counter(
+            invitations[o["offer_id"]]
+            for o in offers
+            if o["respond_by"] and o["offer_id"] in invitations
+        )
+        report.documents = {
+            kind: (counts["registered"], counts["with_content"])
+            for kind, counts in sorted(seen.documents.items())
+        }
+        printed = seen.printed
+        report.deadlines_read = printed.checked
+        unsaid = [
+            o["offer_id"]
+            for o in offers
+            if o["respond_by"]
+            and o["status"] in ("revoked", "expired")
+            and o["offer_id"] in _undelivered([o], seen.receipts)
+        ]
         report.dead_letters = Counter(f"{d.service}: {d.reason}" for d in seen.letters)
 
         made = {str(m.offer_id) for m in seen.topic if isinstance(m, OfferMade)}
@@ -630,9 +683,24 @@ class Season:
                 f"{len(made)} made on the topic, {len(offers)} in the service",
             ),
             Check(
-                "every delivered offer was confirmed on exactly one channel",
-                all(confirmed[o["offer_id"]] == 1 for o in delivered),
-                f"{sum(1 for o in delivered if confirmed[o['offer_id']] != 1)} not exactly once",
+                "every notified offer's invitation was delivered on exactly one channel",
+                all(len(channels_of.get(o["offer_id"], ())) == 1 for o in delivered),
+                f"{sum(1 for o in delivered if len(channels_of.get(o['offer_id'], ())) != 1)}"
+                " not exactly once",
+            ),
+            Check(
+                "every notified offer that was revoked or expired has a delivered document"
+                " saying so",
+                not unsaid,
+                f"{len(unsaid)} without, e.g. {unsaid[:2]}",
+            ),
+            Check(
+                "every deadline printed on a delivered invitation (its sealed PDF, seal"
+                " verified) equals the one enforced",
+                printed.checked == len(delivered)
+                and not (printed.differing or printed.unsealed or printed.missing),
+                f"{printed.checked} of {len(delivered)} read; {len(printed.differing)} differ,"
+                f" {len(printed.unsealed)} without a valid seal, {len(printed.missing)} missing",
             ),
             Check(
                 "every accepted place is enrolled in VIIS (or refused by it with a reason)"
@@ -677,26 +745,85 @@ class Season:
         messages = [topic.parse(r.value) for r in await read_topic(self.bootstrap, topic.name)]
         return [m for m in messages if m.municipality == self.code]
 
-    async def _confirmations(self, delivered: set[str]) -> dict[str, tuple[str, str]]:
-        """Notifications of offers confirmed on a channel (delivered, or deemed notified), from
-        the receipts topic: notification id → (offer id, channel). The receipt that confirms
-        an offer's notification may follow the one that started its deadline: read again for
-        a while until every offer the service counts as delivered has one."""
+    async def _receipts(self, offers: list[dict[str, Any]]) -> list[Any]:
+        """The municipality's receipts of notices. A notice's receipt may come a little after
+        the offer it is about changed (its DVS registration and sending follow the
+        decision): read again for a while, until every notified offer's invitation and every
+        notified offer that closed unaccepted has its document delivered."""
         receipts = BY_NAME["notify.receipts.v1"]
-        deadline = time.monotonic() + min(self.scenario.timeout, 30.0)
+        deadline = time.monotonic() + min(self.scenario.timeout, 60.0)
         while True:
-            found: dict[str, tuple[str, str]] = {}
-            for record in await read_topic(self.bootstrap, receipts.name):
-                m = receipts.parse(record.value)
-                if (
-                    m.municipality == self.code
-                    and isinstance(m, (NotificationDelivered, NotificationDeemedNotified))
-                    and m.offer_id is not None
-                ):
-                    found[str(m.notification_id)] = (str(m.offer_id), m.channel)
-            if delivered <= {o for o, _ in found.values()} or time.monotonic() > deadline:
+            found = [
+                m
+                for m in (
+                    receipts.parse(r.value) for r in await read_topic(self.bootstrap, receipts.name)
+                )
+                if m.municipality == self.code
+            ]
+            if not _undelivered(offers, found) or time.monotonic() > deadline:
                 return found
             await asyncio.sleep(1)
+
+    async def _notices(self) -> dict[str, SendNotification]:
+        """The notices the allocation service sent for delivery, by document key."""
+        requests = BY_NAME["notify.requests.v1"]
+        found: dict[str, SendNotification] = {}
+        for record in await read_topic(self.bootstrap, requests.name):
+            m = requests.parse(record.value)
+            if isinstance(m, SendNotification) and m.municipality == self.code and m.document:
+                found.setdefault(m.document.document_key, m)
+        return found
+
+    async def _printed(
+        self, offers: list[dict[str, Any]], notices: Mapping[str, SendNotification]
+    ) -> Printed:
+        """The deadline printed on each notified offer's invitation, read from the sealed
+        document the DVS stored (the one delivered), its seal verified."""
+        printed = Printed()
+        dvs = str(self.local.dvs_url)
+        wanted = [
+            (o, notices.get(f"invitation:{o['offer_id']}")) for o in offers if o["respond_by"]
+        ]
+        limit = asyncio.Semaphore(16)
+
+        async def read(client: httpx.AsyncClient, number: str) -> bytes:
+            async with limit:
+                answer = await client.get(f"/v1/documents/{quote(number, safe='')}/content")
+                answer.raise_for_status()
+                return answer.content
+
+        async with httpx.AsyncClient(base_url=dvs, headers=NO_FAULT, timeout=30) as client:
+            contents = await asyncio.gather(
+                *(
+                    read(client, n.document.registration_number)
+                    for _, n in wanted
+                    if n is not None and n.document is not None
+                ),
+                return_exceptions=True,
+            )
+        found = iter(contents)
+        for offer, notice in wanted:
+            if notice is None or notice.document is None:
+                printed.missing.append(offer["offer_id"])
+                continue
+            content = next(found)
+            if isinstance(content, BaseException):
+                printed.missing.append(offer["offer_id"])
+                continue
+            try:
+                opened = open_edoc(content)
+                fields = read_fields(pdf_text(opened.content))
+            except ValueError:
+                printed.unsealed.append(offer["offer_id"])
+                continue
+            printed.checked += 1
+            enforced = format_date(date.fromisoformat(offer["respond_by"]))
+            if (
+                fields.get("respond_by") != enforced
+                or fields.get("registration_number") != notice.document.registration_number
+            ):
+                printed.differing.append(offer["offer_id"])
+        return printed
 
     async def _retries(self) -> int:
         """Calls to external systems the services retried, from their ``/metrics``."""
@@ -778,6 +905,53 @@ class Season:
 
 
 @dataclass
+class Printed:
+    """The invitations of the notified offers, read back from the sealed documents."""
+
+    checked: int = 0
+    differing: list[str] = field(default_factory=list)
+    """Offers whose printed deadline (or registration number) is not the enforced one."""
+    unsealed: list[str] = field(default_factory=list)
+    """Offers whose document does not open with a valid seal."""
+    missing: list[str] = field(default_factory=list)
+    """Offers with no sealed invitation in the DVS."""
+
+
+NOTIFYING_RECEIPT = {
+    "e_adrese": "NotificationSent",
+    "email": "NotificationSent",
+    "letter": "NotificationPosted",
+}
+"""The receipt that says a notice was delivered on a channel (sent; a letter: posted)."""
+
+
+def delivered_documents(receipts: list[Any]) -> dict[str, tuple[str, str]]:
+    """Document key → (notification id, channel) of every notice delivered."""
+    found: dict[str, tuple[str, str]] = {}
+    for m in receipts:
+        if m.document_key and NOTIFYING_RECEIPT.get(m.channel) == m.event_type:
+            found.setdefault(m.document_key, (str(m.notification_id), m.channel))
+    return found
+
+
+def _undelivered(offers: list[dict[str, Any]], receipts: list[Any]) -> list[str]:
+    """Notified offers without their invitation delivered, or closed unaccepted without the
+    document that says so."""
+    delivered = delivered_documents(receipts)
+    missing = []
+    for o in offers:
+        if not o["respond_by"]:
+            continue
+        oid = o["offer_id"]
+        if f"invitation:{oid}" not in delivered or (
+            o["status"] in ("revoked", "expired")
+            and not (f"revocation:{oid}" in delivered or f"annulment:{oid}" in delivered)
+        ):
+            missing.append(oid)
+    return missing
+
+
+@dataclass
 class Observed:
     """What the demo read from the running hub at the end of the season."""
 
@@ -791,8 +965,13 @@ class Observed:
     """The municipality's messages on the offers topic."""
     applications: int = 0
     """Applications of the municipality on the applications topic."""
-    confirmed: dict[str, tuple[str, str]] = field(default_factory=dict)
-    """Confirmed notifications of offers: notification id → (offer id, channel)."""
+    receipts: list[Any] = field(default_factory=list)
+    """The municipality's receipts on ``notify.receipts.v1``."""
+    notices: dict[str, Any] = field(default_factory=dict)
+    """The notices sent for delivery, by document key."""
+    documents: dict[str, Any] = field(default_factory=dict)
+    """The DVS's documents by type: registered, with content."""
+    printed: Printed = field(default_factory=Printed)
     letters: list[DeadLetter] = field(default_factory=list)
     error: str | None = None
     """Why the demo could not read all of it."""
@@ -872,8 +1051,17 @@ def _print_report(report: SeasonReport, out: Callable[[str], None]) -> None:
     out(f"  children without a place: {total}")
     for why, n in report.unplaced.most_common():
         out(f"    {n:>6}  {why}")
-    shown = ", ".join(f"{_CHANNELS.get(c, c)} {n}" for c, n in report.channels.most_common())
-    out(f"  notifications confirmed per channel: {shown or '-'}")
+    shown = ", ".join(
+        f"{_CHANNELS.get(c, c)} ({_RULES.get(c, '?')}) {n}"
+        for c, n in report.channels.most_common()
+    )
+    out(f"  deadlines by channel rule: {shown or '-'}")
+    documents = ", ".join(
+        f"{_KINDS.get(k, k)} {registered}/{stored}"
+        for k, (registered, stored) in report.documents.items()
+    )
+    out(f"  documents registered in the DVS / sealed and stored there, by kind: {documents or '-'}")
+    out(f"  deadlines read back from the sealed invitations: {report.deadlines_read}")
     out(
         f"  faults the simulators injected: {report.faults_injected};"
         f" calls the hub retried: {report.retries}"
@@ -897,5 +1085,18 @@ def _print_report(report: SeasonReport, out: Callable[[str], None]) -> None:
 
 
 _CHANNELS = {"e_adrese": "e-adrese", "email": "e-mail", "sms": "SMS", "letter": "letter"}
+_RULES = {
+    "e_adrese": "2nd working day after sending",
+    "email": "2nd working day after sending",
+    "letter": "7th day after posting",
+}
+_KINDS = {
+    "invitation": "invitations",
+    "offer_revocation": "revocations",
+    "annulment": "annulments",
+    "decision": "admission decisions",
+    "refusal": "refusals",
+    "admission_list": "admission lists",
+}
 
 __all__ = ["DemoError", "Scenario", "SeasonReport", "run_demo"]

@@ -250,7 +250,11 @@ class Tried:
 
 
 def key_for(request: SendNotification, channel: Channel) -> str:
-    return f"{request.offer_id or request.notification_id}:{channel}"
+    """The idempotency key of ``request`` on ``channel``: one message per channel per
+    notice (a document's key: an offer has several, its invitation, its revocation…), else
+    per offer or notification."""
+    subject = request.document.document_key if request.document else None
+    return f"{subject or request.offer_id or request.notification_id}:{channel}"
 
 
 def reference_for(request: SendNotification) -> str:

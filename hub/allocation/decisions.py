@@ -553,6 +553,7 @@ def accepted(step: Step, message: ParentAccepted) -> None:
         step.emit(
             OfferRevoked, offer_id=given_up.offer_id, child_ref=child_ref, reason="superseded"
         )
+        notices.offer_closed(step, given_up, "superseded")
     attends = file.enrollment.attending_institution_id if file.enrollment else None
     transfer_from = given_up.institution_id if given_up is not None else attends
     file.enrolled_at = f"{offer.institution_id}/{offer.group_code}"
