@@ -12,7 +12,7 @@ figure is the hub's and not the throttle's.
 After a warm-up (100 notifications, all confirmed), ``--count`` ``SendNotification``
 commands are published at once on ``notify.requests.v1``. The clock runs from the first
 publish to reading, on ``notify.receipts.v1``, the last *confirming* receipt
-(``NotificationDelivered`` or ``NotificationDeemedNotified``): one per notification. The
+(``NotificationDelivered``, ``NotificationPosted``, or an e-adrese ``NotificationSent``): one per notification. The
 receipts are read by a consumer of this process assigned to every partition of the topic,
 polling as they arrive.
 
@@ -62,7 +62,15 @@ from simulators.process import ServiceProcess
 
 TOWN = "riga"
 RECEIPTS = "notify.receipts.v1"
-CONFIRMING = {"NotificationDelivered", "NotificationDeemedNotified"}
+CONFIRMING = {"NotificationDelivered", "NotificationPosted"}
+"""Receipts that confirm a notification; an e-adrese message does once sent (:func:`confirms`)."""
+
+
+def confirms(receipt: dict[str, Any]) -> bool:
+    return receipt["event_type"] in CONFIRMING or (
+        receipt["event_type"] == "NotificationSent" and receipt["channel"] == "e_adrese"
+    )
+
 WARM_UP = 100
 TIMEOUT = 600.0
 MIXED = ("eadrese",) * 8 + ("email",) * 8 + ("sms",) * 3 + ("letter",)
@@ -228,7 +236,7 @@ class Receipts:
                     self.count += 1
                     receipt = json.loads(record.value)
                     nid = receipt["notification_id"]
-                    if receipt["event_type"] in CONFIRMING and nid not in self.confirmed_at:
+                    if confirms(receipt) and nid not in self.confirmed_at:
                         self.confirmed_at[nid] = now
                         self.channels[nid] = receipt["channel"]
                         waiting.discard(nid)

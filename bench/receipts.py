@@ -19,8 +19,9 @@ API after the round and kept up to date from the cascades). For each decline:
 - t0: the ``ParentDeclined`` is handed to the producer;
 - t1: the first ``OfferMade`` it caused (by causation id) is read on
   ``allocation.offers.v1``;
-- t2: the first confirming receipt (``NotificationDelivered`` or
-  ``NotificationDeemedNotified``, matched by offer id) of the offer of the declined seat to
+- t2: the first confirming receipt (``NotificationDelivered``, ``NotificationPosted`` or an
+  e-adrese ``NotificationSent``, matched by offer id; the notice is registered in the DVS
+  stand-in, rendered and sealed first) of the offer of the declined seat to
   the next child in line is read on ``notify.receipts.v1`` (if the seat went to nobody,
   of the first offer read: the declining child's next choice).
 
@@ -59,10 +60,11 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.calibration import python_speed
 from bench.cascade import TOWN, percentiles, register_and_round, round_town, say
-from bench.notify import CONFIRMING, read_receipts
+from bench.notify import confirms, read_receipts
 from bench.options import setting_option
 from hub.embedded import free_port
 from hub.kafka import ensure_topics, kafka_cluster
+from hub.documents.edoc import generate_seal
 from hub.settings import Settings
 from schemas.topics import NOTIFY
 from simulators.channels import channel_simulators
@@ -123,7 +125,7 @@ class Confirmations:
                     receipt = json.loads(record.value)
                     offer_id = receipt.get("offer_id")
                     if (
-                        receipt["event_type"] not in CONFIRMING
+                        not confirms(receipt)
                         or offer_id is None
                         or offer_id in self.confirmed
                     ):
@@ -345,12 +347,15 @@ async def run(args: argparse.Namespace) -> None:
     ):
         await ensure_topics(settings, bootstrap, services=[NOTIFY])
         allocation = ServiceProcess(bootstrap, data, TOWN, fetch_max_wait=args.fetch_max_wait)
+        key, certificate = generate_seal("Bench e-seal", "Bench municipality", data / "seal")
         notify = ServiceProcess(
             bootstrap,
             data,
             TOWN,
             service="notify-adapter",
             env=sims.env,
+            seal_key=key,
+            seal_certificate=certificate,
             notify_callback=f"127.0.0.1:{free_port()}",
             notify_escalate_after=DELIVERY_TIMEOUT * 2,  # no letter for a slow confirmation
             fetch_max_wait=args.fetch_max_wait,

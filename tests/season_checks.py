@@ -30,8 +30,16 @@ Pool = tuple[str, str]
 
 CLOSING = ("OfferDeclined", "OfferExpired", "OfferRevoked", "PlaceAccepted")
 """The offers topic's events that close an offer (``schemas.allocation.OFFER_CLOSED``)."""
-CONFIRMING = ("NotificationDelivered", "NotificationDeemedNotified")
-"""Receipts that confirm a notification reached the parents (or counts as having)."""
+CONFIRMING = ("NotificationDelivered", "NotificationPosted")
+"""Receipts that confirm a notification reached the parents (or counts as having); an
+e-adrese message does so once sent (:func:`confirms`)."""
+
+
+def confirms(receipt: Mapping[str, Any]) -> bool:
+    """Whether ``receipt`` confirms its notification on its channel."""
+    return receipt["event_type"] in CONFIRMING or (
+        receipt["event_type"] == "NotificationSent" and receipt["channel"] == "e_adrese"
+    )
 
 
 async def hub_command(env: Mapping[str, str], *args: str, timeout: float = 180) -> tuple[int, str]:
@@ -420,9 +428,9 @@ def notification_problems(
     """Every offer's notification was confirmed on exactly one channel; the channels used.
 
     A notification (``SendNotification`` of ``notify.requests.v1``, one per offer made) is
-    confirmed by a ``NotificationDelivered`` or ``NotificationDeemedNotified`` receipt on
-    ``notify.receipts.v1``; receipts of one notification on two channels mean the parents
-    were told twice (or the hub believes so).
+    confirmed by a receipt on ``notify.receipts.v1`` (:func:`confirms`); receipts of one
+    notification on two channels mean the parents were told twice (or the hub believes so).
+    An offer revoked before its invitation was registered is never notified.
     """
     problems: list[str] = []
     asked: dict[str, str | None] = {}
@@ -431,9 +439,13 @@ def notification_problems(
             asked.setdefault(message["notification_id"], message.get("offer_id"))
     channels: dict[str, set[str]] = defaultdict(set)
     for message in receipts:
-        if message["event_type"] in CONFIRMING:
+        if confirms(message):
             channels[message["notification_id"]].add(message["channel"])
-    unasked = sorted(set(offers.made) - {o for o in asked.values() if o})
+    unasked = sorted(
+        o
+        for o in set(offers.made) - {o for o in asked.values() if o}
+        if offers.status.get(o) != "revoked"
+    )
     if unasked:
         problems.append(f"{len(unasked)} offers without a notification: {unasked[:SHOWN]}")
     used: Counter[str] = Counter()
@@ -453,7 +465,7 @@ def unconfirmed(
 ) -> int:
     """Notifications asked for and not confirmed on any channel yet."""
     asked = {m["notification_id"] for m in requests if m["event_type"] == "SendNotification"}
-    done = {m["notification_id"] for m in receipts if m["event_type"] in CONFIRMING}
+    done = {m["notification_id"] for m in receipts if confirms(m)}
     return len(asked - done)
 
 

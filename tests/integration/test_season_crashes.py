@@ -56,6 +56,7 @@ from simulators.messages import application_form
 from simulators.municipality import SyntheticMunicipality
 from simulators.plugin import SYSTEMS
 from simulators.process import ServiceProcess, SimulatorsProcess
+from tests.seal_kit import SealKit
 from tests.season_checks import (
     CLOSING,
     application_problems,
@@ -380,7 +381,9 @@ class OfferBoard:
 class Season:
     """The moving parts of one season and the steps that drive it."""
 
-    def __init__(self, settings: Settings, bootstrap: str, tmp_path: Path, code: str) -> None:
+    def __init__(
+        self, settings: Settings, bootstrap: str, tmp_path: Path, code: str, seal: SealKit
+    ) -> None:
         self.bootstrap, self.code = bootstrap, code
         self.town = SyntheticMunicipality(
             code, seed=TOWN_SEED, children=CHILDREN, institutions=INSTITUTIONS
@@ -393,6 +396,10 @@ class Season:
             data_dir=tmp_path,
             smtp_port=next(ports),
             http_timeout=1.0,
+            # The simulators follow the services' simulated clock (a letter is posted on the
+            # day the notification service asks for, by that clock).
+            clock="simulated",
+            simulation=True,
         )
         shared: dict[str, Any] = (
             urls
@@ -413,6 +420,8 @@ class Season:
                 "max_attempts": 10,
                 "vps_poll_interval": 0.2,
                 "expiry_interval": 1,
+                "seal_key": seal.key_path,
+                "seal_certificate": seal.cert_path,
             }
             | {f"notify_rate_{c}": 100_000 for c in ("eadrese", "email", "sms", "letter")}
         )
@@ -755,11 +764,11 @@ def without_progress(said: str) -> str:
 
 
 async def test_a_season_survives_every_service_killed_at_random(
-    kafka_settings: Settings, tmp_path: Path
+    kafka_settings: Settings, tmp_path: Path, test_seal: SealKit
 ) -> None:
     began = time.monotonic()
     bootstrap = kafka_settings.bootstrap_servers or ""
-    season = Season(kafka_settings, bootstrap, tmp_path, f"t{uuid.uuid4().hex[:8]}")
+    season = Season(kafka_settings, bootstrap, tmp_path, f"t{uuid.uuid4().hex[:8]}", test_seal)
     code = season.code
     try:
         async with SimulatorsProcess(
