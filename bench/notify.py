@@ -12,7 +12,8 @@ figure is the hub's and not the throttle's.
 After a warm-up (100 notifications, all confirmed), ``--count`` ``SendNotification``
 commands are published at once on ``notify.requests.v1``. The clock runs from the first
 publish to reading, on ``notify.receipts.v1``, the last *confirming* receipt
-(``NotificationDelivered``, ``NotificationPosted``, or an e-adrese ``NotificationSent``): one per notification. The
+(``NotificationDelivered``, ``NotificationPosted``, or an e-adrese ``NotificationSent``): one
+per notification. The
 receipts are read by a consumer of this process assigned to every partition of the topic,
 polling as they arrive.
 
@@ -70,6 +71,7 @@ def confirms(receipt: dict[str, Any]) -> bool:
     return receipt["event_type"] in CONFIRMING or (
         receipt["event_type"] == "NotificationSent" and receipt["channel"] == "e_adrese"
     )
+
 
 WARM_UP = 100
 TIMEOUT = 600.0

@@ -62,9 +62,9 @@ from bench.calibration import python_speed
 from bench.cascade import TOWN, percentiles, register_and_round, round_town, say
 from bench.notify import confirms, read_receipts
 from bench.options import setting_option
+from hub.documents.edoc import generate_seal
 from hub.embedded import free_port
 from hub.kafka import ensure_topics, kafka_cluster
-from hub.documents.edoc import generate_seal
 from hub.settings import Settings
 from schemas.topics import NOTIFY
 from simulators.channels import channel_simulators
@@ -124,11 +124,7 @@ class Confirmations:
                 for record in records:
                     receipt = json.loads(record.value)
                     offer_id = receipt.get("offer_id")
-                    if (
-                        not confirms(receipt)
-                        or offer_id is None
-                        or offer_id in self.confirmed
-                    ):
+                    if not confirms(receipt) or offer_id is None or offer_id in self.confirmed:
                         continue
                     self.confirmed[offer_id] = (now, receipt["channel"])
                     waiter = self._waiting.pop(offer_id, None)
