@@ -7,6 +7,7 @@ the service, its channels' clients pointed where the settings say.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -19,6 +20,8 @@ from hub.documents.edoc import SealKey
 from hub.plugins import http_client_options
 from hub.reliability.service import ServiceSpec
 from hub.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,12 @@ def from_settings(
     pointed and rate-limited as they say, reading ``clock`` (None: the system's);
     ``overrides`` go to :func:`~adapters.notify.service.service`."""
     clock = clock or system_clock
+    config = NotifyConfig.of(settings)
+    if config.seal is None:
+        log.warning(
+            "no e-seal configured (HUB_SEAL_KEY, HUB_SEAL_CERTIFICATE): notices, which carry a"
+            " sealed document, will fail; messages without a document are sent"
+        )
     options: dict[str, Any] = dict(http_client_options(settings))
     post = letter.client_from_url(settings.letter_url, **options)
     channels = Channels(
@@ -106,7 +115,7 @@ def from_settings(
             "letter": settings.notify_rate_letter,
         },
     )
-    return service(channels, NotifyConfig.of(settings), letters=post, clock=clock, **overrides)
+    return service(channels, config, letters=post, clock=clock, **overrides)
 
 
 __all__ = ["NotifyConfig", "from_settings", "seal_of"]
