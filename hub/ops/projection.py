@@ -54,6 +54,7 @@ from schemas.notifications import (
     NotificationDeemedNotified,
     NotificationDelivered,
     NotificationFailed,
+    NotificationPosted,
     NotificationSent,
 )
 from schemas.topics import BY_NAME, Topic, topic_for
@@ -189,6 +190,7 @@ class Projection:
             NotificationSent: self._sent,
             NotificationDelivered: self._delivered,
             NotificationDeemedNotified: self._deemed,
+            NotificationPosted: self._posted,
             NotificationFailed: self._failed,
         }
 
@@ -500,6 +502,9 @@ class Projection:
 
     def _deemed(self, m: NotificationDeemedNotified) -> None:
         self._receipt(m, f"deemed notified on {m.deemed_notified_on}")
+
+    def _posted(self, m: NotificationPosted) -> None:
+        self._receipt(m, f"posted {m.posted_at:%Y-%m-%d %H:%M}")
 
     def _failed(self, m: NotificationFailed) -> None:
         kind = "permanent" if m.permanent else "may pass"
