@@ -388,7 +388,7 @@ def decision_problems(
             continue
         if message["event_type"] == "DocumentRegistered":
             numbers[key.removeprefix("decision:")].add(message["registration_number"])
-        else:
+        elif message["event_type"] == "DocumentRegistrationFailed":
             failed[key.removeprefix("decision:")] = f"{message['reason']}: {message['detail']}"
     in_dvs = {d["registration_number"]: d for d in dvs_documents if d.get("type") == "decision"}
     for offer_id, accepted in sorted(offers.accepted.items()):
