@@ -128,6 +128,9 @@ def summary(state: AllocationState) -> dict[str, Any]:
         "round": state.round_id,
         "live_offers": len(state.live),
         "offers": dict(sorted(Counter(o.status for o in state.offers.values()).items())),
+        # Documents for parents: registering (waiting for the DVS's number), sent, dropped
+        # (an invitation whose offer closed first), unregistered (the DVS refused it).
+        "notices": dict(sorted(Counter(n.status for n in state.notices.values()).items())),
     }
 
 

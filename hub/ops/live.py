@@ -302,8 +302,9 @@ class LiveView:
         return self._lag | {"notes": sorted(self.notes)}
 
     def dead_letters(self, limit: int = 100) -> dict[str, Any]:
-        """The newest dead letters first, each marked if it was replayed."""
-        shown = list(self._letters)[-limit:][::-1]
+        """The newest dead letters first (by when they were dead-lettered: the topic's
+        partitions are read in no order of time), each marked if it was replayed."""
+        shown = sorted(self._letters, key=lambda d: d["dead_at"], reverse=True)[:limit]
         return {
             "total": self.letters_total,
             "dead_letters": [
