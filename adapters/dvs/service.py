@@ -24,7 +24,7 @@ left waiting.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from adapters.dvs.client import DvsClient, NewDocument, Registration, Rejection, Stored
 from hub.errors import TransientError
@@ -59,6 +59,7 @@ class RelatedNotRegistered(TransientError):
 
 
 Request = RegisterDocument | StoreDocumentContent
+_Refusal = TypeVar("_Refusal", DocumentRegistrationFailed, DocumentContentRejected)
 ContentReason = Literal[
     "invalid_container",
     "invalid_signature",
@@ -172,7 +173,14 @@ def _failed(
     *,
     permanent: bool,
 ) -> DocumentRegistrationFailed:
-    return DocumentRegistrationFailed.new(
+    return _refusal(DocumentRegistrationFailed, message, reason, detail, permanent=permanent)
+
+
+def _refusal(
+    kind: type[_Refusal], message: Request, reason: str, detail: str, *, permanent: bool
+) -> _Refusal:
+    """The DVS's refusal of ``message`` (a registration or a content), its detail made safe."""
+    return kind.new(
         producer=DVS,
         caused_by=message,
         document_key=message.document_key,
@@ -228,14 +236,7 @@ def _content_given_up(
 def _rejected(
     message: StoreDocumentContent, reason: ContentReason, detail: str, *, permanent: bool
 ) -> DocumentContentRejected:
-    return DocumentContentRejected.new(
-        producer=DVS,
-        caused_by=message,
-        document_key=message.document_key,
-        reason=reason,
-        detail=failure_detail(detail),  # the DVS's text may quote anything
-        permanent=permanent,
-    )
+    return _refusal(DocumentContentRejected, message, reason, detail, permanent=permanent)
 
 
 def service(client: DvsClient, name: str = DVS) -> ServiceSpec:
