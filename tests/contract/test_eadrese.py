@@ -18,7 +18,7 @@ from adapters.notify.eadrese import (
     check_attachments,
     client_from_url,
 )
-from hub.calendar import deemed_notified
+from hub.notice import NoticeLaw
 from hub.reliability.retry import (
     InvalidResponse,
     Refused,
@@ -520,5 +520,7 @@ async def test_deemed_notified_from_the_server_time(
     eadrese.clock.now = sent
     outcome = await client.send(ACTIVE, outgoing())
     assert isinstance(outcome, Accepted) and outcome.at == sent
-    assert deemed_notified(outcome.at) == notified
-    assert deemed_notified(await client.confirmation(outcome.provider_message_id)) == notified
+    law = NoticeLaw()
+    assert law.deemed_notified("e_adrese", outcome.at) == notified
+    confirmed = await client.confirmation(outcome.provider_message_id)
+    assert law.deemed_notified("e_adrese", confirmed) == notified

@@ -1,10 +1,13 @@
-"""The legal clock: second working day after sending to an e-adrese, and the answer deadline."""
+"""The legal clock with the law's defaults (hub.notice): second working day after sending to an
+e-adrese, Latvian working days, and the answer deadline."""
 
 from datetime import UTC, date, datetime
 
 import pytest
 
-from hub.calendar import answer_deadline, deemed_notified, is_working_day, working_days_after
+from hub.notice import NoticeLaw
+
+LAW = NoticeLaw()
 
 
 @pytest.mark.parametrize(
@@ -24,16 +27,17 @@ from hub.calendar import answer_deadline, deemed_notified, is_working_day, worki
 def test_deemed_notified_on_the_second_working_day_after_sending(
     sent: datetime, deemed: date
 ) -> None:
-    assert deemed_notified(sent) == deemed
+    assert LAW.deemed_notified("e_adrese", sent) == deemed
 
 
 def test_saturdays_made_working_days_and_moved_days_off_count() -> None:
-    assert not is_working_day(date(2026, 1, 2))  # Friday, a day off moved from Saturday 17 January
-    assert is_working_day(date(2026, 1, 17))  # that Saturday is a working day
-    assert working_days_after(date(2026, 1, 16), 1) == date(2026, 1, 17)
+    calendar = LAW.calendar
+    assert not calendar.is_working_day(date(2026, 1, 2))  # a day off moved from Saturday 17 Jan
+    assert calendar.is_working_day(date(2026, 1, 17))  # that Saturday is a working day
+    assert calendar.nth_working_day_after(date(2026, 1, 16), 1) == date(2026, 1, 17)
 
 
 def test_answer_deadline_counts_calendar_days_and_ends_on_a_working_day() -> None:
-    assert answer_deadline(date(2026, 11, 12), 15) == date(2026, 11, 27)  # a Friday
-    assert answer_deadline(date(2026, 11, 3), 15) == date(2026, 11, 19)  # 18th is a holiday
-    assert answer_deadline(date(2026, 12, 10), 15) == date(2026, 12, 28)  # Christmas, weekend
+    assert LAW.answer_by(date(2026, 11, 12), 15) == date(2026, 11, 27)  # a Friday
+    assert LAW.answer_by(date(2026, 11, 3), 15) == date(2026, 11, 19)  # 18th is a holiday
+    assert LAW.answer_by(date(2026, 12, 10), 15) == date(2026, 12, 28)  # Christmas, weekend
