@@ -646,13 +646,8 @@ class Season:
         }
         printed = seen.printed
         report.deadlines_read = printed.checked
-        unsaid = [
-            o["offer_id"]
-            for o in offers
-            if o["respond_by"]
-            and o["status"] in ("revoked", "expired")
-            and o["offer_id"] in _undelivered([o], seen.receipts)
-        ]
+        closed = [o for o in offers if o["status"] in ("revoked", "expired")]
+        unsaid = _undelivered(closed, delivered_documents(seen.receipts))
         report.dead_letters = Counter(f"{d.service}: {d.reason}" for d in seen.letters)
 
         made = {str(m.offer_id) for m in seen.topic if isinstance(m, OfferMade)}
@@ -760,7 +755,7 @@ class Season:
                 )
                 if m.municipality == self.code
             ]
-            if not _undelivered(offers, found) or time.monotonic() > deadline:
+            if not _undelivered(offers, delivered_documents(found)) or time.monotonic() > deadline:
                 return found
             await asyncio.sleep(1)
 
@@ -934,10 +929,11 @@ def delivered_documents(receipts: list[Any]) -> dict[str, tuple[str, str]]:
     return found
 
 
-def _undelivered(offers: list[dict[str, Any]], receipts: list[Any]) -> list[str]:
+def _undelivered(
+    offers: list[dict[str, Any]], delivered: Mapping[str, tuple[str, str]]
+) -> list[str]:
     """Notified offers without their invitation delivered, or closed unaccepted without the
-    document that says so."""
-    delivered = delivered_documents(receipts)
+    document that says so (``delivered``: :func:`delivered_documents`)."""
     missing = []
     for o in offers:
         if not o["respond_by"]:

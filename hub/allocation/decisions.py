@@ -154,7 +154,7 @@ class Step:
         rank = listed.index(seat.institution_id) + 1 if seat.institution_id in listed else None
         institution = state.institutions[seat.institution_id]
         pool = next(p for p in institution.pools if p.group_code == seat.group)
-        start = max(state.round_date, app.desired_start_date)
+        start = state.start_date(app)
         self.emit(
             OfferMade,
             offer_id=offer_id,
@@ -560,7 +560,7 @@ def accepted(step: Step, message: ParentAccepted) -> None:
     file.accepted_offer, file.enrollment_refused = offer.offer_id, None
     if file.status == "enrolled":
         file.status = "queued"  # until VIIS has recorded the new place
-    start = max(state.round_date or date.min, file.application.desired_start_date)
+    start = state.start_date(file.application)
     step.emit(
         PlaceAccepted,
         offer_id=message.offer_id,

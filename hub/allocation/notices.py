@@ -109,9 +109,7 @@ def key_of(kind: str, subject: str) -> str:
 def offer_variables(step: Step, offer: Offer) -> dict[str, str]:
     """What a notice about ``offer`` says of the place."""
     institution = step.state.institutions.get(offer.institution_id)
-    start = step.state.round_date
-    app = step.state.children[offer.child_ref].application
-    start = max(start, app.desired_start_date) if start else app.desired_start_date
+    start = step.state.start_date(step.state.children[offer.child_ref].application)
     return {
         "institution": institution.name if institution else offer.institution_id,
         "group": offer.group_code,

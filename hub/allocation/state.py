@@ -21,6 +21,7 @@ from hub.allocation.notices import Notice
 from hub.allocation.records import CLOSED, LIVE, ChildFile, Offer
 from hub.allocation.rules import MunicipalityRules
 from hub.notice import NoticeLaw
+from schemas.applications import ApplicationSubmitted
 from schemas.institutions import InstitutionRegistered
 from schemas.residence import ResidenceDeclared
 
@@ -64,6 +65,11 @@ class AllocationState:
     def waiting_for_facts(self) -> int:
         """Queued applications that a round would leave out: VIIS or GIS has not answered."""
         return sum(1 for f in self.children.values() if f.status == "queued" and f.missing)
+
+    def start_date(self, application: ApplicationSubmitted) -> date:
+        """The day a place offered in the open round starts: the round's date, or later if
+        the parents asked for later."""
+        return max(self.round_date or date.min, application.desired_start_date)
 
     def on_list(self, child_ref: str) -> bool:
         """Whether the child is on the open round's admission list: it has a live offer or
