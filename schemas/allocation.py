@@ -126,6 +126,17 @@ class RoundCompleted(Event):
     institutions: tuple[InstitutionFill, ...] = Field(
         default=(), description="Fill per institution."
     )
+    facts_rechecked: int = Field(
+        default=0, ge=0, description="Children whose facts were verified again for the round."
+    )
+    facts_changed: int = Field(
+        default=0, ge=0, description="Facts found changed at that check (residence, VIIS)."
+    )
+    facts_unverified: int = Field(
+        default=0,
+        ge=0,
+        description="Children left out of the list: a register did not answer in time.",
+    )
 
 
 class _Response(_OfferRef, Event):

@@ -8,12 +8,14 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
+from schemas.authorisations import Authorisation, RefusalReason
 from schemas.base import Event, FrozenModel, type_name
 from schemas.values import (
     AddressCode,
     ApplicationId,
     ChildRef,
     EmailAddress,
+    FailureDetail,
     InstitutionId,
     LanguageCode,
     PersonalCode,
@@ -128,6 +130,13 @@ class ApplicationSubmitted(_Choice, Event):
         max_length=64,
         description="Power of attorney when staff submitted on a parent's behalf.",
     )
+    authorisation: Authorisation | None = Field(
+        default=None,
+        description=(
+            "Filed by an authorised person, not a parent: the authorisation it names. The"
+            " application counts only once the register of authorisations confirms it."
+        ),
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -161,3 +170,18 @@ class ApplicationWithdrawn(Event):
         description="Why the application left the queue."
     )
     withdrawn_at: UtcDatetime = Field(description="When it left the queue.")
+
+
+class ApplicationRefused(Event):
+    """The hub refused an application before it counted; the e-service tells the parents
+    why (``detail`` is written for them)."""
+
+    event_type: Literal["ApplicationRefused"] = type_name("ApplicationRefused")
+    application_id: ApplicationId
+    child_ref: ChildRef
+    reason: Literal["authorisation_refused"] = Field(description="Why it does not count.")
+    authorisation_reason: RefusalReason | None = Field(
+        default=None, description="The register's reason, for an authorisation refused."
+    )
+    detail: FailureDetail
+    refused_at: UtcDatetime = Field(description="When the hub refused it.")

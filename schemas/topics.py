@@ -29,7 +29,18 @@ from schemas.allocation import (
     RunRound,
     StepTaken,
 )
-from schemas.applications import ApplicationChanged, ApplicationSubmitted, ApplicationWithdrawn
+from schemas.applications import (
+    ApplicationChanged,
+    ApplicationRefused,
+    ApplicationSubmitted,
+    ApplicationWithdrawn,
+)
+from schemas.authorisations import (
+    AuthorisationCheckFailed,
+    AuthorisationRefused,
+    AuthorisationVerified,
+    CheckAuthorisation,
+)
 from schemas.base import Message
 from schemas.clock import ClockAdvanced
 from schemas.documents import (
@@ -57,17 +68,24 @@ from schemas.notifications import (
     NotificationSent,
     SendNotification,
 )
-from schemas.residence import ResidenceDeclared
+from schemas.priority import PriorityConfirmed, PriorityRejected
+from schemas.residence import (
+    CheckResidence,
+    ResidenceChecked,
+    ResidenceCheckFailed,
+    ResidenceDeclared,
+)
 
 # Services and adapters, by the names they use as `producer` and consumer group prefix.
 VPS = "vps-adapter"
 VIIS = "viis-adapter"
 GIS = "gis-adapter"
 DVS = "dvs-adapter"
+AUTHORISATIONS = "authorisations-adapter"
 NOTIFY = "notify-adapter"
 ALLOCATION = "allocation"
 OPERATOR = "operator"
-SERVICES = (VPS, VIIS, GIS, DVS, NOTIFY, ALLOCATION, OPERATOR)
+SERVICES = (VPS, VIIS, GIS, DVS, AUTHORISATIONS, NOTIFY, ALLOCATION, OPERATOR)
 
 
 @dataclass(frozen=True)
@@ -128,8 +146,47 @@ TOPICS: tuple[Topic, ...] = (
         partitions=6,
         producer=VPS,
         consumers=(ALLOCATION,),
-        messages=(ResidenceDeclared,),
-        description="Declared residence of children and guardians (population register extract).",
+        messages=(ResidenceDeclared, ResidenceChecked, ResidenceCheckFailed),
+        description=(
+            "Declared residence of children and guardians (population register extract): as"
+            " the register reports it, and its answers to the checks before every list."
+        ),
+    ),
+    Topic(
+        name="vps.population.checks.v1",
+        key="child_ref",
+        partitions=6,
+        producer=ALLOCATION,
+        consumers=(VPS,),
+        messages=(CheckResidence,),
+        description="Requests to the population register: where do the child and guardians live?",
+    ),
+    Topic(
+        name="authorisations.checks.v1",
+        key="child_ref",
+        partitions=6,
+        producer=ALLOCATION,
+        consumers=(AUTHORISATIONS,),
+        messages=(CheckAuthorisation,),
+        description="Requests to the register of authorisations: does an authorisation hold?",
+    ),
+    Topic(
+        name="authorisations.results.v1",
+        key="child_ref",
+        partitions=6,
+        producer=AUTHORISATIONS,
+        consumers=(ALLOCATION,),
+        messages=(AuthorisationVerified, AuthorisationRefused, AuthorisationCheckFailed),
+        description="Answers of the register of authorisations.",
+    ),
+    Topic(
+        name="allocation.applications.v1",
+        key="child_ref",
+        partitions=6,
+        producer=ALLOCATION,
+        consumers=(VPS,),
+        messages=(ApplicationRefused,),
+        description="Applications the hub refused before they counted, for the e-service.",
     ),
     Topic(
         name="viis.enrollment.checks.v1",
@@ -187,8 +244,11 @@ TOPICS: tuple[Topic, ...] = (
         partitions=1,
         producer=OPERATOR,
         consumers=(ALLOCATION,),
-        messages=(RunRound,),
-        description="Operator commands to the allocation service (one-click admission round).",
+        messages=(RunRound, PriorityConfirmed, PriorityRejected),
+        description=(
+            "Operator commands to the allocation service: the one-click admission round, and"
+            " the commission's decisions on declared priority grounds."
+        ),
     ),
     Topic(
         name="allocation.offers.v1",
