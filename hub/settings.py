@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     expiry_interval: float = Field(
         default=60.0, gt=0, description="Seconds between checks for offers past their deadline."
     )
+    recheck_wait: float = Field(
+        default=600.0,
+        gt=0,
+        description=(
+            "Seconds a round waits for VIIS and the population register to verify the facts"
+            " again before its list is built; a child whose register has not answered by then"
+            " is left out of that list as not verified."
+        ),
+    )
     simulation: bool = Field(
         default=False,
         description=(

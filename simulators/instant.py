@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from hub.kafka import ensure_topics
@@ -23,14 +25,57 @@ from schemas.addresses import AddressResolved, ResolveAddress
 from schemas.base import Message
 from schemas.documents import DocumentRegistered, RegisterDocument
 from schemas.enrollment import CheckEnrollment, EnrollmentChecked
-from schemas.topics import DVS, GIS, VIIS
+from schemas.residence import CheckResidence, Residence, ResidenceChecked, ResidenceDeclared
+from schemas.topics import DVS, GIS, VIIS, VPS
 
 # LKS-92 (EPSG:3059) near the centre of Riga, and a 10 km square around it.
 _NORTHING, _EASTING, _SPAN = 308_000, 506_000, 10_000
 
 
+class Population:
+    """A stand-in for the population register: it answers a residence check with the
+    residences it was told of (:meth:`learn`), as the register reported them."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, dict[str, Residence]] = {}
+
+    def learn(self, message: Message) -> None:
+        if isinstance(message, ResidenceDeclared):
+            residence = Residence.model_validate(
+                message.model_dump(include=set(Residence.model_fields))
+            )
+            slot = f"{message.subject}:{message.guardian_index or 0}"
+            self.known.setdefault(message.child_ref, {})[slot] = residence
+
+    def check(self, message: CheckResidence, at: datetime | None = None) -> ResidenceChecked:
+        """The answer, with an id derived from the request's flow, child and date and the
+        request's time: the same request answered again (a replay, a test run twice) gives
+        the same answer."""
+        answer = ResidenceChecked.new(
+            producer=VPS,
+            caused_by=message,
+            child_ref=message.child_ref,
+            as_of=message.as_of,
+            residences=tuple(
+                r
+                for _, r in sorted(self.known.get(message.child_ref, {}).items())
+                if r.declared_from <= message.as_of
+            ),
+        )
+        name = f"pers:{message.correlation_id}:{message.child_ref}:{message.as_of}"
+        return answer.model_copy(
+            update={
+                "event_id": uuid.uuid5(uuid.NAMESPACE_URL, name),
+                "occurred_at": at or message.occurred_at,
+            }
+        )
+
+
 def answer(message: Message) -> Message | None:
-    """The stand-ins' answer to an enrichment request (None for anything else)."""
+    """The stand-ins' answer to a request (None for anything else); a residence check is
+    answered as a register that knows of no declared residence does."""
+    if isinstance(message, CheckResidence):
+        return Population().check(message)
     if isinstance(message, CheckEnrollment):
         return EnrollmentChecked.new(
             producer=VIIS,
@@ -79,8 +124,8 @@ class Answering(Handler[Any]):
 
 
 def stand_ins(municipality: str, prefix: str = "instant") -> list[ServiceSpec]:
-    """The VIIS, GIS and DVS stand-ins as services named ``<prefix>-viis``, ``<prefix>-gis``
-    and ``<prefix>-dvs``.
+    """The VIIS, GIS, DVS and population register stand-ins as services named
+    ``<prefix>-viis``, ``<prefix>-gis``, ``<prefix>-dvs`` and ``<prefix>-pers``.
 
     Their retry topics (``retry_topic(name)``) must exist before they start.
     """
@@ -88,6 +133,7 @@ def stand_ins(municipality: str, prefix: str = "instant") -> list[ServiceSpec]:
         ServiceSpec(f"{prefix}-viis", (Answering("viis.enrollment.checks.v1", municipality),)),
         ServiceSpec(f"{prefix}-gis", (Answering("gis.address.requests.v1", municipality),)),
         ServiceSpec(f"{prefix}-dvs", (Answering("dvs.documents.requests.v1", municipality),)),
+        ServiceSpec(f"{prefix}-pers", (Answering("vps.population.checks.v1", municipality),)),
     ]
 
 

@@ -25,8 +25,9 @@ from hub.reliability.store import Store
 from schemas.allocation import ParentAccepted, ParentDeclined
 from schemas.base import Message
 from schemas.notifications import NotificationSent
+from schemas.residence import CheckResidence
 from schemas.topics import BY_NAME, DEAD_LETTERS
-from simulators.instant import answer
+from simulators.instant import Population, answer
 
 RIGA = load_rules("riga")
 
@@ -47,6 +48,9 @@ class Harness:
         """Every message handled, by topic and event_id: what the topics would hold."""
         self.offset = 0
         self.answer: Callable[[Message], Message | None] = answer  # VIIS and GIS stand-ins
+        self.population = Population()
+        """The population register's stand-in: it answers the checks before a list with the
+        residences fed so far."""
         self.spec: ServiceSpec
         self.state: AllocationState
         self.processor: BatchProcessor
@@ -97,9 +101,16 @@ class Harness:
             ]
             published = [BY_NAME[r.topic].parse(r.value) for r in committed if r.topic in BY_NAME]
             out += published
-            batch = [reply for reply in map(self.answer, published) if reply is not None]
+            for message in batch:
+                self.population.learn(message)
+            batch = [reply for reply in map(self._reply, published) if reply is not None]
         self.published += out
         return out
+
+    def _reply(self, message: Message) -> Message | None:
+        if isinstance(message, CheckResidence):
+            return self.population.check(message, self.now)
+        return self.answer(message)
 
     async def tick(self) -> list[Message]:
         """Run the expiry timer once and commit what it did, as the service runner does."""

@@ -43,7 +43,18 @@ from schemas.allocation import (
     RoundCompleted,
     RunRound,
 )
-from schemas.applications import ApplicationChanged, ApplicationSubmitted, ApplicationWithdrawn
+from schemas.applications import (
+    ApplicationChanged,
+    ApplicationRefused,
+    ApplicationSubmitted,
+    ApplicationWithdrawn,
+)
+from schemas.authorisations import (
+    AuthorisationCheckFailed,
+    AuthorisationRefused,
+    AuthorisationVerified,
+    CheckAuthorisation,
+)
 from schemas.base import Message
 from schemas.documents import (
     DocumentContentRejected,
@@ -68,7 +79,14 @@ from schemas.notifications import (
     NotificationPosted,
     NotificationSent,
 )
-from schemas.residence import ResidenceDeclared
+from schemas.priority import PriorityConfirmed, PriorityRejected
+from schemas.residence import (
+    CheckResidence,
+    Residence,
+    ResidenceChecked,
+    ResidenceCheckFailed,
+    ResidenceDeclared,
+)
 from schemas.topics import ALLOCATION
 
 log = logging.getLogger(__name__)
@@ -238,6 +256,23 @@ def _enrich(step: Step, app: ApplicationSubmitted) -> None:
     step.state.children[app.child_ref].asked = str(request.correlation_id)
 
 
+def _check_authorisation(step: Step, app: ApplicationSubmitted) -> None:
+    """An application filed by an authorised person counts only once the register of
+    authorisations confirms the authorisation (Riga binding regulations Nr. 191, point 7.2:
+    docs/legal-basis.md, "Priorities and intake")."""
+    if app.authorisation is None:
+        return
+    step.state.children[app.child_ref].authorisation = "pending"
+    step.emit(
+        CheckAuthorisation,
+        child_ref=app.child_ref,
+        application_id=app.application_id,
+        child_personal_code=app.child_personal_code,
+        authorisation=app.authorisation,
+        on=local_date(app.registered_at),
+    )
+
+
 def _join_open_round(step: Step, child_ref: str) -> None:
     """A child that is not in the open round's engine joins it now, where the rules say
     so and its facts are in (``late_applications = "join"``, docs/rules.md)."""
@@ -263,9 +298,15 @@ def application_submitted(step: Step, message: ApplicationSubmitted) -> None:
     if early:
         residences = residences | early
         step.changed("early_residences", message.child_ref)
-    state.children[message.child_ref] = ChildFile(message, residences=residences)
+    file = ChildFile(message, residences=residences)
+    if old is not None and old.application.application_id == message.application_id:
+        # The same application again (a register's replay): the commission's decisions
+        # and the declined institutions stay with it.
+        file.decisions, file.declined = old.decisions, old.declined
+    state.children[message.child_ref] = file
     step.changed("children", message.child_ref)
     _enrich(step, message)
+    _check_authorisation(step, message)
 
 
 def application_changed(step: Step, message: ApplicationChanged) -> None:
@@ -398,16 +439,250 @@ def residence_declared(step: Step, message: ResidenceDeclared) -> None:
 def _fact_answered(step: Step, message: FactAnswer, child_ref: str, system: str) -> None:
     """VIIS's or GIS's answer about a child's facts, if it answers the latest request (an
     answer to an earlier one is stale: a newer request is out, and it is ignored); a child
-    whose facts are now in may join the open round."""
+    whose facts are now in may join the open round. An answer to the checks before a list
+    goes to :func:`_rechecked`."""
     file = step.state.children.get(child_ref)
     if file is None:
         raise PermanentError(f"{system} answered about {child_ref}, which has no application")
+    if file.rechecking is not None and str(message.correlation_id) == file.rechecking:
+        _rechecked(step, file, message)
+        return
     if not file.answers(message):
         log.info(f"stale {system} answer ignored", extra={"child_ref": child_ref})
         return
     step.changed("children", child_ref)
     file.record(message)
+    if isinstance(message, EnrollmentChecked):
+        file.verified["viis"] = message.as_of.isoformat()
     _join_open_round(step, child_ref)
+
+
+# --------------------------------------------------------------------------- checks before a list
+
+
+def _registers_to_check(file: ChildFile, on: date) -> list[str]:
+    """The registers whose facts about the child were last verified before ``on``: they are
+    asked again before the list of ``on`` is built."""
+    return [r for r in ("viis", "pers") if file.verified.get(r, "") < on.isoformat()]
+
+
+def _start_checks(step: Step, command: RunRound) -> bool:
+    """Ask VIIS and the population register again about every child the list will hold whose
+    facts were verified before the round's date (Riga binding regulations Nr. 191: the
+    statuses are checked for every list, docs/legal-basis.md "Priorities"). The round waits
+    for the answers, at most ``recheck_wait`` on the service's clock (:func:`checks_due`).
+    False when nothing needs asking: the round is built at once."""
+    state, on = step.state, command.round_date
+    asked = 0
+    for file in _candidates(state):
+        file.unverified = []
+        registers = _registers_to_check(file, on)
+        if not registers:
+            continue
+        app = file.application
+        step.changed("children", app.child_ref)
+        if "viis" in registers:
+            request = step.emit(
+                CheckEnrollment,
+                child_ref=app.child_ref,
+                child_personal_code=app.child_personal_code,
+                sibling_personal_codes=app.claims.sibling_personal_codes,
+                as_of=on,
+            )
+        if "pers" in registers:
+            request = step.emit(
+                CheckResidence,
+                child_ref=app.child_ref,
+                child_personal_code=app.child_personal_code,
+                guardian_personal_codes=tuple(g.personal_code for g in app.guardians),
+                as_of=on,
+            )
+        file.rechecking, file.awaiting = str(request.correlation_id), registers
+        asked += 1
+    if not asked:
+        return False
+    round_id = str(command.round_id)
+    state.pending = {
+        "round_id": round_id,
+        "round_date": on.isoformat(),
+        "pending": True,
+        "open": False,
+        "requested_by": command.requested_by,
+        "wait_until": (step.at + state.recheck_wait).isoformat(),
+        "rechecked": asked,
+        "outstanding": asked,
+        "facts_changed": 0,
+    }
+    state.rounds[round_id] = state.pending
+    step.changed("rounds", round_id)
+    log.info(
+        "facts are checked again before the list is built",
+        extra={"round": round_id, "children": asked},
+    )
+    return True
+
+
+def _rechecked(step: Step, file: ChildFile, message: Message) -> None:
+    """One register's answer to the checks before a list: the facts it verified replace the
+    old ones (a failure keeps them, and the child is left out of the list as not verified);
+    the last answer expected builds the list."""
+    state, pending = step.state, step.state.pending
+    child_ref = file.application.child_ref
+    step.changed("children", child_ref)
+    register = "pers" if isinstance(message, ResidenceChecked | ResidenceCheckFailed) else "viis"
+    if register not in file.awaiting:
+        return  # answered twice: the first answer counts
+    before = _ranking_facts(state, file)
+    if isinstance(message, EnrollmentChecked):
+        file.record(message)
+        file.verified["viis"] = message.as_of.isoformat()
+    elif isinstance(message, ResidenceChecked):
+        file.residences = {
+            f"{r.subject}:{r.guardian_index or 0}": _declared(message, r)
+            for r in message.residences
+        }
+        file.verified["pers"] = message.as_of.isoformat()
+    else:  # the register could not answer
+        file.unverified.append(register)
+    file.awaiting = [r for r in file.awaiting if r != register]
+    if pending is not None:
+        pending["facts_changed"] += _differences(before, _ranking_facts(state, file))
+        step.changed("rounds", pending["round_id"])
+    if file.awaiting:
+        return
+    file.rechecking = None
+    if pending is None:
+        return
+    pending["outstanding"] -= 1
+    if pending["outstanding"] <= 0:
+        _build_round(step)
+
+
+def _declared(answer: ResidenceChecked, residence: Residence) -> ResidenceDeclared:
+    """A residence the register confirmed, kept as the record the register's own report
+    would be (its id derived from the answer's: the same answer gives the same record)."""
+    return ResidenceDeclared.new(
+        producer=answer.producer,
+        caused_by=answer,
+        municipality=answer.municipality,
+        child_ref=answer.child_ref,
+        **residence.model_dump(),
+    ).model_copy(
+        update={
+            "event_id": stable_id(answer.event_id, residence.subject, residence.guardian_index),
+            "occurred_at": answer.occurred_at,
+        }
+    )
+
+
+def _ranking_facts(state: AllocationState, file: ChildFile) -> dict[str, object]:
+    """The facts that rank the child as the register answers give them (for counting what a
+    check changed)."""
+    on = state.pending_date() or date.min
+    facts = state.engine_child(file, on)
+    return {
+        "child_resident": facts.facts.child_resident,
+        "parent_resident": facts.facts.parent_resident,
+        "siblings_at": facts.facts.siblings_at,
+        "held": facts.held,
+    }
+
+
+def _differences(before: dict[str, object], after: dict[str, object]) -> int:
+    return sum(1 for k in before if before[k] != after[k])
+
+
+def residence_checked(step: Step, message: ResidenceChecked | ResidenceCheckFailed) -> None:
+    """The population register's answer to a check before a list; an answer nobody waits for
+    any more (the list was built without it) is left for the next list's check."""
+    file = step.state.children.get(message.child_ref)
+    if file is None:
+        raise PermanentError(
+            f"the population register answered about {message.child_ref}, which has no application"
+        )
+    if file.rechecking is None or str(message.correlation_id) != file.rechecking:
+        log.info(
+            "a late population register answer ignored", extra={"child_ref": message.child_ref}
+        )
+        return
+    _rechecked(step, file, message)
+
+
+def checks_due(step: Step) -> None:
+    """A clock tick: the wait for the checks before a list has ended; the children whose
+    registers did not answer are left out of it as not verified, and the list is built."""
+    state, pending = step.state, step.state.pending
+    if pending is None or step.at < datetime.fromisoformat(pending["wait_until"]):
+        return
+    for file in state.children.values():
+        if file.rechecking is not None:
+            file.unverified += file.awaiting
+            file.awaiting, file.rechecking = [], None
+            step.changed("children", file.application.child_ref)
+    _build_round(step)
+
+
+# --------------------------------------------------------------------------- the commission
+
+
+def priority_decided(step: Step, message: PriorityConfirmed | PriorityRejected) -> None:
+    """The commission confirmed or rejected a ground the parents declared. Only a confirmed
+    ground ranks the child; a child in the open round is ranked again at once."""
+    state, claim = step.state, message.claim
+    file = step.child(message.child_ref)
+    declared = file.claims()
+    if claim not in declared:
+        raise PermanentError(
+            f"child {message.child_ref} has no declared claim {claim!r}"
+            f" (declared: {', '.join(sorted(declared)) or 'none'})"
+        )
+    decision = {
+        "status": "confirmed" if isinstance(message, PriorityConfirmed) else "rejected",
+        "decision_number": message.decision_number,
+        "decided_by": message.decided_by,
+        "decided_on": message.decided_on.isoformat(),
+    }
+    if isinstance(message, PriorityRejected):
+        decision["reason"] = message.reason
+    file.decisions[claim] = decision
+    engine = state.allocator
+    if engine is not None and state.round_date is not None and message.child_ref in engine:
+        facts = state.engine_child(file, state.round_date).facts
+        step.moves(engine.update_facts(message.child_ref, facts))
+
+
+# --------------------------------------------------------------------------- authorisations
+
+
+def authorisation_answered(
+    step: Step,
+    message: AuthorisationVerified | AuthorisationRefused | AuthorisationCheckFailed,
+) -> None:
+    """The register of authorisations answered: a confirmed authorisation lets the
+    application count; a refused one refuses it, and the e-service tells the parents why; a
+    failed check leaves it waiting."""
+    file = step.child(message.child_ref)
+    if file.application.application_id != message.application_id or file.authorisation in (
+        None,
+        "verified",
+    ):
+        return  # about an earlier application, or answered already
+    if isinstance(message, AuthorisationVerified):
+        file.authorisation = "verified"
+        _join_open_round(step, message.child_ref)
+    elif isinstance(message, AuthorisationRefused):
+        file.authorisation, file.status = f"refused: {message.reason}", "refused"
+        step.emit(
+            ApplicationRefused,
+            application_id=message.application_id,
+            child_ref=message.child_ref,
+            reason="authorisation_refused",
+            authorisation_reason=message.reason,
+            detail=message.detail,
+            refused_at=step.at,
+        )
+    else:
+        file.authorisation = f"failed: {message.reason}"
 
 
 def enrollment_checked(step: Step, message: EnrollmentChecked | EnrollmentCheckFailed) -> None:
@@ -445,20 +720,48 @@ def address_answered(step: Step, message: AddressResolved | AddressResolutionFai
 # --------------------------------------------------------------------------- the round
 
 
+def _candidates(state: AllocationState) -> list[ChildFile]:
+    """The children a list is built for: queued (or enrolled and waiting for a better place)
+    with every fact in."""
+    return [
+        f for f in state.children.values() if f.status in ("queued", "enrolled") and not f.missing
+    ]
+
+
 def run_round(step: Step, command: RunRound) -> None:
-    """Build the admission list as of ``command.round_date`` and offer every seat it gives."""
+    """Build the admission list as of ``command.round_date`` and offer every seat it gives;
+    first the facts are verified again for that date (:func:`_start_checks`)."""
     state = step.state
     if state.live:
         raise PermanentError(f"a round is still open: {len(state.live)} offers await an answer")
-    on = command.round_date
-    ready = [
-        f for f in state.children.values() if f.status in ("queued", "enrolled") and not f.missing
-    ]
+    if state.pending is not None:
+        raise PermanentError(
+            f"round {state.pending['round_id']} waits for its checks: one round at a time"
+        )
+    if not _start_checks(step, command):
+        state.pending = {
+            "round_id": str(command.round_id),
+            "round_date": command.round_date.isoformat(),
+            "rechecked": 0,
+            "facts_changed": 0,
+        }
+        _build_round(step)
+
+
+def _build_round(step: Step) -> None:
+    """Build the pending round's list with the engine, offer every seat it gives, and report
+    it (the summary, the list registered in the DVS)."""
+    state, pending = step.state, step.state.pending
+    assert pending is not None
+    state.pending = None
+    round_id, on = pending["round_id"], date.fromisoformat(pending["round_date"])
+    step.cause_id = stable_id("round", round_id)
+    ready = [f for f in _candidates(state) if not f.unverified]
+    unverified = sum(1 for f in _candidates(state) if f.unverified)
     institutions = tuple(state.engine_institution(i) for i in state.institutions.values())
     children = tuple(state.engine_child(f, on) for f in ready)
     state.allocator = Allocator(Instance(institutions, children), state.rules, on)
     step.effects.new_round = True
-    round_id = str(command.round_id)
     state.round_id, state.round_date = round_id, on
     matching = state.allocator.matching()
     for child_ref, seat in sorted(matching.items()):
@@ -474,13 +777,16 @@ def run_round(step: Step, command: RunRound) -> None:
     ]
     step.emit(
         RoundCompleted,
-        round_id=command.round_id,
+        round_id=uuid.UUID(round_id),
         round_date=on,
         applications_considered=len(children),
         offers_made=len(matching),
         children_unplaced=len(children) - len(matching),
         lottery_seed=state.rules.lottery_seed,
         institutions=fills,
+        facts_rechecked=pending["rechecked"],
+        facts_changed=pending["facts_changed"],
+        facts_unverified=unverified,
     )
     listing = json.dumps(
         sorted([cid, s.institution_id, s.group] for cid, s in matching.items())
@@ -509,6 +815,9 @@ def run_round(step: Step, command: RunRound) -> None:
             "waiting_for_facts": state.waiting_for_facts(),
             "document_key": key,
             "registration_number": None,
+            "rechecked": pending["rechecked"],
+            "facts_changed": pending["facts_changed"],
+            "facts_unverified": unverified,
         }
     )
     step.changed("rounds", round_id)
@@ -527,7 +836,10 @@ def _live_offer(step: Step, message: ParentAccepted | ParentDeclined) -> Offer:
 
 
 def declined(step: Step, message: ParentDeclined) -> None:
-    _live_offer(step, message)
+    """The parents declined: the institution is never offered to the child again, in this
+    round or any later one (it is kept with the application)."""
+    offer = _live_offer(step, message)
+    step.child(message.child_ref).declined.add(offer.institution_id)
     engine = step.state.allocator
     assert engine is not None
     moves = engine.decline(message.child_ref)
@@ -681,6 +993,13 @@ DECISIONS: dict[type[Message], Decision] = {
     NotificationDeemedNotified: receipt,
     NotificationPosted: receipt,
     NotificationFailed: receipt,
+    ResidenceChecked: residence_checked,
+    ResidenceCheckFailed: residence_checked,
+    PriorityConfirmed: priority_decided,
+    PriorityRejected: priority_decided,
+    AuthorisationVerified: authorisation_answered,
+    AuthorisationRefused: authorisation_answered,
+    AuthorisationCheckFailed: authorisation_answered,
     DocumentRegistered: document_answered,
     DocumentRegistrationFailed: document_answered,
     DocumentContentStored: document_content_answered,
@@ -736,9 +1055,18 @@ def expire_due(step: Step) -> None:
                 variables={"respond_by": offer.respond_by or ""},
             )
         else:
+            file.declined.add(offer.institution_id)  # an unanswered offer counts as declined
+            step.changed("children", offer.child_ref)
             notices.offer_closed(step, offer, "expired")
         step.moves(moves, actor=offer.child_ref)
     step.cause_id = stable_id("tick", step.at.isoformat())
 
 
-__all__ = ["DECISIONS", "Decision", "Effects", "Step", "decide", "expire_due"]
+def clock_tick(step: Step) -> None:
+    """The service's timer: a round whose checks have waited long enough is built, and
+    offers whose answer deadline has passed expire (each expiry cascades)."""
+    checks_due(step)
+    expire_due(step)
+
+
+__all__ = ["DECISIONS", "Decision", "Effects", "Step", "clock_tick", "decide", "expire_due"]

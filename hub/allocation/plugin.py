@@ -7,6 +7,7 @@ plug-in among others.
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 
 from hub.allocation.api import serving
 from hub.allocation.rules import load_rules
@@ -22,6 +23,7 @@ def service(settings: Settings, *, clock: Clock | None = None, api: bool = True)
         load_rules(settings.rules or settings.municipality),
         settings.municipality,
         expiry_interval=settings.expiry_interval,
+        recheck_wait=timedelta(seconds=settings.recheck_wait),
         **({"clock": clock} if clock is not None else {}),
     )
     if api:

@@ -50,6 +50,27 @@ class ChildFile:
     """The offer whose place the child holds (accepted); a better one accepted replaces it."""
     asked: str | None = None
     """``correlation_id`` of the latest enrichment requests: answers to older ones are stale."""
+    decisions: dict[str, dict[str, str]] = field(default_factory=dict)
+    """The commission's decision on each declared claim, by claim key (``adopted``,
+    ``large_family``, ``staff_child:<institution>``): status (confirmed or rejected),
+    decision number, by whom, on what date, and why (a rejection). A claim without a
+    decision is pending and ranks nothing."""
+    declined: set[str] = field(default_factory=set)
+    """Institutions whose offer the parents declined (or let expire where that counts as a
+    decline): never offered to the child again, in any round."""
+    verified: dict[str, str] = field(default_factory=dict)
+    """The date (ISO) each register's facts were last verified for: ``viis`` (attendance,
+    siblings), ``pers`` (declared residence)."""
+    rechecking: str | None = None
+    """``correlation_id`` of the checks before the pending round, while they are out."""
+    awaiting: list[str] = field(default_factory=list)
+    """The registers whose answer to those checks is still out (``viis``, ``pers``)."""
+    unverified: list[str] = field(default_factory=list)
+    """Registers that did not answer the checks before the latest round (the child was left
+    out of that list)."""
+    authorisation: str | None = None
+    """For an application filed by an authorised person: ``pending``, ``verified``,
+    ``refused: <reason>`` or ``failed: <reason>`` (the register did not answer; it waits)."""
 
     def answers(self, message: Message) -> bool:
         """Whether ``message`` answers the latest enrichment requests (not earlier ones)."""
@@ -82,7 +103,21 @@ class ChildFile:
             )
         if self.address is None and self.address_failed is None:
             waiting.append("gis")
+        if self.authorisation is not None and self.authorisation != "verified":
+            waiting.append(f"authorisation ({self.authorisation})")
         return waiting
+
+    def claims(self) -> dict[str, str]:
+        """Every claim the parents declared, by key, with its state: ``pending``,
+        ``confirmed`` or ``rejected``."""
+        app = self.application.claims
+        keys = [g.value for g in app.commission_grounds]
+        keys += ["large_family"] if app.large_family else []
+        keys += [f"staff_child:{i}" for i in app.parent_staff_at]
+        return {k: self.decisions.get(k, {}).get("status", "pending") for k in keys}
+
+    def confirmed(self, claim: str) -> bool:
+        return self.decisions.get(claim, {}).get("status") == "confirmed"
 
     def dump(self) -> str:
         def js(message: Message | None) -> Any:
@@ -101,6 +136,13 @@ class ChildFile:
                 "enrollment_refused": self.enrollment_refused,
                 "accepted_offer": self.accepted_offer,
                 "asked": self.asked,
+                "decisions": self.decisions,
+                "declined": sorted(self.declined),
+                "verified": self.verified,
+                "rechecking": self.rechecking,
+                "awaiting": self.awaiting,
+                "unverified": self.unverified,
+                "authorisation": self.authorisation,
             },
             sort_keys=True,
         )
@@ -126,6 +168,13 @@ class ChildFile:
             enrollment_refused=data.get("enrollment_refused"),
             accepted_offer=data.get("accepted_offer"),
             asked=data.get("asked"),
+            decisions=data.get("decisions", {}),
+            declined=set(data.get("declined", ())),
+            verified=data.get("verified", {}),
+            rechecking=data.get("rechecking"),
+            awaiting=data.get("awaiting", []),
+            unverified=data.get("unverified", []),
+            authorisation=data.get("authorisation"),
         )
 
 

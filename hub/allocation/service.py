@@ -38,10 +38,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hub.allocation.decisions import Step, decide, expire_due
+from hub.allocation.decisions import Step, clock_tick, decide
 from hub.allocation.engine import EngineError, PoolRef
 from hub.allocation.model import Rules
 from hub.allocation.records import CLOSED, LIVE, ChildFile, Offer, stable_id
@@ -70,6 +70,7 @@ TOPICS = (
     "allocation.responses.v1",
     "notify.receipts.v1",
     "dvs.documents.registered.v1",
+    "authorisations.results.v1",
 )
 """The topics the service reads; :data:`hub.allocation.decisions.DECISIONS` says what it
 does with each message type on them."""
@@ -152,8 +153,9 @@ class Allocation:
                 )
 
     def tick(self, unit: Unit) -> None:
-        """The expiry timer: offers whose answer deadline has passed expire and cascade."""
-        self.take(unit, None, None, expire_due)
+        """The timer: a round whose checks have waited long enough is built; offers whose
+        answer deadline has passed expire and cascade."""
+        self.take(unit, None, None, clock_tick)
 
 
 class _On(Handler[Any]):
@@ -175,9 +177,10 @@ def service(
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     expiry_interval: float = 60.0,
+    recheck_wait: timedelta = timedelta(minutes=10),
 ) -> tuple[ServiceSpec, AllocationState]:
     """The allocation service's spec, and its state (for the API and tests)."""
-    allocation = Allocation(AllocationState(municipality, rules, clock))
+    allocation = Allocation(AllocationState(municipality, rules, clock, recheck_wait))
     spec = ServiceSpec(
         ALLOCATION,
         allocation.handlers,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from hub.allocation.engine import Allocator
@@ -32,8 +32,16 @@ Seat = tuple[str, str]
 class AllocationState:
     """The service's view and its engine, in memory."""
 
-    def __init__(self, municipality: str, rules: Rules, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        municipality: str,
+        rules: Rules,
+        clock: Callable[[], datetime],
+        recheck_wait: timedelta = timedelta(minutes=10),
+    ) -> None:
         self.municipality = municipality
+        self.recheck_wait = recheck_wait
+        """How long a round waits for the checks before its list (``HUB_RECHECK_WAIT``)."""
         self.rules = rules
         plain = not isinstance(rules, MunicipalityRules)
         self.notice_law: NoticeLaw = NoticeLaw() if plain else rules.notice
@@ -57,6 +65,9 @@ class AllocationState:
         """Documents for parents by document key, from registration until sent."""
         self.round_id: str | None = None
         self.round_date: date | None = None
+        self.pending: dict[str, Any] | None = None
+        """The round whose facts are being checked again before its list is built (a row of
+        ``rounds`` with ``pending``), if any."""
         self.allocator: Allocator | None = None
         self.sequence = 0
         """The number of the last step taken (one more per step journaled: a step that
@@ -90,9 +101,16 @@ class AllocationState:
         if offer.status == LIVE:
             self.live[offer.child_ref] = offer.offer_id
 
+    def pending_date(self) -> date | None:
+        """The date of the round being prepared, if any."""
+        return None if self.pending is None else date.fromisoformat(self.pending["round_date"])
+
     def open_round(self, data: dict[str, Any]) -> None:
-        """Record a round (loaded or new); an open one becomes the state's round."""
+        """Record a round (loaded or new); an open one becomes the state's round, a pending
+        one (its facts being checked) the round being prepared."""
         self.rounds[data["round_id"]] = data
+        if data.get("pending"):
+            self.pending = data
         if data.get("open"):
             self.round_id, self.round_date = (
                 data["round_id"],
@@ -184,18 +202,58 @@ class AllocationState:
             institutions=app.institutions,
             registered_at=app.registered_at,
             birth_date=app.child_birth_date,
+            # A ground the parents declared ranks the child only once the commission has
+            # confirmed it (docs/legal-basis.md, "Priorities"); residence and attendance are
+            # as the registers last verified them.
             facts=Facts(
-                commission_grounds=frozenset(g.value for g in app.claims.commission_grounds),
+                commission_grounds=frozenset(
+                    g.value for g in app.claims.commission_grounds if file.confirmed(g.value)
+                ),
                 child_resident=resident("child"),
                 parent_resident=resident("guardian"),
-                large_family=app.claims.large_family,
+                large_family=app.claims.large_family and file.confirmed("large_family"),
                 siblings_at=frozenset(i for i in siblings if i in known),
-                staff_parent_at=frozenset(i for i in app.claims.parent_staff_at if i in known),
+                staff_parent_at=frozenset(
+                    i
+                    for i in app.claims.parent_staff_at
+                    if i in known and file.confirmed(f"staff_child:{i}")
+                ),
             ),
             held=held,
             accepts_any=app.accepts_any_institution,
             location=location,
+            declined=frozenset(file.declined),
         )
+
+    def facts_of(self, file: ChildFile, on: date) -> list[dict[str, Any]]:
+        """Every priority fact of the child with its provenance: its value for ``on``, its
+        source (``declared``, ``commission``, ``viis``, ``pers``) and when it was verified
+        (None: never, e.g. a claim the commission has not decided)."""
+        facts = self.engine_child(file, on).facts
+        rows: list[dict[str, Any]] = []
+        for claim, status in file.claims().items():
+            decision = file.decisions.get(claim, {})
+            rows.append(
+                {
+                    "fact": claim,
+                    "value": status == "confirmed",
+                    "claim": status,
+                    "source": "declared" if status == "pending" else "commission",
+                    "verified_on": decision.get("decided_on"),
+                    "decision_number": decision.get("decision_number"),
+                }
+            )
+        pers = file.verified.get("pers") or max(
+            (r.occurred_at.date().isoformat() for r in file.residences.values()), default=None
+        )
+        rows += [
+            {"fact": "child_resident", "value": facts.child_resident, "source": "pers"},
+            {"fact": "parent_resident", "value": facts.parent_resident, "source": "pers"},
+            {"fact": "siblings_at", "value": sorted(facts.siblings_at), "source": "viis"},
+        ]
+        for row in rows[-3:]:
+            row["verified_on"] = pers if row["source"] == "pers" else file.verified.get("viis")
+        return rows
 
 
 def invariant_problems(state: AllocationState) -> list[str]:

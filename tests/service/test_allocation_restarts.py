@@ -95,6 +95,8 @@ class Answers:
         if reply is None:
             return None
         request_id = f"{request.event_type}:{request.correlation_id}"
+        if isinstance(request, CheckEnrollment):  # a round's checks share their flow
+            request_id += f":{request.child_ref}:{request.as_of}"
         if isinstance(request, RegisterDocument):  # one flow registers several documents
             request_id += f":{request.document_key}"
         update: dict[str, Any] = {
