@@ -603,6 +603,19 @@ class Allocator:
         )
         return [p for _, p in ranked]
 
+    def _has_fallback(self, c: int) -> bool:
+        """Whether the any-institution fallback has any pool the child fits (see
+        :meth:`_fallback_of`), without ordering them."""
+        cached = self._fallback[c]
+        if cached is not None:
+            return bool(cached)
+        child = self._child[c]
+        skip = {self._inst_index.get(i) for i in (*child.institutions, *child.declined)}
+        pool_inst, spec_pools = self._pool_inst, self._spec_pools
+        return any(
+            pool_inst[p] not in skip for s in self._fitting_specs(child) for p in spec_pools[s]
+        )
+
     def _fallback_of(self, c: int) -> list[int]:
         """Every pool the child may take beyond its list, nearest institution first."""
         cached = self._fallback[c]
@@ -1063,7 +1076,9 @@ class Allocator:
         else:
             reason = self._status[c]
             if reason is None:
-                reason = "outranked" if self._prefs[c] or self._any[c] else "no_fitting_group"
+                # Outranked only where a group the child may be offered fits it.
+                fitting = self._prefs[c] or (self._any[c] and self._has_fallback(c))
+                reason = "outranked" if fitting else "no_fitting_group"
             return _new(Placement, (child.child_id, None, None, None, reason))
         rank = child.institutions.index(iid) + 1 if iid in child.institutions else None
         return _new(Placement, (child.child_id, self._refs[p], kind, rank, None))
