@@ -53,7 +53,11 @@ def takes_part(child: Child, instance: Instance, rules: Rules, on: date) -> bool
 
 
 def preferences(child: Child, instance: Instance, rules: Rules, on: date) -> list[PoolRef]:
-    """The child's pools, best first: listed ones, then (any institution) the nearest others."""
+    """The child's pools, best first: listed ones, then (any institution) the nearest others.
+
+    An institution the parents declined is never among them, listed or not; a place the
+    child holds there still ends its list.
+    """
     if not takes_part(child, instance, rules, on):
         return []
     ordered = pools_in_order(instance)
@@ -61,6 +65,8 @@ def preferences(child: Child, instance: Instance, rules: Rules, on: date) -> lis
     for iid in child.institutions:
         if child.held and iid == child.held.institution_id:
             break
+        if iid in child.declined:
+            continue
         ranked += [
             PoolRef(iid, p.group)
             for i, p in ordered
@@ -161,10 +167,22 @@ _START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @st.composite
-def instances(draw: st.DrawFn, max_children: int = 10, max_institutions: int = 4) -> Instance:
+def instances(
+    draw: st.DrawFn,
+    max_children: int = 10,
+    max_institutions: int = 4,
+    *,
+    declines: bool = False,
+    held_one_in: int = 10,
+) -> Instance:
     """Small random rounds with every feature the engine has: bands, languages, held places,
     siblings and staff at particular institutions, any-institution children, unknown
-    distances, future start dates, and registration ties left to the lottery."""
+    distances, future start dates, and registration ties left to the lottery.
+
+    With ``declines``, children also name institutions whose offers their parents
+    declined, listed or not (the held place's too). About one child in ``held_one_in``
+    may hold a place.
+    """
     ids = [f"I{n}" for n in range(draw(st.integers(1, max_institutions)))]
     institutions = []
     for iid in ids:
@@ -199,8 +217,13 @@ def instances(draw: st.DrawFn, max_children: int = 10, max_institutions: int = 4
         ]
         held = (
             draw(st.none() | st.sampled_from(pools).map(lambda g: HeldPlace(*g)))
-            if draw(st.integers(0, 9)) == 0
+            if draw(st.integers(0, held_one_in - 1)) == 0
             else None
+        )
+        declined = (
+            frozenset(draw(st.lists(st.sampled_from(ids), max_size=len(ids), unique=True)))
+            if declines
+            else frozenset()
         )
         children.append(
             Child(
@@ -225,6 +248,7 @@ def instances(draw: st.DrawFn, max_children: int = 10, max_institutions: int = 4
                     st.none()
                     | st.tuples(st.integers(300_000, 301_000), st.integers(500_000, 501_000))
                 ),
+                declined=declined,
             )
         )
     return Instance(tuple(institutions), tuple(children))

@@ -16,6 +16,12 @@ nearest institution outwards; at those pools the child ranks below every
 child who listed the institution, so the fallback only takes seats nobody
 who asked for them wants.
 
+An institution whose offer the parents declined (``Child.declined``) is
+never offered again: not when the child still lists it, nor through the
+any-institution fallback. A place the child holds there is still the
+child's: declining an offer there said nothing about the seat the child
+already has, so it is kept, and the list still stops at it.
+
 A pool ranks children by a key: the municipality's criteria in order (each
 holds or not; institution-specific ones such as ``sibling`` are evaluated per
 institution), then registration time, then a lottery number drawn from the
@@ -451,10 +457,13 @@ class Allocator:
             if status is None:
                 specs = fitting(child)
                 stop = child.held.institution_id if child.held else None
+                declined = child.declined
                 pools_at = by_lang.get(child.language, {})
                 for iid in child.institutions:
                     if iid == stop:
                         break  # the child would rather stay than go below its own place
+                    if declined and iid in declined:
+                        continue  # never offered again, listed or not
                     i = inst_index[iid]
                     key = special.get(i, base) if special else base
                     before = len(prefs)
@@ -593,6 +602,19 @@ class Allocator:
             if self._pool_inst[p] not in skip
         )
         return [p for _, p in ranked]
+
+    def _has_fallback(self, c: int) -> bool:
+        """Whether the any-institution fallback has any pool the child fits (see
+        :meth:`_fallback_of`), without ordering them."""
+        cached = self._fallback[c]
+        if cached is not None:
+            return bool(cached)
+        child = self._child[c]
+        skip = {self._inst_index.get(i) for i in (*child.institutions, *child.declined)}
+        pool_inst, spec_pools = self._pool_inst, self._spec_pools
+        return any(
+            pool_inst[p] not in skip for s in self._fitting_specs(child) for p in spec_pools[s]
+        )
 
     def _fallback_of(self, c: int) -> list[int]:
         """Every pool the child may take beyond its list, nearest institution first."""
@@ -1054,7 +1076,9 @@ class Allocator:
         else:
             reason = self._status[c]
             if reason is None:
-                reason = "outranked" if self._prefs[c] or self._any[c] else "no_fitting_group"
+                # Outranked only where a group the child may be offered fits it.
+                fitting = self._prefs[c] or (self._any[c] and self._has_fallback(c))
+                reason = "outranked" if fitting else "no_fitting_group"
             return _new(Placement, (child.child_id, None, None, None, reason))
         rank = child.institutions.index(iid) + 1 if iid in child.institutions else None
         return _new(Placement, (child.child_id, self._refs[p], kind, rank, None))
@@ -1070,7 +1094,12 @@ class Allocator:
         return Priority(criteria, registered, tie & ((1 << 64) - 1), listed)
 
     def explain(self, child_id: str) -> tuple[WhyNot, ...]:
-        """For each institution ranked above the child's seat: why the child is not there."""
+        """For each institution ranked above the child's seat: why the child is not there.
+
+        ``outranked`` names a group that fits the child; ``no_fitting_group``
+        an institution where none does. An institution the parents declined is
+        no longer ranked and is left out.
+        """
         return self._why_not(self._index(child_id))
 
     def _why_not(self, c: int) -> tuple[WhyNot, ...]:
@@ -1100,10 +1129,13 @@ class Allocator:
             stop = child.held.institution_id if child.held else None
         prefs, keys, holders, pools = self._prefs[c], self._keys[c], self._holders, self._pools
         reasons = []
+        declined = child.declined
         n = 0  # walks prefs, which follow the listed institutions in order
         for iid in child.institutions:
             if iid == stop:
                 break
+            if iid in declined:
+                continue  # not ranked any more: no pool of it is in prefs
             found = False
             while n < len(prefs) and pools[prefs[n]].institution_id == iid:
                 p, found = prefs[n], True

@@ -229,7 +229,8 @@ class ChildEntry(FrozenModel):
     )
     declined: tuple[str, ...] = Field(
         default=(),
-        description="Institutions whose offer the parents declined: never offered again.",
+        description="Institutions whose offer the parents declined: never offered again, even"
+        " when listed or reachable as any institution; a place the child holds there is kept.",
     )
 
     def to_child(self) -> Child:

@@ -86,11 +86,13 @@ class ChildOutcome(FrozenModel):
         " an any-institution seat or without a seat.",
     )
     reason: str | None = Field(
-        description="Why the child has no seat: outranked, no_fitting_group, not_yet_due"
+        description="Why the child has no seat: outranked (a group the child may be offered fits"
+        " it, but its seats went to others), no_fitting_group (none does), not_yet_due"
         " or 'invalid: …'; null with a seat."
     )
     why_not: tuple[WhyNotEntry, ...] = Field(
-        description="Each institution ranked above the placement, and why it was not offered."
+        description="Each institution ranked above the placement, and why it was not offered;"
+        " institutions the parents declined are not ranked any more and are left out."
     )
     queue: tuple[QueueEntry, ...] = Field(
         description="The child's place in line at each group it still waits for."
