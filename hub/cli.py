@@ -39,6 +39,7 @@ from typing import Any
 
 import httpx
 from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 
 from hub import __version__, plugins
 from hub.allocation.engine import Allocator
@@ -51,6 +52,7 @@ from hub.allocation.formats import (
 )
 from hub.allocation.rebuild import counts, differences, rebuild
 from hub.allocation.rules import load_rules
+from hub.calendar import local_date
 from hub.clock import (
     ClockError,
     advance_clock,
@@ -74,6 +76,7 @@ from hub.reliability.store import unpublished
 from hub.services import Task, assemble, health_port, installed
 from hub.settings import Settings, load_settings
 from schemas.allocation import RunRound
+from schemas.priority import CLAIM_GROUNDS, PriorityConfirmed, PriorityRejected
 from schemas.topics import OPERATOR, TOPICS
 
 
@@ -184,9 +187,7 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     start.add_argument("--date", type=_iso_date, required=True, help="round date, YYYY-MM-DD")
     start.add_argument("--by", default=os.environ.get("USER", "operator"), help="operator name")
 
-    queue = commands.add_parser("queue", help="where a child stands (status, queues, why not)")
-    queue.add_argument("child_ref", metavar="CHILD_REF")
-    queue.add_argument("--json", action="store_true", help="print the service's JSON answer")
+    _queue_commands(commands)
 
     dlq = commands.add_parser("dlq", help="inspect and replay dead letters")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
@@ -212,6 +213,31 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     wanted = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     _plugin_commands(commands, wanted)
     return parser
+
+
+def _queue_commands(commands: Any) -> None:
+    queue = commands.add_parser("queue", help="where a child stands (status, queues, why not)")
+    queue.add_argument("child_ref", metavar="CHILD_REF")
+    queue.add_argument("--json", action="store_true", help="print the service's JSON answer")
+    priority = commands.add_parser(
+        "priority", help="the commission's decisions on declared priority grounds"
+    )
+    actions = priority.add_subparsers(dest="priority_command", required=True, metavar="ACTION")
+    pending = actions.add_parser("pending", help="list declared grounds not yet decided")
+    pending.add_argument("--json", action="store_true", help="print the service's JSON answer")
+    for name, verb in (("confirm", "confirmed"), ("reject", "rejected")):
+        action = actions.add_parser(name, help=f"publish that the commission {verb} a ground")
+        action.add_argument("child_ref", metavar="CHILD_REF")
+        action.add_argument("ground", metavar="GROUND", choices=CLAIM_GROUNDS)
+        action.add_argument("--institution", help="the institution, for staff_child")
+        action.add_argument("--decision-no", required=True, help="the commission's decision")
+        action.add_argument(
+            "--decided-on", type=_iso_date, help="decision date, YYYY-MM-DD (default: today)"
+        )
+        action.add_argument("--by", required=True, help="who records it (user name)")
+        action.add_argument("--municipality", help="municipality (default: HUB_MUNICIPALITY)")
+        if name == "reject":
+            action.add_argument("--reason", required=True, help="why, as told to the parents")
 
 
 def _ops_command(commands: Any) -> None:
@@ -307,6 +333,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_async(_round_start(settings, args))
     if args.command == "queue":
         return _queue(settings, args)
+    if args.command == "priority":
+        return _priority(settings, args)
     if args.command == "ops":
         return run_async(_ops(settings, args.port or settings.ops_port))
     if args.command == "clock":
@@ -648,16 +676,73 @@ async def _round_start(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _queue(settings: Settings, args: argparse.Namespace) -> int:
-    url = f"http://{settings.allocation_api}/children/{args.child_ref}"
+def _ask_allocation(settings: Settings, path: str, unknown: str) -> Any:
+    """The allocation service's JSON answer at ``path`` of its API; ``unknown``: the error
+    for a 404."""
+    url = f"http://{settings.allocation_api}{path}"
     try:
         response = httpx.get(url, timeout=10)
     except httpx.HTTPError as exc:
         raise HubError(f"the allocation service does not answer at {url}: {exc}") from None
     if response.status_code == 404:
-        raise HubError(f"the allocation service does not know child {args.child_ref}")
+        raise HubError(unknown)
     response.raise_for_status()
-    report = response.json()
+    return response.json()
+
+
+def _priority(settings: Settings, args: argparse.Namespace) -> int:
+    if args.priority_command == "pending":
+        claims = _ask_allocation(settings, "/priority/pending", "no /priority/pending")
+        if args.json:
+            print(json.dumps(claims, indent=2, ensure_ascii=False))
+            return 0
+        for claim in claims:
+            where = f" at {claim['institution_id']}" if claim["institution_id"] else ""
+            print(
+                f"{claim['child_ref']}  {claim['ground']}{where}  declared"
+                f" {claim['registered_at'][:10]}  ({claim['status']})"
+            )
+        print(f"{len(claims)} declared grounds wait for the commission")
+        return 0
+    return run_async(_priority_decision(settings, args))
+
+
+async def _priority_decision(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.bootstrap_servers:
+        raise ConfigurationError(
+            "HUB_BOOTSTRAP_SERVERS is not set: where is the allocation service?"
+        )
+    kind = PriorityConfirmed if args.priority_command == "confirm" else PriorityRejected
+    extra = {"reason": args.reason} if kind is PriorityRejected else {}
+    try:
+        decision = kind.new(
+            producer=OPERATOR,
+            municipality=args.municipality or settings.municipality,
+            child_ref=args.child_ref,
+            ground=args.ground,
+            institution_id=args.institution,
+            decision_number=args.decision_no,
+            decided_by=args.by,
+            decided_on=args.decided_on or local_date(datetime.now(UTC)),
+            **extra,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise HubError(f"not a valid decision: {problems}") from None
+    await publish_messages(settings.bootstrap_servers, [decision], **client_options(settings))
+    print(
+        f"{decision.event_type} {decision.claim} of {decision.child_ref} (decision"
+        f" {decision.decision_number}) published"
+    )
+    return 0
+
+
+def _queue(settings: Settings, args: argparse.Namespace) -> int:
+    report = _ask_allocation(
+        settings,
+        f"/children/{args.child_ref}",
+        f"the allocation service does not know child {args.child_ref}",
+    )
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0

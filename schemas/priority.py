@@ -57,7 +57,7 @@ class _Decision(Event):
 
 def claim_key(ground: str, institution_id: str | None = None) -> str:
     """The key of a claim: the ground, with the institution for ``staff_child``."""
-    return f"{ground}:{institution_id}" if institution_id else ground
+    return f"{ground}:{institution_id}" if institution_id else f"{ground}"
 
 
 class PriorityConfirmed(_Decision):

@@ -1,10 +1,13 @@
 """The allocation service, read-only, as JSON over HTTP: for a portal, for `hub queue`,
 for operators and for the demo.
 
-- ``GET /children/{child_ref}``: the application's status and missing facts,
+- ``GET /children/{child_ref}``: the application's status and missing facts, every
+  priority fact with its source and the date it was verified, the institutions declined,
   its live offer or place, its position in each queue it waits in, and for
   every institution ranked above its place why it is not there (the last
   admitted child's priority against its own).
+- ``GET /priority/pending``: the grounds parents declared that the commission has not
+  decided yet (``hub priority pending``), oldest application first.
 - ``GET /health``: counts: children (by status and waiting for facts), the
   open round, offers by status.
 - ``GET /offers`` (``?status=live``, say): every offer with its status, the
@@ -70,7 +73,11 @@ def child_report(state: AllocationState, child_ref: str) -> dict[str, Any] | Non
         "application_id": app.application_id,
         "status": file.status,
         "missing_facts": file.missing,
+        "unverified": file.unverified,
+        "authorisation": file.authorisation,
+        "facts": state.facts_of(file, state.round_date or state.clock().date()),
         "institutions": list(app.institutions),
+        "declined": sorted(file.declined),
         "registered_at": app.registered_at.isoformat(),
         "round": state.round_id,
         "offer": None,
@@ -114,6 +121,29 @@ def child_report(state: AllocationState, child_ref: str) -> dict[str, Any] | Non
     return report
 
 
+def pending_claims(state: AllocationState) -> list[dict[str, Any]]:
+    """Grounds the parents declared that the commission has not decided yet, oldest first
+    (queued applications only: nobody decides for a withdrawn one)."""
+    found = []
+    for file in state.children.values():
+        if file.status not in ("queued", "enrolled"):
+            continue
+        for claim, status in file.claims().items():
+            if status == "pending":
+                ground, _, institution = claim.partition(":")
+                found.append(
+                    {
+                        "child_ref": file.application.child_ref,
+                        "application_id": file.application.application_id,
+                        "ground": ground,
+                        "institution_id": institution or None,
+                        "registered_at": file.application.registered_at.isoformat(),
+                        "status": file.status,
+                    }
+                )
+    return sorted(found, key=lambda c: (c["registered_at"], c["child_ref"], c["ground"]))
+
+
 def summary(state: AllocationState) -> dict[str, Any]:
     """The service at a glance: the queue, what waits for facts, the open round and offers."""
     statuses = Counter(file.status for file in state.children.values())
@@ -131,6 +161,23 @@ def summary(state: AllocationState) -> dict[str, Any]:
         # Documents for parents: registering (waiting for the DVS's number), sent, dropped
         # (an invitation whose offer closed first), unregistered (the DVS refused it).
         "notices": dict(sorted(Counter(n.status for n in state.notices.values()).items())),
+        # Declared grounds by the commission's decision (pending ones rank nothing), and
+        # applications filed by an authorised person by the register's answer.
+        "claims": dict(
+            sorted(Counter(s for f in state.children.values() for s in f.claims().values()).items())
+        ),
+        "authorisations": dict(
+            sorted(
+                Counter(
+                    f.authorisation.partition(":")[0]
+                    for f in state.children.values()
+                    if f.authorisation is not None
+                ).items()
+            )
+        ),
+        "preparing_round": None
+        if state.pending is None
+        else {k: state.pending[k] for k in ("round_id", "round_date", "outstanding")},
     }
 
 
@@ -306,6 +353,9 @@ def app(state: AllocationState, store: Path | None = None) -> Starlette:
     async def self_checks(_: Request) -> JSONResponse:
         return JSONResponse(await checks(state, store))
 
+    async def claims_pending(_: Request) -> JSONResponse:
+        return JSONResponse(pending_claims(state))
+
     return Starlette(
         routes=[
             Route("/children/{child_ref}", child),
@@ -315,6 +365,7 @@ def app(state: AllocationState, store: Path | None = None) -> Starlette:
             Route("/institutions", institution_list),
             Route("/unplaced", without_place),
             Route("/checks", self_checks),
+            Route("/priority/pending", claims_pending),
         ],
     )
 
