@@ -19,7 +19,9 @@ for operators and for the demo.
   under a live offer or taken by an accepted one.
 - ``GET /unplaced``: children without an accepted place, counted by why.
 - ``GET /checks``: what the service finds wrong with itself: its invariants,
-  seats left free while a child waits for them, and the differences between its
+  seats left free while a child waits for them, offers made at an institution the parents
+  had declined, priorities holding a ground the commission has not confirmed, and the
+  differences between its
   memory and its SQLite store loaded afresh, as a restart would (``null`` when
   it was not told where its store is). Every list is empty when all is well;
   reading the store makes this the one expensive call.
@@ -48,6 +50,7 @@ from hub.allocation.service import (
     reloaded,
     state_differences,
 )
+from hub.allocation.state import declined_offered, unconfirmed_ranked
 from hub.http import http_task
 
 
@@ -322,6 +325,8 @@ async def checks(state: AllocationState, store: Path | None = None) -> dict[str,
     return {
         "invariants": invariant_problems(state),
         "free_seats": free_seats(state),
+        "declined_offered": declined_offered(state),
+        "unconfirmed_ranked": unconfirmed_ranked(state),
         "store": None if store is None else await store_differences(state, store),
     }
 

@@ -306,6 +306,40 @@ def invariant_problems(state: AllocationState) -> list[str]:
     return problems
 
 
+def declined_offered(state: AllocationState) -> list[str]:
+    """Offers made at an institution after the child's parents had declined an offer there
+    for the same application, or let it expire where that counts as declining (an empty
+    list when declines held)."""
+    declined: dict[tuple[str, str, str], str] = {}
+    for o in state.offers.values():
+        if o.status == "declined" or (o.status == "expired" and state.rules.on_expiry != "annul"):
+            key = (o.child_ref, o.application_id, o.institution_id)
+            declined[key] = min(declined.get(key, o.closed_at or ""), o.closed_at or "")
+    return sorted(
+        f"offer {o.offer_id}: {o.institution_id} offered to {o.child_ref} after a decline"
+        for o in state.offers.values()
+        if (at := declined.get((o.child_ref, o.application_id, o.institution_id))) is not None
+        and o.made_at > at
+    )
+
+
+def unconfirmed_ranked(state: AllocationState) -> list[str]:
+    """Children whose priority in the open round holds a ground the commission has not
+    confirmed (an empty list when only confirmed claims rank)."""
+    engine = state.allocator
+    if engine is None:
+        return []
+    found = []
+    for child_ref in engine.children():
+        facts, file = engine.child(child_ref).facts, state.children.get(child_ref)
+        if file is None:
+            continue
+        claims = [*facts.commission_grounds, *(f"staff_child:{i}" for i in facts.staff_parent_at)]
+        claims += ["large_family"] if facts.large_family else []
+        found += [f"{child_ref}: {c}" for c in claims if not file.confirmed(c)]
+    return sorted(found)
+
+
 def snapshot(state: AllocationState) -> dict[str, Any]:
     """The service's memory, part by part and key: its view as stored, and the engine's
     children, groups and seats (compared by value: a child's sets print in any order)."""
@@ -345,7 +379,9 @@ def state_differences(live: AllocationState, other: AllocationState) -> list[str
 __all__ = [
     "AllocationState",
     "Seat",
+    "declined_offered",
     "invariant_problems",
     "snapshot",
     "state_differences",
+    "unconfirmed_ranked",
 ]

@@ -8,6 +8,7 @@ the register of authorisations confirms the authorisation.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from hub.allocation.rules import load_rules
 from hub.allocation.service import service
+from hub.allocation.state import declined_offered, unconfirmed_ranked
 from hub.reliability.store import Store
 from schemas.allocation import ParentDeclined, RoundCompleted
 from schemas.applications import ApplicationRefused, ApplicationSubmitted, CommissionGround
@@ -124,9 +126,12 @@ async def test_a_declared_ground_ranks_only_once_the_commission_confirms_it(h: H
     live = next(o for o in h.state.offers.values() if o.status == "live")
     out = await h.feed(h.respond(ParentDeclined, live.offer_id))
     assert _offered(out) == {claimed}
+    assert unconfirmed_ranked(h.state) == []
     facts = {f["fact"]: f for f in h.state.facts_of(h.state.children[claimed], ROUND)}
     assert facts["adopted"] | {"value": True, "source": "commission"} == facts["adopted"]
     assert facts["adopted"]["verified_on"] == "2026-08-02"
+    h.state.children[claimed].decisions.clear()  # as if the decision were never taken
+    assert unconfirmed_ranked(h.state) == [f"{claimed}: adopted"]
 
 
 async def test_a_rejected_ground_never_ranks_and_an_undeclared_one_is_refused(h: Harness) -> None:
@@ -225,6 +230,7 @@ async def test_a_declined_institution_is_never_offered_again_in_a_later_round(h:
     out = await h.feed(h.respond(ParentDeclined, str(offer.offer_id)))
     assert [m.institution_id for m in out if m.event_type == "OfferMade"] == [second.institution_id]
     assert h.state.children[app.child_ref].declined == {first.institution_id}
+    assert declined_offered(h.state) == []
     offer = next(o for o in h.state.offers.values() if o.status == "live")
     await h.feed(h.respond(ParentDeclined, offer.offer_id))
     await h.restart()
@@ -235,6 +241,13 @@ async def test_a_declined_institution_is_never_offered_again_in_a_later_round(h:
         first.institution_id,
         second.institution_id,
     }
+    assert declined_offered(h.state) == []
+    again = next(o for o in h.state.offers.values() if o.institution_id == first.institution_id)
+    again = dataclasses.replace(again, offer_id="forged", made_at="2099-01-01T00:00:00+00:00")
+    h.state.add_offer(again)  # an offer the service would never make: the check sees it
+    assert declined_offered(h.state) == [
+        f"offer forged: {first.institution_id} offered to {app.child_ref} after a decline"
+    ]
 
 
 def _authorised(app: ApplicationSubmitted, agent: str) -> ApplicationSubmitted:
