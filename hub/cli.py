@@ -727,7 +727,9 @@ async def _priority_decision(settings: Settings, args: argparse.Namespace) -> in
             **extra,
         )
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'the decision'}: {e['msg']}" for e in exc.errors()
+        )
         raise HubError(f"not a valid decision: {problems}") from None
     await publish_messages(settings.bootstrap_servers, [decision], **client_options(settings))
     print(
