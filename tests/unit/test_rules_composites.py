@@ -18,7 +18,7 @@ from hub.allocation.criteria import (
 )
 from hub.allocation.engine import Allocator, EngineError
 from hub.allocation.model import Child, Facts, Instance, Institution, Rules, SeatPool
-from hub.allocation.rules import RulesError, parse_rules
+from hub.allocation.rules import RulesError, load_rules, parse_rules
 
 ROUND = date(2026, 5, 4)
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -210,6 +210,24 @@ def test_child_and_parent_declared_outranks_a_parent_alone_and_a_child_alone() -
         ("child_and_parent_resident", True),
         ("child_resident", True),
     )
+
+
+def test_under_riga_s_rules_a_parent_declared_alone_gains_nothing() -> None:
+    riga = load_rules("riga")
+    parent_only = kid("PARENT", "A", minutes=0, parent_resident=True)
+    neither = kid("NEITHER", "A", minutes=1)
+    child_only = kid("CHILD", "A", minutes=2, child_resident=True)
+    both = kid("BOTH", "A", minutes=3, child_resident=True, parent_resident=True)
+    # The child declared with a parent first, then the child declared alone, each against
+    # earlier registrations whose only status is a parent declared in Riga.
+    assert seats((parent_only, neither, child_only, both), riga) == {"BOTH": "A"}
+    assert seats((parent_only, neither, child_only), riga) == {"CHILD": "A"}
+    # Without the child declared, the parent's declaration does not count: registration
+    # time decides.
+    assert seats((neither, parent_only), riga) == {"PARENT": "A"}
+    assert seats(
+        (replace(parent_only, registered_at=T0 + timedelta(minutes=5)), neither), riga
+    ) == {"NEITHER": "A"}
 
 
 def test_an_all_of_with_an_institution_part_holds_only_there() -> None:
