@@ -59,7 +59,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal, NamedTuple
 
-from hub.allocation.criteria import CRITERIA, child_test, institutions_test
+from hub.allocation.criteria import criterion_tests, unknown_criteria
 from hub.allocation.model import Child, Facts, HeldPlace, Instance, Institution, Rules, SeatPool
 from hub.errors import HubError
 
@@ -244,7 +244,7 @@ class Allocator:
     """
 
     def __init__(self, instance: Instance, rules: Rules, round_date: date) -> None:
-        unknown = [c for c in rules.criteria if c not in CRITERIA]
+        unknown = unknown_criteria(rules)
         if unknown:
             raise EngineError(f"unknown criteria in rules: {', '.join(unknown)}")
         self.rules = rules
@@ -253,13 +253,12 @@ class Allocator:
         bits = [(1 << (n - 1 - i), name) for i, name in enumerate(rules.criteria)]
         self._criteria = bits
         self._all_bits = (1 << n) - 1
-        self._child_tests = [
-            (bit, child_test(name, round_date, rules))
-            for bit, name in bits
-            if CRITERIA[name].scope == "child"
-        ]
+        # A priority holds where its child test holds or at the institutions its place
+        # test names (criteria.Tests); a composite may have both, on the same bit.
+        tests = [(bit, criterion_tests(name, round_date, rules)) for bit, name in bits]
+        self._child_tests = [(bit, t.child) for bit, t in tests if t.child is not None]
         self._place_tests = [
-            (bit, institutions_test(name)) for bit, name in bits if CRITERIA[name].scope != "child"
+            (bit, t.institutions) for bit, t in tests if t.institutions is not None
         ]
         self._lottery = _lottery_of(rules.lottery_seed)
         self._journal: dict[str, int] | None = None

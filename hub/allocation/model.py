@@ -112,6 +112,10 @@ class Rules:
     late_applications: Literal["next_round", "join"] = "next_round"
     """An application complete while a round is open: waits for the next round, or joins
     the open round at once (it may take a seat no child with priority over it holds)."""
+    composites: tuple[tuple[str, Literal["all_of", "any_of"], tuple[str, ...]], ...] = ()
+    """The combined priorities among ``criteria``, each ``(name, kind, parts)`` (a
+    :class:`hub.allocation.criteria.Composite`): ``all_of`` holds where every part holds,
+    ``any_of`` where at least one does. ``criteria`` stays a tuple of names."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,11 @@ any other. The format (see also ``docs/rules.md``)::
     on_expiry = "annul"              # optional: "decline" (default) or "annul"
     late_applications = "next_round" # optional: "next_round" (default) or "join"
     lottery_seed = 20260504          # required, >= 0: published seed of the tie-break lottery
-    priorities = ["commission", "mandatory_age", "sibling"]  # required, most important first
+    priorities = [                   # required, most important first: criterion names
+        "commission",                # or composites of them (all_of / any_of, two or more)
+        { name = "child_and_parent_resident", all_of = ["child_resident", "parent_resident"] },
+        "sibling",
+    ]
 
     [mandatory_age]                  # optional table
     age = 5                          # default 5, 3..7
@@ -30,9 +34,11 @@ any other. The format (see also ``docs/rules.md``)::
     appeal_lv = "…"                  # where and within what time a decision can be contested
     appeal_en = "…"                  # (APL art. 67(2) point 9), in Latvian and English
 
-``priorities`` lists names of :data:`hub.allocation.criteria.CRITERIA`, each
-at most once. ``[notification]`` and ``[calendar]`` make the :class:`~hub.notice.NoticeLaw`
-of :attr:`MunicipalityRules.notice` (:meth:`hub.notice.NoticeLaw.from_rules`).
+``priorities`` lists names of :data:`hub.allocation.criteria.CRITERIA` and
+composites of them (:class:`hub.allocation.criteria.Composite`, kept in
+:attr:`~hub.allocation.model.Rules.composites`), each name at most once.
+``[notification]`` and ``[calendar]`` make the :class:`~hub.notice.NoticeLaw` of
+:attr:`MunicipalityRules.notice` (:meth:`hub.notice.NoticeLaw.from_rules`).
 Any problem is one :class:`RulesError` whose message starts with
 ``<source>:<line>:``, the line of the file to fix.
 """
@@ -48,7 +54,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from hub.allocation.criteria import CRITERIA
+from hub.allocation.criteria import COMPOSITE_KINDS, CRITERIA, Composite
 from hub.allocation.model import Rules
 from hub.errors import HubError
 from hub.notice import NoticeLaw, NoticeRulesError
@@ -57,6 +63,7 @@ SHIPPED = resources.files("hub.allocation") / "rules"
 """Folder of the rules files shipped with the hub, one ``<municipality>.toml`` each."""
 
 MUNICIPALITY = re.compile(r"^[a-z][a-z0-9-]{1,31}$")
+COMPOSITE_NAME = re.compile(r"^[a-z][a-z0-9_]{1,47}$")
 TOP_LEVEL_KEYS = (
     "municipality",
     "name",
@@ -77,6 +84,7 @@ DOCUMENTS_KEYS = ("appeal_lv", "appeal_en")
 # tomllib ends its messages with the position of the problem.
 _POSITION = re.compile(r"\s*\(at (?:line (\d+), column \d+|end of document)\)$")
 _KINDS = {int: "an integer", str: "a string", list: "an array", dict: "a table"}
+_KNOWN = f"known criteria: {', '.join(sorted(CRITERIA))}"
 
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound=str)
@@ -164,40 +172,143 @@ class _Table:
             )
         return cast(_S, value)
 
-    def criteria(self, key: str) -> tuple[str, ...]:
-        """The criterion names listed in ``key``: known, unique, at least one, in file order."""
-        names = self.get(key, list)
+    def priorities(self, key: str) -> tuple[tuple[str, ...], tuple[Composite, ...]]:
+        """The priorities listed in ``key``, in file order, and the composites among them.
+
+        Each entry is a criterion name or a composite table, and each name is listed once.
+        """
+        entries = self.get(key, list)
         start = self.line(key)
-        if not names:
+        if not entries:
             raise self.error(start, f"{key} must list at least one criterion")
+        lines = _element_lines(self.lines, start, len(entries))
+        names: list[str] = []
+        composites: dict[str, tuple[Composite, int]] = {}
         first_lines: dict[str, int] = {}
-        for name in names:
-            if type(name) is not str:
-                raise self.error(start, f"{key} must list criterion names, got {name!r}")
-            # The array may span lines: the first occurrence is the first quoted
-            # name from the key's line on, a duplicate the second one.
-            quoted = re.compile(rf"""(["']){re.escape(name)}\1""")
-            found = [
-                n
-                for n, text in enumerate(self.lines[start - 1 :], start)
-                for _ in quoted.finditer(text)
-            ]
-            occurrence = 1 if name in first_lines else 0
-            line = found[occurrence] if occurrence < len(found) else start
-            if name not in CRITERIA:
+        for entry, line in zip(entries, lines, strict=True):
+            found = self._composite(key, entry, line) if type(entry) is dict else None
+            if found is None and type(entry) is not str:
                 raise self.error(
-                    line,
-                    f"unknown criterion {name!r} in {key}; known criteria:"
-                    f" {', '.join(sorted(CRITERIA))}",
+                    line, f"{key} must list criterion names or composite tables, got {entry!r}"
                 )
+            name = entry if found is None else found.name
             if name in first_lines:
                 raise self.error(
                     line,
                     f"duplicated criterion {name!r} in {key} on line {line};"
                     f" first listed on line {first_lines[name]}",
                 )
+            if found is not None:
+                composites[name] = (found, line)
+            elif name not in CRITERIA:
+                raise self.error(line, f"unknown criterion {name!r} in {key}; {_KNOWN}")
             first_lines[name] = line
-        return tuple(names)
+            names.append(name)
+        for found, line in composites.values():
+            for part in found.parts:
+                if part in composites:
+                    raise self.error(
+                        line,
+                        f"composite {found.name!r} lists the composite {part!r}:"
+                        " a composite combines criteria, not other composites",
+                    )
+                if part not in CRITERIA:
+                    raise self.error(
+                        line, f"unknown criterion {part!r} in composite {found.name!r}; {_KNOWN}"
+                    )
+        return tuple(names), tuple(found for found, _ in composites.values())
+
+    def _composite(self, key: str, entry: dict[str, Any], line: int) -> Composite:
+        """One composite table of ``key``, e.g. ``{ name = "x", all_of = ["a", "b"] }``."""
+        name = entry.get("name")
+        if name is None:
+            raise self.error(
+                line, f'a composite in {key} needs a name: {{ name = "...", all_of = [...] }}'
+            )
+        if type(name) is not str or not COMPOSITE_NAME.fullmatch(name):
+            raise self.error(
+                line,
+                "a composite's name must be a lower-case name matching"
+                f" {COMPOSITE_NAME.pattern}, got {name!r}",
+            )
+        if name in CRITERIA:
+            raise self.error(
+                line,
+                f"composite {name!r} has the name of a criterion;"
+                " give the combination a name of its own",
+            )
+        known = ("name", *COMPOSITE_KINDS)
+        for unknown in sorted(entry.keys() - set(known)):
+            raise self.error(
+                line,
+                f"unknown key {unknown} in composite {name!r};"
+                f" known keys: {', '.join(sorted(known))}",
+            )
+        kinds = [kind for kind in COMPOSITE_KINDS if kind in entry]
+        if len(kinds) != 1:
+            raise self.error(
+                line, f"composite {name!r} needs exactly one of {', '.join(COMPOSITE_KINDS)}"
+            )
+        kind = kinds[0]
+        parts = entry[kind]
+        if type(parts) is not list or any(type(part) is not str for part in parts):
+            raise self.error(
+                line, f"composite {name!r}: {kind} must be an array of criterion names"
+            )
+        if len(parts) < 2:
+            raise self.error(
+                line, f"composite {name!r}: {kind} must list at least two criteria, got {parts!r}"
+            )
+        twice = next((part for n, part in enumerate(parts) if part in parts[:n]), None)
+        if twice is not None:
+            raise self.error(line, f"duplicated criterion {twice!r} in composite {name!r}")
+        return Composite(name, kind, tuple(parts))
+
+
+def _element_lines(lines: list[str], start: int, count: int) -> list[int]:
+    """The line on which each of the ``count`` elements of the array assigned on line
+    ``start`` begins.
+
+    Reads the TOML text itself (tomllib keeps no positions), skipping strings, comments and
+    what nested arrays and tables hold. If it cannot tell, every element gets ``start``.
+    """
+    found: list[int] = []
+    depth = 0  # 1 inside the array itself
+    expecting = False  # the next character that is not blank, a comma or a comment starts one
+    quote = ""
+    for number, text in enumerate(lines[start - 1 :], start):
+        if len(quote) == 1:  # only multi-line strings go on past the end of a line
+            quote = ""
+        i = text.index("=") + 1 if depth == 0 and number == start and "=" in text else 0
+        while i < len(text):
+            char = text[i]
+            if quote:
+                if text.startswith(quote, i):
+                    i += len(quote)
+                    quote = ""
+                else:
+                    i += 2 if char == "\\" and quote[0] == '"' else 1
+                continue
+            if char == "#":
+                break
+            if expecting and char not in " \t\r,]":
+                found.append(number)
+                expecting = False
+            if char in "\"'":
+                quote = char * 3 if text.startswith(char * 3, i) else char
+                i += len(quote)
+                continue
+            if char in "[{":
+                depth += 1
+                expecting = depth == 1
+            elif char in "]}":
+                depth -= 1
+                if depth == 0:
+                    return found if len(found) == count else [start] * count
+            elif char == "," and depth == 1:
+                expecting = True
+            i += 1
+    return [start] * count
 
 
 def parse_rules(text: str, source: str = "<rules>") -> MunicipalityRules:
@@ -253,6 +364,7 @@ def parse_rules(text: str, source: str = "<rules>") -> MunicipalityRules:
         if entry and isinstance(values, dict):
             line = _Table(values, lines, source, header).line(entry.partition(".")[0])
         raise top.error(line, exc.problem) from None
+    criteria, composites = top.priorities("priorities")
     return MunicipalityRules(
         notice=notice,
         appeal=appeal,
@@ -263,7 +375,8 @@ def parse_rules(text: str, source: str = "<rules>") -> MunicipalityRules:
         on_expiry=top.choice("on_expiry", ("decline", "annul"), "decline"),
         late_applications=top.choice("late_applications", ("next_round", "join"), "next_round"),
         lottery_seed=top.integer("lottery_seed", 0, None),
-        criteria=top.criteria("priorities"),
+        criteria=criteria,
+        composites=composites,
         mandatory_age=age.integer("age", 3, 7, 5),
         mandatory_age_rule=age.choice("rule", ("calendar_year", "birthday"), "calendar_year"),
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import hub.allocation.rules
-from hub.allocation.criteria import CRITERIA
+from hub.allocation.criteria import CRITERIA, Composite, unknown_criteria
 from hub.allocation.model import Rules
 from hub.allocation.rules import (
     MunicipalityRules,
@@ -48,7 +48,10 @@ def test_every_shipped_file_loads_with_known_criteria() -> None:
         rules = load_rules(name)
         assert rules.municipality == name
         assert rules.criteria
-        assert set(rules.criteria) <= set(CRITERIA)
+        assert unknown_criteria(rules) == []
+        combined = {c.name for c in rules.composites}
+        assert set(rules.criteria) <= set(CRITERIA) | combined
+        assert combined <= set(rules.criteria)
 
 
 def test_riga() -> None:
@@ -57,9 +60,14 @@ def test_riga() -> None:
         "commission",
         "mandatory_age",
         "sibling",
-        "parent_resident",
+        "child_and_parent_resident",
         "child_resident",
     )
+    assert riga.composites == (
+        Composite("child_and_parent_resident", "all_of", ("child_resident", "parent_resident")),
+    )
+    # A parent declared in Riga counts only together with the child (docs/legal-basis.md).
+    assert "parent_resident" not in riga.criteria
     assert (riga.max_institutions, riga.offer_deadline_days, riga.on_expiry) == (3, 15, "annul")
     assert (riga.mandatory_age, riga.mandatory_age_rule) == (5, "calendar_year")
 
@@ -71,7 +79,10 @@ def test_liepaja_and_daugavpils() -> None:
         "official_entitled_by_law",
         "staff_child",
         "sibling",
+        "mandatory_age",
+        "child_resident",
     )
+    assert (liepaja.mandatory_age, liepaja.mandatory_age_rule) == (5, "calendar_year")
     assert (liepaja.max_institutions, liepaja.offer_deadline_days) == (3, 15)
     assert daugavpils.criteria == ("commission", "mandatory_age", "sibling", "child_resident")
     assert (daugavpils.max_institutions, daugavpils.offer_deadline_days) == (2, 15)
