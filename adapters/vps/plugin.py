@@ -1,4 +1,5 @@
-"""The VPS adapter as the hub runs it (entry point ``hub.services``: ``vps-adapter``)."""
+"""The VPS adapter as the hub runs it (entry point ``hub.services``: ``vps-adapter``): it polls
+the feed, answers residence checks and shows offers, refusals and rounds in the e-service."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The VPS adapter: polls the VPS event feed onto the topics, and shows offers and admission
-rounds to parents in the e-service.
+"""The VPS adapter: polls the VPS event feed onto the topics, answers residence checks from
+the population register, and shows offers, refusals and admission rounds to parents in the
+e-service.
 
 Polling was chosen over push because VPS offers no callbacks to external
 systems. The feed position is stored as ``<feed id>:<number of the last entry
@@ -22,15 +23,31 @@ Feed entries → messages:
 - ``application.submitted`` / ``changed`` / ``withdrawn`` → ``ApplicationSubmitted`` /
   ``ApplicationChanged`` / ``ApplicationWithdrawn``
 - ``offer.answered`` → ``ParentAccepted`` or ``ParentDeclined``
-- ``residence.declared`` → ``ResidenceDeclared``
+- ``residence.declared`` → ``ResidenceDeclared`` (a guardian's with its ``guardian_index``)
 
 The client checks only the page and each entry's number; every entry is
 checked on its own when it is turned into a message (its ``type``, ``at`` and
-the fields of ``data`` for that type, JSON types included). An entry that
-does not make a valid message is dead-lettered with the reason; the feed goes
-on. VPS child ids become ``child_ref`` = ``CH-<id>``.
+the fields of ``data`` for that type, JSON types included; an application's
+``authorisation`` must make an ``Authorisation``). An entry that does not make
+a valid message is dead-lettered with the reason; the feed goes on. VPS child
+ids become ``child_ref`` = ``CH-<id>``. VPS names municipalities by the hub's
+codes, so a residence's ``municipality`` is its ``declared_municipality`` as it
+is (:func:`declared_municipality`, for the feed and the checks alike).
 
-Topics → e-service (one client for both handlers):
+Population register (``vps.population.checks.v1`` → ``vps.population.residence.v1``):
+``CheckResidence`` asks ``POST /v1/population/residence`` (with the client's
+retries) and answers ``ResidenceChecked`` with the residences in force on
+``as_of`` (a person with none is left out), caused by the check, so its
+correlation id carries over. A child the register does not know is answered
+at once with ``ResidenceCheckFailed`` ``unknown_person`` (permanent). Other
+failures are not caught: a transient one parks the check on the retry topic,
+and once it is dead-lettered (the retries spent, or a permanent error) it is
+answered with ``ResidenceCheckFailed``: ``unavailable`` (permanent only for an
+error that is neither the register's nor transient) or ``invalid_response``
+(an answer outside the protocol — garbage, the wrong shape, or a refusal the
+protocol does not have), so the allocation service is not left waiting.
+
+Topics → e-service (one client for every handler):
 - ``allocation.offers.v1``: ``OfferMade`` shows the offer (an offer VPS has
   closed already stays closed: nothing to do); ``OfferDeadlineSet`` sets its
   answer-by date; ``OfferDeclined`` / ``OfferExpired`` / ``OfferRevoked`` /
@@ -40,6 +57,14 @@ Topics → e-service (one client for both handlers):
 - ``allocation.rounds.v1``: ``RoundCompleted`` hands the round's summary
   (offers made, children unplaced, fill per institution) to the e-service,
   which publishes the admission list.
+- ``allocation.applications.v1``: ``ApplicationRefused`` shows the refusal
+  (reason, the register's reason for an authorisation, the detail for the
+  parents) in the e-service, which stops counting the application; showing it
+  again is harmless. An application the e-service does not know is a
+  permanent error (dead-lettered).
+
+These handlers do not filter by municipality: one adapter serves the one
+municipality its VPS belongs to (``HUB_MUNICIPALITY``).
 """
 
 from __future__ import annotations
@@ -47,17 +72,18 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.vps.client import FeedReset, VpsClient
+from adapters.vps.client import Declared, FeedReset, VpsClient
 from hub.errors import PermanentError
 from hub.reliability.consumer import Handler, Unit
 from hub.reliability.poller import Page, Poller
+from hub.reliability.retry import CallFailure
 from hub.reliability.service import ServiceSpec
 from schemas.allocation import (
     OfferDeadlineSet,
@@ -72,14 +98,23 @@ from schemas.allocation import (
 )
 from schemas.applications import (
     ApplicationChanged,
+    ApplicationRefused,
     ApplicationSubmitted,
     ApplicationWithdrawn,
     Guardian,
 )
+from schemas.authorisations import Authorisation
 from schemas.base import Message
 from schemas.institutions import InstitutionRegistered, SeatPool
-from schemas.residence import ResidenceDeclared
+from schemas.residence import (
+    CheckResidence,
+    Residence,
+    ResidenceChecked,
+    ResidenceCheckFailed,
+    ResidenceDeclared,
+)
 from schemas.topics import VPS
+from schemas.values import PersonalCode
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +194,7 @@ class _Submitted(_Data):
     claims: _Claims = Field(default_factory=_Claims)
     channel: Literal["e_service", "client_service_centre"] = "e_service"
     power_of_attorney: str | None = None
+    authorisation: Authorisation | None = None
 
 
 class _Changed(_Data):
@@ -188,6 +224,7 @@ class _Answered(_Data):
 class _Residence(_Data):
     child_id: str
     subject: str
+    guardian_index: int | None = None
     address_code: str
     territory_code: str
     municipality: str
@@ -246,6 +283,7 @@ def _submitted(d: _Submitted, envelope: dict[str, Any]) -> Message:
         },
         submitted_via=d.channel,
         power_of_attorney_ref=d.power_of_attorney,
+        authorisation=d.authorisation,
     )
 
 
@@ -270,14 +308,21 @@ def _answered(d: _Answered, envelope: dict[str, Any]) -> Message:
     )
 
 
+def declared_municipality(vps_municipality: str) -> str:
+    """The hub's code of the municipality VPS names in a residence: VPS uses the hub's codes
+    (``riga``, ``kekava``), so it is the same; the message checks its form."""
+    return vps_municipality
+
+
 def _residence(d: _Residence, envelope: dict[str, Any]) -> Message:
     return ResidenceDeclared.new(
         **envelope,
         child_ref=child_ref(d.child_id),
         subject=d.subject,
+        guardian_index=d.guardian_index,
         address_code=d.address_code,
         territory_code=d.territory_code,
-        declared_municipality=d.municipality,
+        declared_municipality=declared_municipality(d.municipality),
         declared_from=d.declared_from,
     )
 
@@ -434,6 +479,106 @@ class Rounds(_EServiceCalls):
         return None
 
 
+class Refusals(_EServiceCalls):
+    """Shows the parents each application the hub refused before it counted."""
+
+    source = "allocation.applications.v1"
+
+    async def fetch(self, message: Message) -> Any:
+        if isinstance(message, ApplicationRefused):
+            await self.client.refuse_application(message.application_id, refusal(message))
+        return None
+
+
+def refusal(message: ApplicationRefused) -> dict[str, Any]:
+    """The body of ``PUT /v1/applications/{application_id}/refusal``."""
+    return {
+        "reason": message.reason,
+        "authorisation_reason": message.authorisation_reason,
+        "detail": message.detail,
+        "refused_at": message.refused_at.isoformat(),
+    }
+
+
+Residences = dict[PersonalCode, Declared | None]
+
+
+class ResidenceChecks(Handler[CheckResidence]):
+    """``CheckResidence`` → ``ResidenceChecked``, or ``ResidenceCheckFailed``."""
+
+    source = "vps.population.checks.v1"
+
+    def __init__(self, client: VpsClient) -> None:
+        super().__init__(self.source)
+        self.client = client
+
+    async def fetch(self, message: CheckResidence) -> Residences | None:
+        return await self.client.residences(
+            message.child_personal_code, message.guardian_personal_codes, message.as_of
+        )
+
+    def apply(self, unit: Unit, message: CheckResidence, fetched: Residences | None) -> None:
+        if fetched is None:
+            unit.emit(
+                ResidenceCheckFailed.new(
+                    producer=VPS,
+                    caused_by=message,
+                    child_ref=message.child_ref,
+                    as_of=message.as_of,
+                    reason="unknown_person",
+                    detail="the VPS population register does not know the child",
+                    permanent=True,
+                )
+            )
+            return
+        asked: dict[PersonalCode, tuple[Literal["child", "guardian"], int | None]] = {}
+        for index, code in enumerate(message.guardian_personal_codes):
+            asked.setdefault(code, ("guardian", index))
+        asked[message.child_personal_code] = ("child", None)
+        residences = sorted(
+            (
+                Residence(
+                    subject=subject,
+                    guardian_index=index,
+                    address_code=declared.address_code,
+                    territory_code=declared.territory_code,
+                    declared_municipality=declared_municipality(declared.municipality),
+                    declared_from=declared.declared_from,
+                )
+                for code, (subject, index) in asked.items()
+                if (declared := fetched[code]) is not None
+            ),
+            key=lambda r: -1 if r.guardian_index is None else r.guardian_index,
+        )
+        unit.emit(
+            ResidenceChecked.new(
+                producer=VPS,
+                caused_by=message,
+                child_ref=message.child_ref,
+                as_of=message.as_of,
+                residences=tuple(residences),
+            )
+        )
+
+    def given_up(self, message: CheckResidence, error: BaseException) -> Sequence[Message]:
+        """``ResidenceCheckFailed`` for a check that was dead-lettered."""
+        failure = CallFailure.of(error)
+        reason: Literal["unavailable", "invalid_response"] = (
+            "unavailable" if failure.kind == "unavailable" else "invalid_response"
+        )
+        return (
+            ResidenceCheckFailed.new(
+                producer=VPS,
+                caused_by=message,
+                child_ref=message.child_ref,
+                as_of=message.as_of,
+                reason=reason,
+                detail=failure.detail,
+                permanent=failure.permanent,
+            ),
+        )
+
+
 def round_summary(message: RoundCompleted) -> dict[str, Any]:
     """The body of ``PUT /v1/rounds/{round_id}``."""
     return {
@@ -462,8 +607,9 @@ def service(
     feed_client: VpsClient | None = None,
     interval: float = 0.5,
 ) -> ServiceSpec:
-    """The VPS adapter: the feed poller, and the offers and rounds handlers (clients may be
-    one). Retries of the handlers' client are counted in the service's metrics."""
+    """The VPS adapter: the feed poller, and the handlers of offers, rounds, refusals and
+    residence checks (clients may be one). Retries of the handlers' client are counted in
+    the service's metrics."""
     feed = VpsFeed(feed_client or client, municipality, interval=interval)
-    offers, rounds = Offers(client), Rounds(client)
-    return ServiceSpec(name, (offers, rounds), pollers=(feed,), clients=(client,))
+    handlers = (Offers(client), Rounds(client), Refusals(client), ResidenceChecks(client))
+    return ServiceSpec(name, handlers, pollers=(feed,), clients=(client,))

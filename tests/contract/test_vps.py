@@ -536,7 +536,12 @@ async def test_closing_or_timing_an_offer_not_shown_yet_is_transient(vps: str) -
 async def test_a_round_summary_reaches_the_e_service(vps: str) -> None:
     assert VPS in BY_NAME["allocation.rounds.v1"].consumers
     spec = service(VpsClient(vps, policy=FAST), "riga")
-    assert {h.topic.name for h in spec.handlers} == {"allocation.offers.v1", "allocation.rounds.v1"}
+    assert {h.topic.name for h in spec.handlers} == {
+        "allocation.offers.v1",
+        "allocation.rounds.v1",
+        "allocation.applications.v1",
+        "vps.population.checks.v1",
+    }
     first, second = TOWN.institutions[:2]
     summary = RoundCompleted.new(
         producer="allocation",
