@@ -76,12 +76,13 @@ from schemas.allocation import (
     OfferMade,
     RunRound,
 )
+from schemas.applications import MAX_RANKED_INSTITUTIONS
 from schemas.notifications import SendNotification
 from schemas.topics import BY_NAME, OPERATOR
 from simulators.messages import application_form
 from simulators.municipality import SyntheticMunicipality
 from simulators.parents import Choices, Parents, ParentsError
-from simulators.plugin import SYSTEMS
+from simulators.plugin import SYSTEMS, institution_limit
 from simulators.process import SimulatorsProcess
 
 NO_FAULT = {"X-Simulate-Fault": "none"}
@@ -226,9 +227,16 @@ class Season:
     ) -> None:
         self.settings, self.bootstrap, self.code = settings, bootstrap, code
         self.scenario, self.report, self.out = scenario, report, out
+        limit = institution_limit(settings, settings.municipality)
         self.town = SyntheticMunicipality(
-            code, seed=scenario.seed, children=scenario.children, institutions=scenario.institutions
+            code,
+            seed=scenario.seed,
+            children=scenario.children,
+            institutions=scenario.institutions,
+            max_choices=min(3, limit or 3),
         )
+        self.limit = limit or MAX_RANKED_INSTITUTIONS
+        """How many institutions the e-service lets one application list."""
         self.clock = SimulatedClock()  # the services' clock, moved forward by the demo
         self.local = settings
         self.running: asyncio.Task[bool] | None = None

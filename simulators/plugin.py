@@ -20,6 +20,7 @@ from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 from hub import plugins
+from hub.allocation.rules import RulesError, load_rules
 from hub.errors import ConfigurationError
 from hub.settings import Settings
 from simulators.dvs.app import NumberFormat
@@ -74,8 +75,19 @@ class SimulatorFactory(Protocol):
     def __call__(self, world: World, /) -> FaultInjection: ...
 
 
+def institution_limit(settings: Settings, municipality: str) -> int | None:
+    """How many institutions one application may list: the municipality's rules file says
+    (``HUB_RULES``, else the shipped file of its code); None for a code with no rules (the
+    e-service then holds only the protocol's bound)."""
+    try:
+        return load_rules(settings.rules or municipality).max_institutions
+    except RulesError:
+        return None
+
+
 def vps(world: World) -> FaultInjection:
-    return vps_app(world.town, world.faults("vps"), clock=world.clock)
+    limit = institution_limit(world.settings, world.town.code)
+    return vps_app(world.town, world.faults("vps"), clock=world.clock, max_institutions=limit)
 
 
 def viis(world: World) -> FaultInjection:
@@ -127,12 +139,15 @@ def factory(system: str) -> SimulatorFactory:
 
 
 def town_of(settings: Settings) -> SyntheticMunicipality:
-    """The synthetic municipality the ``HUB_SIM_*`` settings describe."""
+    """The synthetic municipality the ``HUB_SIM_*`` settings describe; its parents list no
+    more institutions than the municipality's rules allow."""
+    limit = institution_limit(settings, settings.municipality)
     return SyntheticMunicipality(
         settings.municipality,
         seed=settings.sim_seed,
         children=settings.sim_children,
         institutions=settings.sim_institutions,
+        max_choices=min(3, limit or 3),
     )
 
 
