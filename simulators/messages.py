@@ -29,6 +29,7 @@ def application_form(child: Child) -> dict[str, Any]:
         "claims": {
             "large_family": child.large_family,
             "sibling_personal_codes": child.sibling_codes,
+            "commission_grounds": list(child.commission_grounds),
         },
     }
 

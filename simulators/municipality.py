@@ -29,9 +29,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 
+from schemas.applications import CommissionGround
 from schemas.values import personal_code_check_digit
 
 NEW_FORMAT_SINCE = date(2017, 7, 1)
+GROUNDS = tuple(g.value for g in CommissionGround)
 LANGUAGES = (("lv", 0.85), ("ru", 0.10), ("en", 0.05))
 _GENITIVE = {
     "riga": "Rīgas",
@@ -186,6 +188,8 @@ class Child:
     """Personal codes of siblings already attending a pre-school of the municipality."""
     declared_here: bool = True
     """Declared residence in the municipality (False: in a neighbouring one)."""
+    commission_grounds: tuple[str, ...] = ()
+    """Out-of-turn grounds the parents declare (the commission confirms or rejects them)."""
 
 
 def old_format_code(born: date, rng: random.Random) -> str:
@@ -230,6 +234,7 @@ class SyntheticMunicipality:
         # Families, residence, attendance and staff come from a stream of their own, so the
         # children above stay what they were for a seed.
         self._families(random.Random(f"{code}:{seed}:families"))
+        self._grounds(random.Random(f"{code}:{seed}:grounds"))
         self.addresses = {a.code: a for a in self._addresses()}
 
     @property
@@ -310,6 +315,13 @@ class SyntheticMunicipality:
         history = self.declarations.get(personal_code, ())
         current = [d for d in history if d.declared_from <= day]
         return current[-1] if current else None
+
+    def _grounds(self, rng: random.Random) -> None:
+        """About one child in 25 has parents who declare an out-of-turn ground."""
+        self.children = tuple(
+            replace(c, commission_grounds=(rng.choice(GROUNDS),)) if rng.random() < 0.04 else c
+            for c in self.children
+        )
 
     def _families(self, rng: random.Random) -> None:
         """Make some children siblings, give some an attending sibling, find staff and attenders."""

@@ -174,6 +174,7 @@ class _Guardian(_Data):
 
 
 class _Claims(_Data):
+    commission_grounds: list[str] = Field(default_factory=list)
     large_family: bool = False
     sibling_personal_codes: list[str] = Field(default_factory=list)
     parent_staff_at: list[str] = Field(default_factory=list)
@@ -277,6 +278,7 @@ def _submitted(d: _Submitted, envelope: dict[str, Any]) -> Message:
         accepts_any_institution=d.accepts_any_institution,
         registered_at=d.registered_at,
         claims={
+            "commission_grounds": tuple(d.claims.commission_grounds),
             "large_family": d.claims.large_family,
             "sibling_personal_codes": tuple(d.claims.sibling_personal_codes),
             "parent_staff_at": tuple(d.claims.parent_staff_at),

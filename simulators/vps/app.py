@@ -111,6 +111,7 @@ from typing import Annotated, Any, Literal, Self
 from fastapi import FastAPI, HTTPException, Query
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
+from schemas.applications import CommissionGround
 from schemas.values import PersonalCode
 from simulators.faults import FaultInjection, Faults
 from simulators.messages import institution_data
@@ -142,6 +143,7 @@ class GuardianIn(BaseModel):
 
 
 class Claims(BaseModel):
+    commission_grounds: list[CommissionGround] = Field(default_factory=list, max_length=7)
     large_family: bool = False
     sibling_personal_codes: list[ValidCode] = Field(default_factory=list, max_length=12)
     parent_staff_at: list[str] = Field(default_factory=list, max_length=10)
