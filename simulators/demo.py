@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import shutil
 import sys
 import time
@@ -58,7 +59,7 @@ from uuid import uuid4
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub.calendar import RIGA
+from hub.calendar import RIGA, local_date
 from hub.clock import SimulatedClock, advance_clock
 from hub.documents import format_date, pdf_text, read_fields
 from hub.documents.edoc import generate_seal, open_edoc
@@ -78,6 +79,7 @@ from schemas.allocation import (
 )
 from schemas.applications import MAX_RANKED_INSTITUTIONS
 from schemas.notifications import SendNotification
+from schemas.priority import PriorityConfirmed, PriorityRejected
 from schemas.topics import BY_NAME, OPERATOR
 from simulators.messages import application_form
 from simulators.municipality import SyntheticMunicipality
@@ -158,6 +160,17 @@ class SeasonReport:
     retries: int = 0
     enrolled: int = 0
     enrollment_refused: int = 0
+    claims: Counter[str] = field(default_factory=Counter)
+    """Declared grounds by the commission's decision: confirmed, rejected, pending."""
+    rechecked: int = 0
+    facts_changed: int = 0
+    facts_unverified: int = 0
+    """The checks before the list: children verified again, facts found changed, children
+    left out because a register did not answer in time."""
+    intake_refused: Counter[str] = field(default_factory=Counter)
+    """Applications and changes the e-service refused before they entered the hub, by reason."""
+    authorisations: Counter[str] = field(default_factory=Counter)
+    """Applications filed by an authorised person, by the register's answer."""
     steps: list[tuple[str, float]] = field(default_factory=list)
     """Each step of the season and the seconds it took."""
     checks: list[Check] = field(default_factory=list)
@@ -317,7 +330,9 @@ class Season:
     async def _steps(self) -> None:
         await self._register()
         await self._enriched()
+        await self._commission()
         await self._round()
+        await self._changes_refused()
         await self._answer()
         await self._registered()
 
@@ -365,6 +380,7 @@ class Season:
 
     async def _register(self) -> None:
         children, began = self.town.children, time.monotonic()
+        await self._too_many_institutions()
         self.out(f"▶ parents submit {len(children)} applications to the VPS e-service")
         parents = self.parents
         await self._with_progress(
@@ -374,6 +390,29 @@ class Season:
         self.report.applications = len(children)
         took = self._step("submit the applications", began)
         self.out(f"  submitted {len(children)} ({took:.1f}s)")
+
+    async def _too_many_institutions(self) -> None:
+        """One family in 50 first lists one institution more than the rules allow: the
+        e-service refuses it with the reason (it never reaches the hub); they then apply
+        as the rules allow."""
+        ids = [i.institution_id for i in self.town.institutions]
+        forms = []
+        for child in self.town.children[::50]:
+            extra = [i for i in ids if i not in child.choices][
+                : self.limit + 1 - len(child.choices)
+            ]
+            if len(child.choices) + len(extra) > self.limit:
+                forms.append(application_form(child) | {"institutions": [*child.choices, *extra]})
+        async with httpx.AsyncClient(
+            base_url=str(self.local.vps_url), headers=NO_FAULT, timeout=30
+        ) as eservice:
+            for form in forms:
+                answer = await eservice.post("/v1/applications", json=form)
+                self.report.intake_refused[_refusal(answer)] += 1
+        self.out(
+            f"  the e-service refused {len(forms)} applications listing more than"
+            f" {self.limit} institutions: {dict(self.report.intake_refused)}"
+        )
 
     # --- 2. enrichment --------------------------------------------------------------
 
@@ -398,7 +437,49 @@ class Season:
             f" ({took:.1f}s)"
         )
 
-    # --- 3. the round -----------------------------------------------------------------
+    # --- 3. the commission ----------------------------------------------------------------
+
+    async def _commission(self) -> None:
+        """The commission decides every declared ground: four in five confirmed, the rest
+        rejected (a draw seeded with the scenario's seed), as ``hub priority confirm`` /
+        ``reject`` publish them; the service ranks the children again."""
+        began = time.monotonic()
+        pending = await self._get("/priority/pending")
+        draws = random.Random(f"{self.scenario.seed}:commission")
+        decided_on = local_date(self.clock())
+        decisions = []
+        for n, claim in enumerate(pending, 1):
+            confirmed = draws.random() < 0.8
+            kind = PriorityConfirmed if confirmed else PriorityRejected
+            extra = {} if confirmed else {"reason": "the documents do not show the ground"}
+            decisions.append(
+                kind.new(
+                    producer=OPERATOR,
+                    municipality=self.code,
+                    child_ref=claim["child_ref"],
+                    ground=claim["ground"],
+                    institution_id=claim["institution_id"],
+                    decision_number=f"K-{decided_on.year}/{n}",
+                    decided_by="commission (demo)",
+                    decided_on=decided_on,
+                    **extra,
+                )
+            )
+        await publish_messages(self.bootstrap, decisions)
+
+        async def decided() -> bool:
+            return not await self._get("/priority/pending")
+
+        await self._until(decided, "the commission's decisions taken by the service")
+        took = self._step("the commission's decisions", began)
+        verdicts = Counter(type(d).__name__ for d in decisions)
+        self.out(
+            f"▶ the commission decided {len(decisions)} declared grounds:"
+            f" {verdicts['PriorityConfirmed']} confirmed, {verdicts['PriorityRejected']}"
+            f" rejected ({took:.1f}s)"
+        )
+
+    # --- 4. the round -----------------------------------------------------------------
 
     async def _round(self) -> None:
         began = time.monotonic()
@@ -414,18 +495,42 @@ class Season:
         async def made() -> bool:
             return (await self._read_health())["round"] == str(command.round_id)
 
-        await self._until(made, "the round")
+        await self._until(made, "the round (after the facts are verified again)")
         # The round's offers, before any answer: the parents have not seen them yet.
         live, children = self.health["live_offers"], self.health["children"]
         self.report.round_offers = live
+        rounds = (await self._get("/rounds"))["rounds"]
+        built = next(r for r in rounds if r["round_id"] == str(command.round_id))
+        report = self.report
+        report.rechecked, report.facts_changed = built["rechecked"], built["facts_changed"]
+        report.facts_unverified = built["facts_unverified"]
         took = self._step("the round", began)
         self.out(
-            f"▶ one click: round as of {command.round_date}: {live} offers,"
-            f" {children - live} children wait"
-            f" ({took:.2f}s)"
+            f"▶ one click: round as of {command.round_date}: facts of {report.rechecked}"
+            f" children verified again with VIIS and the population register"
+            f" ({report.facts_changed} changed, {report.facts_unverified} left out unverified);"
+            f" {live} offers, {children - live} children wait ({took:.2f}s)"
         )
 
-    # --- 4. answers, expiries, cascades ---------------------------------------------------
+    async def _changes_refused(self) -> None:
+        """Some parents whose child is on the admission list try to change the application:
+        the e-service refuses (a change is possible only until then)."""
+        offers = sorted(self.parents.live.values(), key=lambda o: str(o.offer_id))[:20]
+        async with httpx.AsyncClient(
+            base_url=str(self.local.vps_url), headers=NO_FAULT, timeout=30
+        ) as eservice:
+            for offer in offers:
+                answer = await eservice.patch(
+                    f"/v1/applications/{offer.application_id}",
+                    json={"desired_start_date": offer.start_date.isoformat()},
+                )
+                self.report.intake_refused[f"change: {_refusal(answer)}"] += 1
+        self.out(
+            f"  {len(offers)} parents tried to change an application on the admission list:"
+            f" {dict((k, v) for k, v in self.report.intake_refused.items() if 'change' in k)}"
+        )
+
+    # --- 5. answers, expiries, cascades ---------------------------------------------------
 
     async def _answer(self) -> None:
         """Parents answer each offer once they are notified of it; cascades follow at once.
@@ -537,7 +642,7 @@ class Season:
             f" ({len(waiting)} waiting for a receipt or an answer to take effect)"
         )
 
-    # --- 5. VIIS enrolments, DVS decisions -------------------------------------------------
+    # --- 6. VIIS enrolments, DVS decisions -------------------------------------------------
 
     async def _registered(self) -> None:
         began = time.monotonic()
@@ -661,6 +766,10 @@ class Season:
         made = {str(m.offer_id) for m in seen.topic if isinstance(m, OfferMade)}
         closing = {str(m.offer_id) for m in seen.topic if isinstance(m, OFFER_CLOSED)}
         problems, free, store = (seen.checks[k] for k in ("invariants", "free_seats", "store"))
+        declined_again = seen.checks["declined_offered"]
+        unconfirmed = seen.checks["unconfirmed_ranked"]
+        report.claims = Counter(seen.health["claims"])
+        report.authorisations = Counter(seen.health["authorisations"])
         delivered = [o for o in offers if o["respond_by"]]
         children, expected = seen.health["children"], len(self.town.children)
         report.checks = [
@@ -713,6 +822,17 @@ class Season:
                     for o in offers
                     if o["status"] == "accepted"
                 ),
+            ),
+            Check(
+                "no child was offered an institution it had declined",
+                not declined_again,
+                "; ".join(declined_again[:2]),
+            ),
+            Check(
+                "no unconfirmed claim raised a child's priority",
+                not unconfirmed and report.claims["pending"] == 0,
+                f"{len(unconfirmed)} ranked on an unconfirmed claim"
+                f" ({'; '.join(unconfirmed[:2])}); {report.claims['pending']} undecided",
             ),
             Check(
                 "no seat left empty while a child waits for it",
@@ -981,6 +1101,15 @@ class Observed:
     """Why the demo could not read all of it."""
 
 
+def _refusal(answer: httpx.Response) -> str:
+    """The e-service's machine reason for refusing a request (``accepted`` if it did not)."""
+    if answer.is_success:
+        return "accepted"
+    body = answer.json()
+    found = body.get("error") or body.get("detail", {}).get("error")
+    return str(found or answer.status_code)
+
+
 def cascade_steps(messages: list[Any]) -> Counter[int]:
     """Offers by cascade step: 0 for the round's, 1 + the step of the offer whose freed seat
     (declined, expired) caused it. Read from the offers topic: an offer and the closing of
@@ -1074,6 +1203,20 @@ def _print_report(report: SeasonReport, out: Callable[[str], None]) -> None:
         f"  VIIS enrolments {report.enrolled}, refused {report.enrollment_refused}"
         " (already enrolled elsewhere)"
     )
+    c = report.claims
+    out(
+        f"  declared priority grounds: confirmed {c['confirmed']}, rejected {c['rejected']},"
+        f" pending {c['pending']} (only confirmed ones rank)"
+    )
+    out(
+        f"  facts verified again before the list: {report.rechecked} children,"
+        f" {report.facts_changed} facts changed, {report.facts_unverified} children left out"
+        " unverified"
+    )
+    refused = ", ".join(f"{k} {v}" for k, v in sorted(report.intake_refused.items()))
+    out(f"  refused by the e-service before reaching the hub, by reason: {refused or '-'}")
+    checked = ", ".join(f"{k} {v}" for k, v in sorted(report.authorisations.items()))
+    out(f"  authorisations checked with the register: {checked or '-'}")
     letters = ", ".join(f"{k} {v}" for k, v in report.dead_letters.most_common())
     out(f"  dead letters: {sum(report.dead_letters.values())}{f' ({letters})' if letters else ''}")
     out("  invariants:")

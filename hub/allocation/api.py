@@ -231,6 +231,12 @@ def rounds(state: AllocationState) -> list[dict[str, Any]]:
             "open": bool(r.get("open")),
             "offers": r.get("offers"),
             "considered": r.get("considered"),
+            "preparing": bool(r.get("pending")),
+            # The checks before the list: children whose facts were verified again, facts
+            # found changed, children left out because a register did not answer in time.
+            "rechecked": r.get("rechecked", 0),
+            "facts_changed": r.get("facts_changed", 0),
+            "facts_unverified": r.get("facts_unverified", 0),
             "admission_list": {
                 "document_key": r.get("document_key"),
                 "registration_number": r.get("registration_number"),
