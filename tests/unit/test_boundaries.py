@@ -24,7 +24,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SIMULATED_SYSTEMS = ("vps", "viis", "gis", "dvs", "eadrese", "sms", "letter", "smtp")
+SIMULATED_SYSTEMS = (
+    "vps",
+    "viis",
+    "gis",
+    "dvs",
+    "authorisations",
+    "eadrese",
+    "sms",
+    "letter",
+    "smtp",
+)
 ADAPTER_SYSTEMS = ("vps", "viis", "gis", "dvs", "notify")
 # Shared simulator modules that imitate the outside world and so fall under the rule.
 SHARED_SIMULATOR_MODULES = (
