@@ -35,7 +35,7 @@ SIMULATED_SYSTEMS = (
     "letter",
     "smtp",
 )
-ADAPTER_SYSTEMS = ("vps", "viis", "gis", "dvs", "notify")
+ADAPTER_SYSTEMS = ("vps", "viis", "gis", "dvs", "authorisations", "notify")
 # Shared simulator modules that imitate the outside world and so fall under the rule.
 SHARED_SIMULATOR_MODULES = (
     "api.py",
