@@ -39,11 +39,12 @@ from hub.plugins import Built
 from hub.reliability.metrics import Metrics, metrics_app, metrics_endpoint
 from hub.reliability.service import ServiceRunner
 from hub.settings import Settings
-from schemas.topics import ALLOCATION, BY_NAME, DVS, GIS, NOTIFY, VIIS, VPS, Topic
+from schemas.topics import ALLOCATION, AUTHORISATIONS, BY_NAME, DVS, GIS, NOTIFY, VIIS, VPS, Topic
 
-SERVICES = (ALLOCATION, VPS, VIIS, GIS, DVS, NOTIFY)
+SERVICES = (ALLOCATION, VPS, VIIS, GIS, DVS, NOTIFY, AUTHORISATIONS)
 """The catalogue's services (:mod:`schemas.topics` names them), in the order ``hub run all``
-runs them; services of other installed packages follow, by name."""
+runs them (a service added later comes last, so the others keep their health ports);
+services of other installed packages follow, by name."""
 
 HEALTH_PORTS = {ALLOCATION: 8720, "all": 8720} | {
     name: 8721 + i for i, name in enumerate(SERVICES[1:])

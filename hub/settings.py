@@ -140,7 +140,7 @@ class Settings(BaseSettings):
         le=65535,
         description=(
             "Port of a service's /health and /metrics on 127.0.0.1; unset: the service's own"
-            " default (8720 allocation and `hub run all`, 8721–8725 the adapters); 0: none."
+            " default (8720 allocation and `hub run all`, 8721–8726 the adapters); 0: none."
         ),
     )
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     viis_url: str = Field(default="http://127.0.0.1:8102", description="VIIS base URL.")
     gis_url: str = Field(default="http://127.0.0.1:8103", description="GIS / address register URL.")
     dvs_url: str = Field(default="http://127.0.0.1:8104", description="DVS base URL.")
+    authorisations_url: str = Field(
+        default="http://127.0.0.1:8108", description="Register of authorisations base URL."
+    )
     vps_poll_interval: float = Field(
         default=1.0, gt=0, le=3600, description="Seconds between polls of an idle VPS feed."
     )

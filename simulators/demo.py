@@ -3,12 +3,13 @@
 Every part runs as it would in a municipality, on loopback:
 
 - the embedded broker (unless ``HUB_BOOTSTRAP_SERVERS`` names a cluster);
-- the simulators of VPS, VIIS, GIS, the DVS, e-adrese, an SMTP server, an SMS
-  gateway and the post, in a process of their own (``hub simulate all``),
-  answering a share of requests with faults (``--faults``);
+- the simulators of VPS, VIIS, GIS, the DVS, the register of authorisations,
+  e-adrese, an SMTP server, an SMS gateway and the post, in a process of their
+  own (``hub simulate all``), answering a share of requests with faults
+  (``--faults``);
 - every hub service in this process, as ``hub run all`` runs them: the VPS,
-  VIIS, GIS and DVS adapters, the notification service and the allocation
-  service, with ``/health`` and ``/metrics`` and the operations view.
+  VIIS, GIS, DVS and authorisations adapters, the notification service and the
+  allocation service, with ``/health`` and ``/metrics`` and the operations view.
 
 The season, each step printed as it runs:
 
@@ -284,7 +285,10 @@ class Season:
             sim_fault_rate=scenario.faults,
         ) as simulators:
             self._simulators = simulators
-            self.out(f"▶ simulators of VPS, VIIS, GIS, DVS, e-adrese, SMTP, SMS, post: {data}")
+            self.out(
+                "▶ simulators of VPS, VIIS, GIS, DVS, authorisations, e-adrese, SMTP, SMS, post:"
+                f" {data}"
+            )
             services = assemble(["all"], local, self.bootstrap, clock=self.clock)
             report = await ensure_topics(local, self.bootstrap, services=list(services.built))
             self.out(

@@ -23,6 +23,7 @@ from hub import plugins
 from hub.allocation.rules import RulesError, load_rules
 from hub.errors import ConfigurationError
 from hub.settings import Settings
+from simulators.authorisations.app import create_app as authorisations_app
 from simulators.dvs.app import NumberFormat
 from simulators.dvs.app import create_app as dvs_app
 from simulators.eadrese.app import create_app as eadrese_app
@@ -34,11 +35,14 @@ from simulators.sms.app import create_app as sms_app
 from simulators.viis.app import create_app as viis_app
 from simulators.vps.app import create_app as vps_app
 
-REGISTERS = ("vps", "viis", "gis", "dvs")
+REGISTERS = ("vps", "viis", "gis", "dvs", "authorisations")
 CHANNELS = ("eadrese", "sms", "letter")
 SYSTEMS = (*REGISTERS, *CHANNELS)
 """The systems this package simulates over HTTP (each at ``HUB_<SYSTEM>_URL``); the SMTP
 server simulator is served beside them."""
+_SEED_ORDER = ("vps", "viis", "gis", "dvs", "eadrese", "sms", "letter", "authorisations")
+"""Each system's share of the fault seed, in the order the systems were added: a system
+added later leaves the faults of the others as they were for a seed."""
 
 
 def system_clock() -> datetime:
@@ -60,7 +64,7 @@ class World:
         """The faults ``system`` injects: ``HUB_SIM_FAULT_RATE`` of its requests, with a seed
         of its own that is the same whether it is served alone or with the others."""
         settings = self.settings
-        own = SYSTEMS.index(system) if system in SYSTEMS else zlib.crc32(system.encode())
+        own = _SEED_ORDER.index(system) if system in _SEED_ORDER else zlib.crc32(system.encode())
         return Faults.spread(
             settings.sim_fault_rate,
             latency_seconds=settings.sim_latency,
@@ -101,6 +105,10 @@ def gis(world: World) -> FaultInjection:
 def dvs(world: World) -> FaultInjection:
     numbers = NumberFormat(prefix=world.settings.dvs_number_prefix)
     return dvs_app(numbers, faults=world.faults("dvs"), clock=world.clock)
+
+
+def authorisations(world: World) -> FaultInjection:
+    return authorisations_app(world.town, world.faults("authorisations"))
 
 
 def eadrese(world: World) -> FaultInjection:

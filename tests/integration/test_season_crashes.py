@@ -1,12 +1,12 @@
 """A whole admission season with every hub service in a process of its own, killed at random.
 
-The simulators of VPS, VIIS, GIS, the DVS, e-adrese, SMTP, SMS and the post run in
-one process (``hub simulate all``, 2 % of requests faulted); the allocation service
-and the five adapters each run as ``hub run SERVICE`` with a store of their own and
-the simulated clock. Parents submit every application to the VPS e-service, the
-round runs, parents answer in the e-service once notified (accept, decline or stay
-silent) and, when only silent offers are left, the simulated clock moves past their
-deadlines, until no offer is live. Meanwhile a seeded schedule SIGKILLs the services
+The simulators of VPS, VIIS, GIS, the DVS, the register of authorisations, e-adrese,
+SMTP, SMS and the post run in one process (``hub simulate all``, 2 % of requests
+faulted); the allocation service and the six adapters each run as ``hub run SERVICE``
+with a store of their own and the simulated clock. Parents submit every application to
+the VPS e-service, the round runs, parents answer in the e-service once notified (accept,
+decline or stay silent) and, when only silent offers are left, the simulated clock moves
+past their deadlines, until no offer is live. Meanwhile a seeded schedule SIGKILLs the services
 (each at least once, the allocation service three times while answers flow) and
 starts them again.
 
@@ -159,11 +159,17 @@ class Kill:
 
 
 def kill_plan(rng: random.Random) -> list[Kill]:
-    """Eleven kills: the enrichment adapters while applications are enriched; the allocation
-    service three times and four adapters while parents answer; one service after the
+    """Twelve kills: the enrichment adapters while applications are enriched; the allocation
+    service three times and five adapters while parents answer; one service after the
     clock moves (it must come back at the moved time)."""
     enrichment = ["vps-adapter", "viis-adapter", "gis-adapter"]
-    answers = ["allocation"] * 3 + ["notify-adapter", "dvs-adapter", "vps-adapter", "viis-adapter"]
+    answers = ["allocation"] * 3 + [
+        "notify-adapter",
+        "dvs-adapter",
+        "vps-adapter",
+        "viis-adapter",
+        "authorisations-adapter",
+    ]
     rng.shuffle(enrichment)
     rng.shuffle(answers)
     shares = sorted(rng.uniform(0.1, 0.8) for _ in enrichment)

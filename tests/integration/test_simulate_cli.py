@@ -20,20 +20,22 @@ import pytest
 from hub.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-SYSTEMS = ("VPS", "VIIS", "GIS", "DVS", "EADRESE", "SMS", "LETTER")
+SYSTEMS = ("VPS", "VIIS", "GIS", "DVS", "AUTHORISATIONS", "EADRESE", "SMS", "LETTER")
 # The FastAPI titles given in simulators/<system>/app.py.
 TITLES = {
     "VPS": "VPS simulator",
     "VIIS": "VIIS simulator",
     "GIS": "GIS / address register simulator",
     "DVS": "DVS simulator",
+    "AUTHORISATIONS": "Register of authorisations simulator",
     "EADRESE": "e-adrese simulator",
     "SMS": "SMS gateway simulator",
     "LETTER": "Letter simulator",
 }
 # hub/cli.py `_simulate`: f"{system.upper():<7} {served.url}  (API: {served.url}/docs)"
 SYSTEM_LINE = re.compile(
-    r"^(VPS|VIIS|GIS|DVS|EADRESE|SMS|LETTER)\s+(http://127\.0\.0\.1:\d+)  \(API: \2/docs\)$"
+    r"^(VPS|VIIS|GIS|DVS|AUTHORISATIONS|EADRESE|SMS|LETTER)\s+(http://127\.0\.0\.1:\d+)"
+    r"  \(API: \2/docs\)$"
 )
 SMTP_LINE = re.compile(r"^SMTP\s+smtp://127\.0\.0\.1:(\d+)$")
 STARTUP_TIMEOUT = 60.0

@@ -24,8 +24,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SIMULATED_SYSTEMS = ("vps", "viis", "gis", "dvs", "eadrese", "sms", "letter", "smtp")
-ADAPTER_SYSTEMS = ("vps", "viis", "gis", "dvs", "notify")
+SIMULATED_SYSTEMS = (
+    "vps",
+    "viis",
+    "gis",
+    "dvs",
+    "authorisations",
+    "eadrese",
+    "sms",
+    "letter",
+    "smtp",
+)
+ADAPTER_SYSTEMS = ("vps", "viis", "gis", "dvs", "authorisations", "notify")
 # Shared simulator modules that imitate the outside world and so fall under the rule.
 SHARED_SIMULATOR_MODULES = (
     "api.py",

@@ -11,11 +11,22 @@ import pytest
 from hub import plugins
 from hub.cli import _parser
 from hub.plugins import Built, PluginError
-from hub.services import SERVICES, installed
+from hub.services import HEALTH_PORTS, SERVICES, installed
 from hub.settings import Settings
-from schemas.topics import OPERATOR, TOPICS
+from schemas.topics import (
+    AUTHORISATIONS,
+    DVS,
+    GIS,
+    NOTIFY,
+    OPERATOR,
+    TOPICS,
+    VIIS,
+    VPS,
+)
 from schemas.topics import SERVICES as CATALOGUE_SERVICES
-from simulators.plugin import SYSTEMS
+from simulators.faults import FaultInjection
+from simulators.municipality import SyntheticMunicipality
+from simulators.plugin import SYSTEMS, World, factory, url_setting
 
 
 def _distribution(root: Path, name: str, entry_points: str) -> None:
@@ -34,6 +45,27 @@ def test_the_services_installed_are_the_catalogues() -> None:
     assert installed() == SERVICES
     named = {t.producer for t in TOPICS} | {c for t in TOPICS for c in t.consumers}
     assert named - {OPERATOR} == set(SERVICES)
+
+
+def test_the_authorisations_pair_is_served_like_the_others(tmp_path: Path) -> None:
+    """The adapter and the simulator are found by their entry points; the simulator listens
+    at HUB_AUTHORISATIONS_URL, where the adapter calls; the adapter's health port comes after
+    the others', whose ports and fault seeds stay as they were."""
+    settings = Settings(data_dir=tmp_path, _env_file=None)
+    built = plugins.build_service(AUTHORISATIONS, settings)
+    assert [h.topic.name for h in built.spec.handlers] == ["authorisations.checks.v1"]
+    assert url_setting("authorisations", settings) == "http://127.0.0.1:8108"
+    assert "http://127.0.0.1:8108" in built.where
+    assert [HEALTH_PORTS[n] for n in (VPS, VIIS, GIS, DVS, NOTIFY, AUTHORISATIONS)] == list(
+        range(8721, 8727)
+    )
+    town = SyntheticMunicipality("riga", seed=1, children=50, admission_year=2026)
+    world = World(settings.derive(sim_seed=3), town)
+    app = factory("authorisations")(world)
+    assert isinstance(app, FaultInjection)
+    assert app.app.title == "Register of authorisations simulator"  # type: ignore[attr-defined]
+    seeds = [world.faults(s).seed for s in ("vps", "dvs", "eadrese", "letter", "authorisations")]
+    assert seeds == [30, 33, 34, 36, 37]
 
 
 @pytest.mark.parametrize("name", SERVICES)

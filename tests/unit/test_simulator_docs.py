@@ -27,6 +27,7 @@ def test_committed_document_is_current(system: str) -> None:
         ("gis", "/v1/addresses/{code}", "get"),
         ("gis", "/v1/addresses/{code}/distances", "get"),
         ("dvs", "/v1/documents", "post"),
+        ("authorisations", "/v1/authorisations/verify", "post"),
     ],
 )
 def test_the_protocol_the_adapters_use_is_documented(system: str, path: str, method: str) -> None:
