@@ -82,8 +82,9 @@ from schemas.applications import MAX_RANKED_INSTITUTIONS
 from schemas.notifications import SendNotification
 from schemas.priority import PriorityConfirmed, PriorityRejected
 from schemas.topics import BY_NAME, OPERATOR
+from simulators.authorisations.register import seeded
 from simulators.messages import application_form
-from simulators.municipality import SyntheticMunicipality
+from simulators.municipality import Child, SyntheticMunicipality
 from simulators.parents import Choices, Parents, ParentsError
 from simulators.plugin import SYSTEMS, institution_limit
 from simulators.process import SimulatorsProcess
@@ -250,6 +251,8 @@ class Season:
             max_choices=min(3, limit or 3),
         )
         self.limit = limit or MAX_RANKED_INSTITUTIONS
+        self.authorised: Counter[str] = Counter()
+        """Applications filed under an authorisation, by what the register should answer."""
         """How many institutions the e-service lets one application list."""
         self.clock = SimulatedClock()  # the services' clock, moved forward by the demo
         self.local = settings
@@ -387,8 +390,18 @@ class Season:
         await self._too_many_institutions()
         self.out(f"▶ parents submit {len(children)} applications to the VPS e-service")
         parents = self.parents
+        # Some applications are filed by an authorised person: the register of authorisations
+        # confirms some of the authorisations they name and refuses the others.
+        filed = {case.child.personal_code: case for case in seeded(self.town).cases}
+        self.authorised = Counter(case.expected for case in filed.values())
+
+        def form(child: Child) -> dict[str, Any]:
+            case = filed.get(child.personal_code)
+            made = application_form(child)
+            return made if case is None else made | {"authorisation": case.authorisation()}
+
         await self._with_progress(
-            parents.apply(application_form(c) for c in children),
+            parents.apply(form(c) for c in children),
             lambda: f"submitted {parents.submitted}/{len(children)}",
         )
         self.report.applications = len(children)
@@ -519,11 +532,22 @@ class Season:
     async def _changes_refused(self) -> None:
         """Some parents whose child is on the admission list try to change the application:
         the e-service refuses (a change is possible only until then)."""
-        offers = sorted(self.parents.live.values(), key=lambda o: str(o.offer_id))[:20]
+        wanted = min(20, self.report.round_offers)
+
+        async def seen() -> bool:
+            return len(self.parents.live) >= wanted
+
+        await self._until(seen, "the parents reading the round's offers")
+        offers = sorted(self.parents.live.values(), key=lambda o: str(o.offer_id))[:wanted]
         async with httpx.AsyncClient(
             base_url=str(self.local.vps_url), headers=NO_FAULT, timeout=30
         ) as eservice:
             for offer in offers:
+
+                async def shown(offer_id: str = str(offer.offer_id)) -> bool:
+                    return (await eservice.get(f"/v1/offers/{offer_id}")).is_success
+
+                await self._until(shown, "the e-service showing the offer")
                 answer = await eservice.patch(
                     f"/v1/applications/{offer.application_id}",
                     json={"desired_start_date": offer.start_date.isoformat()},
@@ -707,6 +731,7 @@ class Season:
             seen.receipts = await self._receipts(seen.offers)
             seen.notices = await self._notices()
             seen.documents = await self._dvs_summary()
+            seen.eservice_refused = await self._eservice_refused()
             seen.printed = await self._printed(seen.offers, seen.notices)
             seen.letters = [
                 d
@@ -716,6 +741,14 @@ class Season:
         except (httpx.HTTPError, DemoError, TimeoutError, KeyError, ValueError) as exc:
             seen.error = f"{type(exc).__name__}: {exc}"
         return seen
+
+    async def _eservice_refused(self) -> dict[str, int]:
+        """The e-service's count of applications the hub refused, by reason."""
+        async with httpx.AsyncClient(headers=NO_FAULT, timeout=30) as client:
+            answer = await client.get(f"{self.local.vps_url}/health")
+            answer.raise_for_status()
+            refused: dict[str, int] = answer.json()["refused"]
+            return refused
 
     async def _dvs_summary(self) -> dict[str, Any]:
         """The DVS's count of documents by type: registered, and with their sealed content."""
@@ -834,9 +867,17 @@ class Season:
             ),
             Check(
                 "no unconfirmed claim raised a child's priority",
-                not unconfirmed and report.claims["pending"] == 0,
-                f"{len(unconfirmed)} ranked on an unconfirmed claim"
-                f" ({'; '.join(unconfirmed[:2])}); {report.claims['pending']} undecided",
+                not unconfirmed,
+                f"{len(unconfirmed)} ranked on an unconfirmed claim: {'; '.join(unconfirmed[:2])}",
+            ),
+            Check(
+                "every authorised application was checked with the register, and each one"
+                " refused is shown refused in the e-service with the register's reason",
+                sum(report.authorisations.values()) == sum(self.authorised.values())
+                and set(report.authorisations) <= {"verified", "refused"}
+                and report.authorisations["refused"] == sum(seen.eservice_refused.values()),
+                f"filed {sum(self.authorised.values())}, the hub {dict(report.authorisations)},"
+                f" the e-service shows {dict(seen.eservice_refused)} refused",
             ),
             Check(
                 "no seat left empty while a child waits for it",
@@ -1101,6 +1142,8 @@ class Observed:
     """The DVS's documents by type: registered, with content."""
     printed: Printed = field(default_factory=Printed)
     letters: list[DeadLetter] = field(default_factory=list)
+    eservice_refused: dict[str, int] = field(default_factory=dict)
+    """Applications the e-service shows refused by the hub, by reason."""
     error: str | None = None
     """Why the demo could not read all of it."""
 
@@ -1158,6 +1201,8 @@ _WHY = {
     "no_fitting_group": "no group for the child's age or language at the institutions listed",
     "not_yet_due": "wants to start after this round",
     "held": "keeps the place it attends now (waits for one ranked higher)",
+    "refused": "application refused: the register did not confirm its authorisation",
+    "queued": "facts not verified in time for the list",
 }
 
 
@@ -1220,7 +1265,7 @@ def _print_report(report: SeasonReport, out: Callable[[str], None]) -> None:
     refused = ", ".join(f"{k} {v}" for k, v in sorted(report.intake_refused.items()))
     out(f"  refused by the e-service before reaching the hub, by reason: {refused or '-'}")
     checked = ", ".join(f"{k} {v}" for k, v in sorted(report.authorisations.items()))
-    out(f"  authorisations checked with the register: {checked or '-'}")
+    out(f"  applications filed under an authorisation, by the register's answer: {checked or '-'}")
     letters = ", ".join(f"{k} {v}" for k, v in report.dead_letters.most_common())
     out(f"  dead letters: {sum(report.dead_letters.values())}{f' ({letters})' if letters else ''}")
     out("  invariants:")

@@ -103,6 +103,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -690,6 +691,14 @@ def create_app(
             "system": "vps",
             "events": len(register.events),
             "clock": register.clock().isoformat(),
+            # Applications the hub refused, by the reason the parents see.
+            "refused": dict(
+                Counter(
+                    a["refusal"].authorisation_reason or a["refusal"].reason
+                    for a in register.applications.values()
+                    if a.get("refusal") is not None
+                )
+            ),
         }
 
     @app.post("/v1/applications", status_code=201)
