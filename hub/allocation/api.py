@@ -164,10 +164,18 @@ def summary(state: AllocationState) -> dict[str, Any]:
         # Documents for parents: registering (waiting for the DVS's number), sent, dropped
         # (an invitation whose offer closed first), unregistered (the DVS refused it).
         "notices": dict(sorted(Counter(n.status for n in state.notices.values()).items())),
-        # Declared grounds by the commission's decision (pending ones rank nothing), and
+        # Declared grounds of the applications in the queue by the commission's decision
+        # (pending ones rank nothing), and
         # applications filed by an authorised person by the register's answer.
         "claims": dict(
-            sorted(Counter(s for f in state.children.values() for s in f.claims().values()).items())
+            sorted(
+                Counter(
+                    s
+                    for f in state.children.values()
+                    if f.status in ("queued", "enrolled")
+                    for s in f.claims().values()
+                ).items()
+            )
         ),
         "authorisations": dict(
             sorted(
