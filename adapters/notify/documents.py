@@ -44,6 +44,17 @@ REASONS: dict[str, dict[str, str]] = {
         "en": "The child is already on the admission list; after that the application can no"
         " longer be changed (Riga City Council binding regulations Nr. 191, point 16).",
     },
+    "authorisation_refused": {
+        "lv": "Pieteikumu iesniedza pilnvarota persona, bet pilnvaru reģistrs neapstiprina, ka"
+        " pilnvara šim bērnam un pirmsskolas izglītības jautājumiem bija derīga iesniegšanas"
+        " dienā (Rīgas domes saistošo noteikumu Nr. 191 7.2. apakšpunkts). Pieteikumu var"
+        " iesniegt vecāks vai persona ar derīgu bāriņtiesas vai notāra izsniegtu pilnvaru.",
+        "en": "The application was filed by an authorised person, but the register of"
+        " authorisations does not confirm that the authorisation was valid for this child and"
+        " pre-school matters on the day of filing (Riga City Council binding regulations"
+        " Nr. 191, point 7.2). A parent, or a person with a valid authorisation from an"
+        " orphans' court or a notary, may apply.",
+    },
 }
 """A notice's reason code (from the allocation service) → the sentence the parents read."""
 

@@ -660,7 +660,8 @@ def authorisation_answered(
 ) -> None:
     """The register of authorisations answered: a confirmed authorisation lets the
     application count; a refused one refuses it, and the e-service tells the parents why; a
-    failed check leaves it waiting."""
+    failed check leaves it waiting. A refusal also reaches the parents as a sealed decision
+    (a ``refusal`` notice) with how to contest it."""
     file = step.child(message.child_ref)
     if file.application.application_id != message.application_id or file.authorisation in (
         None,
@@ -680,6 +681,13 @@ def authorisation_answered(
             authorisation_reason=message.reason,
             detail=message.detail,
             refused_at=step.at,
+        )
+        notices.issue(
+            step,
+            "refusal",
+            message.child_ref,
+            subject=f"{message.child_ref}:{message.application_id}",
+            variables={"reason": "authorisation_refused"},
         )
     else:
         file.authorisation = f"failed: {message.reason}"

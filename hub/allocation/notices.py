@@ -6,7 +6,8 @@
   not annul the application, went unanswered;
 - **annulment**: an unanswered offer annuls the application (``on_expiry = "annul"``);
 - **admission**: the decision after the parents accepted;
-- **refusal**: a change to an application already on the admission list is refused.
+- **refusal**: a change to an application already on the admission list is refused, or an
+  application filed under an authorisation the register does not confirm.
 
 A notice goes out in two steps. It is registered in the DVS first (``RegisterDocument``:
 the registration number is printed on the document), and kept here as *registering*; when
@@ -64,7 +65,7 @@ TITLE: dict[str, str] = {
     "revocation": "Paziņojums par uzaicinājuma atsaukšanu",
     "annulment": "Lēmums par pieteikuma anulēšanu",
     "admission": "Lēmums par uzņemšanu pirmsskolas izglītības iestādē",
-    "refusal": "Lēmums par atteikumu mainīt pieteikumu",
+    "refusal": "Lēmums par pieteikuma vai tā maiņas atteikumu",
 }
 """Notice kind → its title in the DVS register (no personal data)."""
 PURPOSE: dict[str, Literal["offer", "revocation", "annulment", "decision", "refusal"]] = {

@@ -295,6 +295,13 @@ async def test_an_authorised_application_counts_only_once_the_register_confirms_
         (apps[1].child_ref, "revoked")
     ]
     assert h.state.children[apps[1].child_ref].status == "refused"
+    # The parents get the refusal as a decision, registered and then sent.
+    key = f"refusal:{apps[1].child_ref}:{apps[1].application_id}"
+    assert [m.document_type for m in out if getattr(m, "document_key", None) == key] == ["refusal"]
+    [sent] = [
+        m for m in out if m.event_type == "SendNotification" and m.document.document_key == key
+    ]
+    assert sent.variables["reason"] == "authorisation_refused"
     assert h.state.children[apps[0].child_ref].missing == []
     out = await h.feed(round_command())
     assert _offered(out) == {apps[0].child_ref}
