@@ -42,7 +42,17 @@ from schemas.allocation import (
     PlaceAccepted,
     RoundCompleted,
 )
-from schemas.applications import ApplicationChanged, ApplicationSubmitted, ApplicationWithdrawn
+from schemas.applications import (
+    ApplicationChanged,
+    ApplicationRefused,
+    ApplicationSubmitted,
+    ApplicationWithdrawn,
+)
+from schemas.authorisations import (
+    AuthorisationCheckFailed,
+    AuthorisationRefused,
+    AuthorisationVerified,
+)
 from schemas.base import Message
 from schemas.enrollment import (
     EnrollmentChecked,
@@ -57,6 +67,8 @@ from schemas.notifications import (
     NotificationPosted,
     NotificationSent,
 )
+from schemas.priority import PriorityConfirmed, PriorityRejected
+from schemas.residence import ResidenceChecked, ResidenceCheckFailed
 from schemas.topics import BY_NAME, Topic, topic_for
 from schemas.values import mask_personal_codes
 
@@ -192,6 +204,14 @@ class Projection:
             NotificationDeemedNotified: self._deemed,
             NotificationPosted: self._posted,
             NotificationFailed: self._failed,
+            ResidenceChecked: self._residence_checked,
+            ResidenceCheckFailed: self._residence_failed,
+            PriorityConfirmed: self._priority,
+            PriorityRejected: self._priority,
+            AuthorisationVerified: self._authorisation,
+            AuthorisationRefused: self._authorisation,
+            AuthorisationCheckFailed: self._authorisation,
+            ApplicationRefused: self._application_refused,
         }
 
     # ------------------------------------------------------------------ feeding
@@ -407,6 +427,39 @@ class Projection:
     def _check_failed(self, m: EnrollmentCheckFailed) -> None:
         kind = "permanent" if m.permanent else "may pass"
         self._note(m.child_ref, m, "facts", f"VIIS check failed: {m.reason} ({kind})")
+
+    def _residence_checked(self, m: ResidenceChecked) -> None:
+        found = [
+            f"{r.subject}{'' if r.guardian_index is None else f' {r.guardian_index + 1}'}"
+            f" in {r.declared_municipality}"
+            for r in m.residences
+        ]
+        text = f"population register as of {m.as_of}: {', '.join(found) or 'no residence'}"
+        self._note(m.child_ref, m, "facts", text)
+
+    def _residence_failed(self, m: ResidenceCheckFailed) -> None:
+        kind = "permanent" if m.permanent else "may pass"
+        text = f"population register check failed: {m.reason.replace('_', ' ')} ({kind})"
+        self._note(m.child_ref, m, "facts", text)
+
+    def _priority(self, m: PriorityConfirmed | PriorityRejected) -> None:
+        verb = "confirmed" if isinstance(m, PriorityConfirmed) else "rejected"
+        text = f"commission {verb} {m.claim.replace('_', ' ')} (decision {m.decision_number})"
+        self._note(m.child_ref, m, "facts", text)
+
+    def _authorisation(
+        self, m: AuthorisationVerified | AuthorisationRefused | AuthorisationCheckFailed
+    ) -> None:
+        if isinstance(m, AuthorisationVerified):
+            text = "register of authorisations: the authorisation holds"
+        elif isinstance(m, AuthorisationRefused):
+            text = f"register of authorisations: refused ({m.reason.replace('_', ' ')})"
+        else:
+            text = f"register of authorisations not asked: {m.reason.replace('_', ' ')}"
+        self._note(m.child_ref, m, "application", text)
+
+    def _application_refused(self, m: ApplicationRefused) -> None:
+        self._note(m.child_ref, m, "application", f"application refused: {m.detail}")
 
     def _resolved(self, m: AddressResolved) -> None:
         text = f"GIS: residence resolved, territory {m.territory_code}, {m.postcode}"

@@ -26,7 +26,13 @@ from schemas.allocation import (
     PlaceAccepted,
     RoundCompleted,
 )
-from schemas.applications import ApplicationSubmitted, Guardian, PriorityClaims
+from schemas.applications import (
+    ApplicationRefused,
+    ApplicationSubmitted,
+    Guardian,
+    PriorityClaims,
+)
+from schemas.authorisations import AuthorisationRefused
 from schemas.base import Message
 from schemas.enrollment import EnrollmentChecked, EnrollmentRegistered
 from schemas.geo import Lks92Point, Wgs84Point
@@ -35,7 +41,9 @@ from schemas.notifications import (
     NotificationFailed,
     NotificationSent,
 )
-from schemas.topics import ALLOCATION, GIS, NOTIFY, VIIS, VPS, topic_for
+from schemas.priority import PriorityRejected
+from schemas.residence import Residence, ResidenceChecked
+from schemas.topics import ALLOCATION, AUTHORISATIONS, GIS, NOTIFY, VIIS, VPS, topic_for
 from schemas.values import personal_code_check_digit
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
@@ -471,3 +479,66 @@ def test_a_dead_letter_is_shown_with_its_personal_codes_masked() -> None:
     assert shown["event_type"] == "ApplicationSubmitted" and shown["replayable"] is True
     assert (shown["service"], shown["reason"], shown["attempts"]) == ("allocation", "refused", 5)
     assert "19997" not in json.dumps(shown)
+
+
+def test_checks_decisions_and_refusals_before_a_list_are_on_the_timeline() -> None:
+    child, app_id = "CH-00000000c0de", "APP-2026-000777"
+    common: dict[str, Any] = {"municipality": "riga", "child_ref": child}
+    messages: list[Message] = [
+        ResidenceChecked.new(
+            producer=VPS,
+            as_of=date(2026, 9, 1),
+            residences=(
+                Residence(
+                    subject="child",
+                    address_code="100000001",
+                    territory_code="0100000",
+                    declared_municipality="riga",
+                    declared_from=date(2024, 1, 1),
+                ),
+                Residence(
+                    subject="guardian",
+                    guardian_index=0,
+                    address_code="100000002",
+                    territory_code="0800000",
+                    declared_municipality="marupe",
+                    declared_from=date(2025, 3, 1),
+                ),
+            ),
+            **common,
+        ),
+        PriorityRejected.new(
+            producer="operator",
+            ground="large_family",
+            decision_number="K-9",
+            decided_by="anna",
+            decided_on=date(2026, 8, 2),
+            reason="not shown",
+            **common,
+        ),
+        AuthorisationRefused.new(
+            producer=AUTHORISATIONS,
+            application_id=app_id,
+            reason="revoked",
+            detail="revoked on 2026-03-01",
+            **common,
+        ),
+        ApplicationRefused.new(
+            producer=ALLOCATION,
+            application_id=app_id,
+            reason="authorisation_refused",
+            authorisation_reason="revoked",
+            detail="the register refused the authorisation: revoked",
+            refused_at=T0,
+            **common,
+        ),
+    ]
+    projection = fed([(topic_for(m).name, m) for m in messages])
+    found = projection.timeline(child)
+    assert found is not None
+    assert [e["summary"] for e in found["entries"]] == [
+        "population register as of 2026-09-01: child in riga, guardian 1 in marupe",
+        "commission rejected large family (decision K-9)",
+        "register of authorisations: refused (revoked)",
+        "application refused: the register refused the authorisation: revoked",
+    ]
