@@ -1202,7 +1202,7 @@ _WHY = {
     "not_yet_due": "wants to start after this round",
     "held": "keeps the place it attends now (waits for one ranked higher)",
     "refused": "application refused: the register did not confirm its authorisation",
-    "queued": "facts not verified in time for the list",
+    "unverified": "left out of the list: a register did not answer the checks in time",
 }
 
 

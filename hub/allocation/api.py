@@ -273,7 +273,8 @@ def unplaced(state: AllocationState) -> dict[str, Any]:
     """Children without an accepted place, counted by why: ``expired`` (the offer, or the
     application annulled after it), ``declined``, the engine's reason for the child
     (``outranked``, ``no_fitting_group``, ``not_yet_due``), ``held`` (keeps the place it
-    attends), ``placed`` (an offer is open), or the application's status outside the round."""
+    attends), ``placed`` (an offer is open), ``unverified`` (left out of the list: a register
+    did not answer the checks before it), or the application's status outside the round."""
     reasons: Counter[str] = Counter()
     statuses_of: dict[str, set[str]] = {}
     for offer in state.offers.values():
@@ -290,6 +291,8 @@ def unplaced(state: AllocationState) -> dict[str, Any]:
         elif engine is not None and child_ref in engine:
             placement = engine.placement(child_ref)
             reasons["held" if placement.kind == "held" else placement.reason or "placed"] += 1
+        elif file.unverified and file.status == "queued":
+            reasons["unverified"] += 1  # a register did not answer the checks before the list
         else:
             reasons[file.status] += 1
     return {"children": sum(reasons.values()), "reasons": dict(reasons.most_common())}

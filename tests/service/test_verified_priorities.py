@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from hub.allocation.api import child_report, unplaced
 from hub.allocation.rules import load_rules
 from hub.allocation.service import service
 from hub.allocation.state import declined_offered, unconfirmed_ranked
@@ -211,6 +212,8 @@ async def test_a_register_that_does_not_answer_leaves_the_child_out_as_not_verif
     assert summary.facts_unverified == 1 and summary.applications_considered == 1
     assert _offered(out) == {apps[1].child_ref}
     assert h.state.children[silent].unverified == ["viis"]  # the population register answered
+    assert unplaced(h.state)["reasons"]["unverified"] == 1
+    assert child_report(h.state, silent)["unverified"] == ["viis"]
     assert h.state.pending is None
 
 
