@@ -242,7 +242,7 @@ class Season:
     ) -> None:
         self.settings, self.bootstrap, self.code = settings, bootstrap, code
         self.scenario, self.report, self.out = scenario, report, out
-        limit = institution_limit(settings, settings.municipality)
+        limit = institution_limit(settings, settings.municipality)  # as the e-service's
         self.town = SyntheticMunicipality(
             code,
             seed=scenario.seed,

@@ -213,10 +213,13 @@ class SimulatorsProcess:
         self.smtp = (settings.smtp_host, settings.smtp_port)
         self.log = data / "simulators.log"
         shared = ("municipality", "smtp_port", "http_timeout")
+        # The e-service refuses what the municipality's rules refuse: the same rules file.
+        rules = {"rules": settings.rules} if settings.rules else {}
         self.env = _environment(
             data,
             {f"{s}_url": url for s, url in self.urls.items()}
             | {name: getattr(settings, name) for name in shared}
+            | rules
             | clock_settings(settings)
             | simulation,
         )
