@@ -20,7 +20,9 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from schemas.applications import ApplicationSubmitted
-from schemas.residence import ResidenceDeclared
+from schemas.authorisations import Authorisation
+from schemas.priority import PriorityConfirmed, PriorityRejected
+from schemas.residence import Residence, ResidenceDeclared
 from schemas.values import PersonalCode
 from simulators.municipality import new_format_code, old_format_code
 
@@ -128,9 +130,25 @@ def _fix_residence(fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _fix_authorisation(fields: dict[str, Any]) -> dict[str, Any]:
+    if fields["valid_until"] is not None and fields["valid_until"] < fields["valid_from"]:
+        fields["valid_from"], fields["valid_until"] = fields["valid_until"], fields["valid_from"]
+    return fields
+
+
+def _fix_decision(fields: dict[str, Any]) -> dict[str, Any]:
+    staff = fields["ground"] == "staff_child"
+    fields["institution_id"] = (fields["institution_id"] or "PII-001") if staff else None
+    return fields
+
+
 FIXUPS: dict[type[BaseModel], Callable[[dict[str, Any]], dict[str, Any]]] = {
     ApplicationSubmitted: _fix_application,
     ResidenceDeclared: _fix_residence,
+    Residence: _fix_residence,
+    Authorisation: _fix_authorisation,
+    PriorityConfirmed: _fix_decision,
+    PriorityRejected: _fix_decision,
 }
 
 
