@@ -9,6 +9,7 @@ from hub.settings import Settings
 
 
 def service(settings: Settings, *, clock: Clock | None = None, api: bool = True) -> Built:
-    """The adapter, its client pointed at ``HUB_VIIS_URL``."""
+    """The adapter of ``HUB_MUNICIPALITY``'s requests, its client pointed at ``HUB_VIIS_URL``
+    (another municipality's requests on a shared cluster are its own adapter's)."""
     client = client_from_url(settings.viis_url, **http_client_options(settings))
-    return Built(viis_service(client), where=f"VIIS at {settings.viis_url}")
+    return Built(viis_service(client, settings.municipality), where=f"VIIS at {settings.viis_url}")

@@ -63,8 +63,8 @@ Topics → e-service (one client for every handler):
   again is harmless. An application the e-service does not know is a
   permanent error (dead-lettered).
 
-These handlers do not filter by municipality: one adapter serves the one
-municipality its VPS belongs to (``HUB_MUNICIPALITY``).
+One adapter serves the one municipality its VPS belongs to (``HUB_MUNICIPALITY``): its
+handlers skip another municipality's messages on a shared cluster.
 """
 
 from __future__ import annotations
@@ -432,15 +432,39 @@ class VpsFeed(Poller):
         await self.client.close()
 
 
-class _EServiceCalls(Handler[Message]):
+class _OneMunicipality:
+    """A handler of the one municipality this VPS belongs to: another municipality's
+    messages on a shared cluster are its own adapter's, and are skipped (None: all)."""
+
+    municipality: str | None
+
+    def ours(self, message: Message) -> bool:
+        if self.municipality is None or message.municipality == self.municipality:
+            return True
+        log.debug(
+            "message of another municipality skipped",
+            extra={"event_id": str(message.event_id), "municipality": message.municipality},
+        )
+        return False
+
+
+class _EServiceCalls(_OneMunicipality, Handler[Message]):
     """A handler whose effect is a call to the e-service: it records nothing itself."""
 
     source: ClassVar[str]
     """The topic it consumes."""
 
-    def __init__(self, client: VpsClient) -> None:
+    def __init__(self, client: VpsClient, municipality: str | None = None) -> None:
         super().__init__(self.source)
-        self.client = client
+        self.client, self.municipality = client, municipality
+
+    async def fetch(self, message: Message) -> Any:
+        if self.ours(message):
+            await self.call(message)
+        return None
+
+    async def call(self, message: Message) -> None:
+        """The e-service call ``message`` asks for (if any)."""
 
     def apply(self, unit: Unit, message: Message, fetched: Any) -> None:
         """Nothing to record: the call was the effect."""
@@ -451,7 +475,7 @@ class Offers(_EServiceCalls):
 
     source = "allocation.offers.v1"
 
-    async def fetch(self, message: Message) -> Any:
+    async def call(self, message: Message) -> None:
         if isinstance(message, OfferMade):
             await self.client.show_offer(
                 str(message.offer_id),
@@ -467,7 +491,6 @@ class Offers(_EServiceCalls):
             await self.client.set_deadline(str(message.offer_id), message.respond_by)
         elif type(message) in _STATUS:
             await self.client.close_offer(str(message.offer_id), _STATUS[type(message)])  # type: ignore[attr-defined]
-        return None
 
 
 class Rounds(_EServiceCalls):
@@ -475,10 +498,9 @@ class Rounds(_EServiceCalls):
 
     source = "allocation.rounds.v1"
 
-    async def fetch(self, message: Message) -> Any:
+    async def call(self, message: Message) -> None:
         if isinstance(message, RoundCompleted):
             await self.client.publish_round(str(message.round_id), round_summary(message))
-        return None
 
 
 class Refusals(_EServiceCalls):
@@ -486,10 +508,9 @@ class Refusals(_EServiceCalls):
 
     source = "allocation.applications.v1"
 
-    async def fetch(self, message: Message) -> Any:
+    async def call(self, message: Message) -> None:
         if isinstance(message, ApplicationRefused):
             await self.client.refuse_application(message.application_id, refusal(message))
-        return None
 
 
 def refusal(message: ApplicationRefused) -> dict[str, Any]:
@@ -505,21 +526,25 @@ def refusal(message: ApplicationRefused) -> dict[str, Any]:
 Residences = dict[PersonalCode, Declared | None]
 
 
-class ResidenceChecks(Handler[CheckResidence]):
+class ResidenceChecks(_OneMunicipality, Handler[CheckResidence]):
     """``CheckResidence`` → ``ResidenceChecked``, or ``ResidenceCheckFailed``."""
 
     source = "vps.population.checks.v1"
 
-    def __init__(self, client: VpsClient) -> None:
+    def __init__(self, client: VpsClient, municipality: str | None = None) -> None:
         super().__init__(self.source)
-        self.client = client
+        self.client, self.municipality = client, municipality
 
     async def fetch(self, message: CheckResidence) -> Residences | None:
+        if not self.ours(message):
+            return None
         return await self.client.residences(
             message.child_personal_code, message.guardian_personal_codes, message.as_of
         )
 
     def apply(self, unit: Unit, message: CheckResidence, fetched: Residences | None) -> None:
+        if not self.ours(message):
+            return
         if fetched is None:
             unit.emit(
                 ResidenceCheckFailed.new(
@@ -613,5 +638,10 @@ def service(
     residence checks (clients may be one). Retries of the handlers' client are counted in
     the service's metrics."""
     feed = VpsFeed(feed_client or client, municipality, interval=interval)
-    handlers = (Offers(client), Rounds(client), Refusals(client), ResidenceChecks(client))
+    handlers = (
+        Offers(client, municipality),
+        Rounds(client, municipality),
+        Refusals(client, municipality),
+        ResidenceChecks(client, municipality),
+    )
     return ServiceSpec(name, handlers, pollers=(feed,), clients=(client,))

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from adapters.vps import VpsClient, message_for, service
-from adapters.vps.service import ResidenceChecks
+from adapters.vps.service import Offers, ResidenceChecks
 from hub.errors import PermanentError
 from hub.reliability.consumer import BatchProcessor, Incoming, RetrySchedule, Unit
 from hub.reliability.deadletters import header
@@ -30,6 +30,7 @@ from simulators.faults import FaultInjection, Faults
 from simulators.messages import application_form
 from simulators.municipality import Child, SyntheticMunicipality, old_format_code
 from simulators.vps.app import create_app
+from tests.allocation_messages import offer_made
 from tests.contract.common import FAST, NO_FAULT, mocked
 
 TOWN = SyntheticMunicipality("riga", seed=4, children=300, institutions=3, admission_year=2026)
@@ -561,3 +562,26 @@ async def test_an_unavailable_register_parks_the_check_then_answers_unavailable(
     assert body["event_type"] == "ResidenceCheckFailed"
     assert (body["reason"], body["permanent"]) == ("unavailable", False)
     assert "503" in body["detail"]
+
+
+async def test_another_municipalitys_requests_are_left_to_its_own_adapter() -> None:
+    class Untouchable:
+        async def residences(self, *_: object) -> None:
+            raise AssertionError("the register of another municipality was asked")
+
+        async def show_offer(self, *_: object) -> None:
+            raise AssertionError("another municipality's e-service was called")
+
+    client: Any = Untouchable()
+    check = CheckResidence.new(
+        producer=ALLOCATION,
+        municipality="liepaja",
+        child_ref="CH-0123456789ab",
+        child_personal_code=old_format_code(date(2022, 1, 10), random.Random(1)),
+        as_of=date(2026, 9, 1),
+    )
+    handler = ResidenceChecks(client, "riga")
+    assert await handler.fetch(check) is None
+    handler.apply(None, check, None)  # type: ignore[arg-type]  # nothing emitted, nothing asked
+    offer = offer_made(municipality="liepaja")
+    assert await Offers(client, "riga").fetch(offer) is None
