@@ -752,6 +752,15 @@ def _queue(settings: Settings, args: argparse.Namespace) -> int:
     print(f"status {report['status']}")
     if report["missing_facts"]:
         print(f"waiting for facts: {', '.join(report['missing_facts'])}")
+    if report["unverified"]:
+        print(f"left out of the latest list, not verified by: {', '.join(report['unverified'])}")
+    for fact in report["facts"]:
+        value = fact["value"]
+        shown = ", ".join(value) or "none" if isinstance(value, list) else str(value).lower()
+        verified = f"verified {fact['verified_on']}" if fact["verified_on"] else "not verified"
+        print(f"fact {fact['fact']}: {shown} ({fact['source']}, {verified})")
+    if report["declined"]:
+        print(f"declined (never offered again): {', '.join(report['declined'])}")
     offer = report["offer"]
     if offer:
         deadline = offer["respond_by"] or "not yet notified"

@@ -99,3 +99,42 @@ def test_pending_says_when_the_service_does_not_answer(monkeypatch: pytest.Monke
         cli._priority(
             cli.load_settings(), cli._parser(["priority"]).parse_args(["priority", "pending"])
         )
+
+
+def test_queue_prints_each_fact_with_its_source_and_the_declines(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = {
+        "child_ref": "CH-0123456789ab",
+        "application_id": "APP-2026-000001",
+        "status": "queued",
+        "missing_facts": [],
+        "unverified": ["viis"],
+        "facts": [
+            {"fact": "adopted", "value": False, "source": "declared", "verified_on": None},
+            {
+                "fact": "child_resident",
+                "value": True,
+                "source": "pers",
+                "verified_on": "2026-09-01",
+            },
+            {"fact": "siblings_at", "value": ["PII-002"], "source": "viis", "verified_on": None},
+        ],
+        "declined": ["PII-004"],
+        "offer": None,
+        "placement": None,
+        "queue": [],
+        "why_not": [],
+    }
+
+    def get(url: str, **_: Any) -> httpx.Response:
+        return httpx.Response(200, json=report, request=httpx.Request("GET", url))
+
+    monkeypatch.setattr(httpx, "get", get)
+    assert cli.main(["queue", "CH-0123456789ab"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "left out of the latest list, not verified by: viis" in out
+    assert "fact adopted: false (declared, not verified)" in out
+    assert "fact child_resident: true (pers, verified 2026-09-01)" in out
+    assert "fact siblings_at: PII-002 (viis, not verified)" in out
+    assert "declined (never offered again): PII-004" in out
