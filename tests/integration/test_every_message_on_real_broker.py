@@ -12,7 +12,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from hub.kafka import client_options
 from hub.reliability.consumer import BatchProcessor, Unit
